@@ -1,0 +1,36 @@
+# shoal — top-level commands. `make run` starts the main example server; `make test` runs
+# every test and check of the project (what CI runs).
+
+CARGO ?= cargo
+PYTHON ?= python3
+
+.PHONY: all run test lint test-rust bench-echo bench-echo-quick clean
+
+all:
+	$(CARGO) build --release --workspace --examples
+
+## Build in release mode and start the main example server on 127.0.0.1:9000.
+run:
+	$(CARGO) build --release -p shoal-core --example echo
+	./target/release/examples/echo --host 127.0.0.1 --port 9000
+
+## Every test and check.
+test: lint test-rust
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --workspace
+
+test-rust:
+	$(CARGO) test --workspace
+
+## Echo benchmark against the peers (bench/echo.py; see bench/RESULTS.md).
+bench-echo:
+	$(PYTHON) bench/echo.py --out bench/out/echo.md
+
+bench-echo-quick:
+	$(PYTHON) bench/echo.py --quick --servers shoal,epoll
+
+clean:
+	$(CARGO) clean

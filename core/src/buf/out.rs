@@ -1,0 +1,224 @@
+//! The per-connection output queue: pooled chunks, flushed with one `sendmsg` per batch.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use super::BufferPool;
+
+/// Most chunks handed to one `sendmsg` (well under `IOV_MAX`).
+const MAX_IOV: usize = 64;
+/// Owned writes smaller than this are copied into the tail chunk instead of queued as a chunk.
+const COPY_OWNED_BELOW: usize = 1024;
+
+/// Queued, unsent output of one connection.
+///
+/// Small writes are copied into the tail chunk (a pooled buffer), so many small responses leave
+/// in one system call; owned buffers given by value are queued without a copy. The first chunk
+/// lives inline so a connection with one pending chunk allocates nothing besides the pooled
+/// buffer, and an empty queue holds no memory at all.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    head: Vec<u8>,
+    pos: usize,
+    rest: VecDeque<Vec<u8>>,
+    len: usize,
+}
+
+impl OutQueue {
+    /// Bytes queued and not yet written.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn tail(&mut self) -> &mut Vec<u8> {
+        match self.rest.back_mut() {
+            Some(t) => t,
+            None => &mut self.head,
+        }
+    }
+
+    fn push_chunk(&mut self, chunk: Vec<u8>) {
+        if self.head.is_empty() && self.rest.is_empty() {
+            self.head = chunk;
+            self.pos = 0;
+        } else {
+            self.rest.push_back(chunk);
+        }
+    }
+
+    /// Copies `data` to the end of the queue, filling pooled chunks.
+    pub(crate) fn push_copy(&mut self, mut data: &[u8], pool: &mut BufferPool) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if self.head.capacity() == 0 && self.rest.is_empty() {
+            self.head = pool.get();
+            self.pos = 0;
+        }
+        loop {
+            let tail = self.tail();
+            let room = tail.capacity() - tail.len();
+            let n = room.min(data.len());
+            tail.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if data.is_empty() {
+                return;
+            }
+            let chunk = pool.get();
+            self.push_chunk(chunk);
+        }
+    }
+
+    /// Queues an owned buffer, copying it only when it is small enough to share a chunk.
+    pub(crate) fn push_owned(&mut self, data: Vec<u8>, pool: &mut BufferPool) {
+        if data.is_empty() {
+            return;
+        }
+        let fits = {
+            let tail = self.tail();
+            tail.capacity() - tail.len() >= data.len()
+        };
+        if data.len() < COPY_OWNED_BELOW && (fits || self.is_empty()) {
+            self.push_copy(&data, pool);
+            return;
+        }
+        self.len += data.len();
+        if self.is_empty_storage() {
+            self.head = data;
+            self.pos = 0;
+        } else {
+            self.rest.push_back(data);
+        }
+    }
+
+    fn is_empty_storage(&self) -> bool {
+        self.head.is_empty() && self.rest.is_empty()
+    }
+
+    /// Drops everything queued (an abort), returning chunks to the pool.
+    pub(crate) fn clear(&mut self, pool: &mut BufferPool) {
+        pool.put(std::mem::take(&mut self.head));
+        for c in self.rest.drain(..) {
+            pool.put(c);
+        }
+        self.pos = 0;
+        self.len = 0;
+    }
+
+    /// Marks `n` bytes as written, returning emptied chunks to the pool.
+    fn consume(&mut self, mut n: usize, pool: &mut BufferPool) {
+        self.len -= n;
+        while n > 0 {
+            let avail = self.head.len() - self.pos;
+            if n < avail {
+                self.pos += n;
+                return;
+            }
+            n -= avail;
+            let next = self.rest.pop_front().unwrap_or_default();
+            pool.put(std::mem::replace(&mut self.head, next));
+            self.pos = 0;
+        }
+        if self.len == 0 {
+            // Keep nothing while idle: the last chunk goes back to the pool.
+            pool.put(std::mem::take(&mut self.head));
+            self.pos = 0;
+        }
+    }
+
+    /// Writes as much as the socket takes with `send` (one chunk) or `sendmsg` (several),
+    /// always with `MSG_NOSIGNAL` so a reset peer never raises `SIGPIPE` in the host process.
+    /// Returns the bytes written; `WouldBlock` ends the attempt without error.
+    pub(crate) fn flush(
+        &mut self,
+        sock: &socket2::SockRef<'_>,
+        pool: &mut BufferPool,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        while self.len > 0 {
+            let res = if self.rest.is_empty() {
+                sock.send_with_flags(&self.head[self.pos..], libc::MSG_NOSIGNAL)
+            } else {
+                let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                iov[0] = IoSlice::new(&self.head[self.pos..]);
+                let mut n = 1;
+                for c in self.rest.iter().take(MAX_IOV - 1) {
+                    iov[n] = IoSlice::new(c);
+                    n += 1;
+                }
+                sock.send_vectored_with_flags(&iov[..n], libc::MSG_NOSIGNAL)
+            };
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.consume(n, pool);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The queued bytes in order (tests and the worker pool hand-off).
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        let mut v = self.head[self.pos..].to_vec();
+        for c in &self.rest {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_and_owned_chunks_keep_order() {
+        let mut pool = BufferPool::new(256, 8);
+        let mut q = OutQueue::default();
+        let mut expect = Vec::new();
+        for i in 0..50u8 {
+            let piece: Vec<u8> = std::iter::repeat_n(i, (i as usize * 37) % 700 + 1).collect();
+            expect.extend_from_slice(&piece);
+            if i % 3 == 0 {
+                q.push_owned(piece, &mut pool);
+            } else {
+                q.push_copy(&piece, &mut pool);
+            }
+        }
+        assert_eq!(q.len(), expect.len());
+        assert_eq!(q.to_vec(), expect);
+    }
+
+    #[test]
+    fn flush_through_a_socket_pair_returns_chunks() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut pool = BufferPool::new(256, 8);
+        let mut q = OutQueue::default();
+        let data: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+        q.push_copy(&data, &mut pool);
+        q.push_owned(vec![9; 5000], &mut pool);
+        let sock = socket2::SockRef::from(&a);
+        let n = q.flush(&sock, &mut pool).unwrap();
+        assert_eq!(n, 7000);
+        assert!(q.is_empty());
+        assert!(pool.free_len() >= 7, "pooled chunks came back");
+        let mut got = vec![0; 7000];
+        std::io::Read::read_exact(&mut &b, &mut got).unwrap();
+        assert_eq!(&got[..2000], &data[..]);
+        assert!(got[2000..].iter().all(|&x| x == 9));
+    }
+}

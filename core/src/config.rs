@@ -1,0 +1,264 @@
+//! Server configuration: one plain struct with engine defaults and chainable setters.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Largest number of reactor threads (the reactor index is 8 bits of a [`crate::ConnId`]).
+pub const MAX_THREADS: usize = 256;
+
+/// Largest number of connection slots per reactor (24 bits of a [`crate::ConnId`]).
+pub const MAX_SLOTS_PER_REACTOR: usize = 1 << 24;
+
+/// Everything a server can be tuned with. Build it with [`Config::new`] and the setters, or set
+/// fields directly; [`crate::Server::bind`] validates it.
+///
+/// Sizes are in bytes, timeouts are `None` when disabled.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on (IPv4 or IPv6). Port 0 picks a free port, shared by all reactors.
+    pub addr: SocketAddr,
+    /// Reactor threads. Default: the number of CPUs.
+    pub threads: usize,
+    /// Each reactor binds its own `SO_REUSEPORT` listener (the kernel spreads connections).
+    /// When false, reactor 0 accepts for all and hands sockets round-robin to the others.
+    pub reuse_port: bool,
+    /// Listen backlog. Default 1024.
+    pub backlog: i32,
+    /// `TCP_NODELAY` on every connection. Default true.
+    pub nodelay: bool,
+    /// `SO_KEEPALIVE` with this idle time, if set. Default off.
+    pub keepalive: Option<Duration>,
+    /// `SO_RCVBUF`, if set. Default: the kernel's.
+    pub recv_buffer_size: Option<usize>,
+    /// `SO_SNDBUF`, if set. Default: the kernel's.
+    pub send_buffer_size: Option<usize>,
+    /// Size of each reactor's scratch read buffer; one `read` takes at most this much.
+    /// Default 64 KiB.
+    pub read_buffer_size: usize,
+    /// Most unconsumed input one connection may hold before it is closed with
+    /// `ReadOverflow`. Default 1 MiB.
+    pub max_read_buffer: usize,
+    /// Queued output above which the reactor stops reading from the connection. Default 1 MiB.
+    pub write_high_watermark: usize,
+    /// Queued output below which reading resumes and `on_drain` is called. Default 256 KiB.
+    pub write_low_watermark: usize,
+    /// Queued output above which the connection is closed with `WriteOverflow`. Default 16 MiB.
+    pub max_write_buffer: usize,
+    /// Close a connection after this long without traffic in either direction.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection whose unconsumed input (a partial message) waited this long.
+    pub read_timeout: Option<Duration>,
+    /// Close a connection whose queued output made no progress for this long.
+    pub write_timeout: Option<Duration>,
+    /// Give up on an outbound connection not established within this time. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Connections across all reactors; at the limit accepting pauses (new connections wait in
+    /// the backlog) and resumes below it. Default 1,048,576.
+    pub max_connections: usize,
+    /// After `stop()`, how long queued output may take to flush before the remaining
+    /// connections are closed. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// How long accepting pauses after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`. Default 100 ms.
+    pub accept_backoff: Duration,
+    /// Readiness events taken per `epoll_wait`. Default 1024.
+    pub events_capacity: usize,
+    /// Reads per readiness event before other connections get a turn. Default 16.
+    pub read_budget: usize,
+    /// Capacity of each pooled buffer (output chunks, unconsumed-input tails). Default 16 KiB.
+    pub pool_buffer_size: usize,
+    /// Free buffers each reactor keeps for reuse. Default 256.
+    pub pool_max_free: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            reuse_port: true,
+            backlog: 1024,
+            nodelay: true,
+            keepalive: None,
+            recv_buffer_size: None,
+            send_buffer_size: None,
+            read_buffer_size: 64 * 1024,
+            max_read_buffer: 1024 * 1024,
+            write_high_watermark: 1024 * 1024,
+            write_low_watermark: 256 * 1024,
+            max_write_buffer: 16 * 1024 * 1024,
+            idle_timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 1 << 20,
+            shutdown_grace: Duration::from_secs(5),
+            accept_backoff: Duration::from_millis(100),
+            events_capacity: 1024,
+            read_budget: 16,
+            pool_buffer_size: 16 * 1024,
+            pool_max_free: 256,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$m:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$m])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Config {
+    /// The defaults, listening on `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Config {
+            addr,
+            ..Config::default()
+        }
+    }
+
+    setters! {
+        /// Sets [`Config::addr`].
+        addr: SocketAddr,
+        /// Sets [`Config::threads`].
+        threads: usize,
+        /// Sets [`Config::reuse_port`].
+        reuse_port: bool,
+        /// Sets [`Config::backlog`].
+        backlog: i32,
+        /// Sets [`Config::nodelay`].
+        nodelay: bool,
+        /// Sets [`Config::keepalive`].
+        keepalive: Option<Duration>,
+        /// Sets [`Config::recv_buffer_size`].
+        recv_buffer_size: Option<usize>,
+        /// Sets [`Config::send_buffer_size`].
+        send_buffer_size: Option<usize>,
+        /// Sets [`Config::read_buffer_size`].
+        read_buffer_size: usize,
+        /// Sets [`Config::max_read_buffer`].
+        max_read_buffer: usize,
+        /// Sets [`Config::write_high_watermark`].
+        write_high_watermark: usize,
+        /// Sets [`Config::write_low_watermark`].
+        write_low_watermark: usize,
+        /// Sets [`Config::max_write_buffer`].
+        max_write_buffer: usize,
+        /// Sets [`Config::idle_timeout`].
+        idle_timeout: Option<Duration>,
+        /// Sets [`Config::read_timeout`].
+        read_timeout: Option<Duration>,
+        /// Sets [`Config::write_timeout`].
+        write_timeout: Option<Duration>,
+        /// Sets [`Config::connect_timeout`].
+        connect_timeout: Duration,
+        /// Sets [`Config::max_connections`].
+        max_connections: usize,
+        /// Sets [`Config::shutdown_grace`].
+        shutdown_grace: Duration,
+        /// Sets [`Config::accept_backoff`].
+        accept_backoff: Duration,
+        /// Sets [`Config::events_capacity`].
+        events_capacity: usize,
+        /// Sets [`Config::read_budget`].
+        read_budget: usize,
+        /// Sets [`Config::pool_buffer_size`].
+        pool_buffer_size: usize,
+        /// Sets [`Config::pool_max_free`].
+        pool_max_free: usize,
+    }
+
+    /// Checks every value; the error names the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        fn bad(msg: &str) -> Result<()> {
+            Err(Error::InvalidConfig(msg.to_owned()))
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return bad("threads must be in 1..=256");
+        }
+        if self.backlog <= 0 {
+            return bad("backlog must be positive");
+        }
+        if self.read_buffer_size < 512 {
+            return bad("read_buffer_size must be at least 512");
+        }
+        if self.max_read_buffer == 0 {
+            return bad("max_read_buffer must be positive");
+        }
+        if self.write_low_watermark > self.write_high_watermark {
+            return bad("write_low_watermark must not exceed write_high_watermark");
+        }
+        if self.write_high_watermark > self.max_write_buffer {
+            return bad("write_high_watermark must not exceed max_write_buffer");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be positive");
+        }
+        if self.events_capacity == 0 {
+            return bad("events_capacity must be positive");
+        }
+        if self.read_budget == 0 {
+            return bad("read_budget must be positive");
+        }
+        if self.pool_buffer_size < 256 {
+            return bad("pool_buffer_size must be at least 256");
+        }
+        for (name, t) in [
+            ("idle_timeout", self.idle_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if t == Some(Duration::ZERO) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be positive (use None to disable)"
+                )));
+            }
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout must be positive");
+        }
+        if self.accept_backoff.is_zero() {
+            return bad("accept_backoff must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_out_of_range() {
+        assert!(Config::default().threads(0).validate().is_err());
+        assert!(Config::default().threads(257).validate().is_err());
+        assert!(
+            Config::default()
+                .write_low_watermark(10)
+                .write_high_watermark(5)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Config::default()
+                .idle_timeout(Some(Duration::ZERO))
+                .validate()
+                .is_err()
+        );
+        assert!(Config::default().max_write_buffer(1).validate().is_err());
+    }
+}

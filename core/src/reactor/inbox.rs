@@ -1,0 +1,99 @@
+//! A reactor's inbox: how other threads reach it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::Waker;
+
+use crate::conn::{ConnId, SlotTable};
+
+/// Work sent to a reactor from another thread (or from a callback for another reactor).
+#[derive(Debug)]
+pub(crate) enum Command {
+    Write {
+        id: ConnId,
+        data: Vec<u8>,
+    },
+    Close {
+        id: ConnId,
+        abort: bool,
+    },
+    SetTimer {
+        id: ConnId,
+        after_ms: u64,
+        tag: u64,
+    },
+    /// An outbound socket whose non-blocking connect is in progress; `id` is already issued.
+    Connect {
+        id: ConnId,
+        stream: mio::net::TcpStream,
+    },
+    /// An accepted socket handed over by the accepting reactor (`reuse_port = false`). Its
+    /// place under `max_connections` is already reserved.
+    Adopt {
+        stream: mio::net::TcpStream,
+    },
+    /// `max_connections` has room again.
+    ResumeAccept,
+    Stop,
+}
+
+/// The sending side of a reactor's inbox plus its slot table, shared by every handle.
+#[derive(Debug)]
+pub(crate) struct Remote {
+    tx: Sender<Command>,
+    waker: Waker,
+    /// Set by senders; a sender that flips it from false issues the one wake-up, so a burst of
+    /// commands costs one `eventfd` write, not one per command.
+    notified: AtomicBool,
+    pub(crate) slots: SlotTable,
+}
+
+/// The reactor's side.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    rx: Receiver<Command>,
+}
+
+pub(crate) fn channel(waker: Waker) -> (Remote, Inbox) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (
+        Remote {
+            tx,
+            waker,
+            notified: AtomicBool::new(false),
+            slots: SlotTable::default(),
+        },
+        Inbox { rx },
+    )
+}
+
+impl Remote {
+    /// Queues a command and wakes the reactor if it may be sleeping. Gives the command back if
+    /// the reactor has exited.
+    pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.tx.send(cmd).map_err(|e| e.0)?;
+        if !self.notified.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.waker.wake()
+        {
+            log::error!("waking reactor failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Whether commands may be waiting; clears the flag (call before draining).
+    pub(crate) fn take_notified(&self) -> bool {
+        self.notified.load(Ordering::SeqCst) && self.notified.swap(false, Ordering::SeqCst)
+    }
+
+    /// Leaves the flag set so the reactor comes back to a partially drained inbox.
+    pub(crate) fn renotify(&self) {
+        self.notified.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Inbox {
+    pub(crate) fn try_recv(&self) -> Option<Command> {
+        self.rx.try_recv().ok()
+    }
+}

@@ -1,0 +1,1233 @@
+//! The reactor: one thread, one `epoll` instance, and every connection it owns.
+//!
+//! A reactor never locks on the per-message path. It reads into one scratch buffer shared by
+//! all of its connections, hands the handler a borrowed slice, keeps only the unconsumed tail
+//! (in a pooled buffer), and flushes everything the callbacks queued with one `send`/`sendmsg`
+//! per connection per readiness event. Other threads reach it through its inbox.
+
+mod inbox;
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::buf::{BufferPool, OutQueue};
+use crate::config::Config;
+use crate::conn::{Conn, ConnId};
+use crate::error::{CloseReason, Error, Result};
+use crate::handler::Handler;
+use crate::server::{ServerHandle, Shared};
+use crate::stats::{ReactorStats, bump, set};
+use crate::timer::{TimerId, TimerWheel};
+
+pub(crate) use inbox::{Command, Inbox, Remote, channel};
+
+pub(crate) const WAKER: Token = Token(usize::MAX);
+const LISTENER: Token = Token(usize::MAX - 1);
+
+/// Accepts per readiness event before other work gets a turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Commands taken from the inbox per loop turn.
+const INBOX_BUDGET: usize = 4096;
+/// Marks an unset timestamp.
+const NEVER: u64 = u64::MAX;
+
+// Connection flags.
+/// `on_open` has not run yet: an outbound connect is in progress.
+const CONNECTING: u16 = 1 << 0;
+/// The peer sent end-of-stream.
+const READ_CLOSED: u16 = 1 << 1;
+/// Reading is paused: queued output is above the high watermark.
+const READ_PAUSED: u16 = 1 << 2;
+/// The socket may hold unread input (paused, or the read budget ran out).
+const READ_READY: u16 = 1 << 3;
+/// In the ready list.
+const IN_READY: u16 = 1 << 4;
+/// In the dirty list (output to flush or a close to carry out).
+const DIRTY: u16 = 1 << 5;
+/// Output went above the high watermark; `on_drain` is due when it falls below the low one.
+const OVER_HIGH: u16 = 1 << 6;
+
+/// Why a timer was set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerEvent {
+    /// The connection's built-in deadlines (idle, read, write, connect), checked lazily.
+    Conn(ConnId),
+    /// A user timer.
+    User { id: ConnId, tag: u64 },
+    /// Accepting may resume after running out of descriptors.
+    AcceptRetry,
+    /// The shutdown grace period is over.
+    ShutdownGrace,
+}
+
+/// Engine state of one connection (the handler's state lives beside it, in `Reactor::states`).
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: TcpStream,
+    id: ConnId,
+    flags: u16,
+    /// Unconsumed input: empty (and unallocated) unless the handler left a tail.
+    input: Vec<u8>,
+    out: OutQueue,
+    /// The housekeeping timer and the tick it fires at.
+    timer: Option<TimerId>,
+    timer_at: u64,
+    /// Last tick with traffic in either direction (or the connect attempt's start).
+    last_active: u64,
+    /// Tick since which unconsumed input has waited.
+    input_since: u64,
+    /// Tick since which queued output has made no progress.
+    stall_since: u64,
+    /// A close requested during a callback or by a command: (reason, abort).
+    close_req: Option<(CloseReason, bool)>,
+    /// Set once a graceful close is under way: close with this reason when output is flushed.
+    closing: Option<CloseReason>,
+}
+
+/// The live connection named by `id` (slot and generation both match).
+fn lookup(conns: &mut [Option<Connection>], id: ConnId) -> Option<&mut Connection> {
+    match conns.get_mut(id.slot() as usize) {
+        Some(Some(c)) if c.id == id => Some(c),
+        _ => None,
+    }
+}
+
+/// Per-reactor copies of the configuration values used on the hot path, timeouts in ticks.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_read_buffer: usize,
+    high_watermark: usize,
+    low_watermark: usize,
+    max_write_buffer: usize,
+    idle: Option<u64>,
+    read: Option<u64>,
+    write: Option<u64>,
+    connect: u64,
+    read_budget: usize,
+    flush_at: usize,
+}
+
+/// A delay in wheel ticks, never short: rounded up to whole milliseconds, plus one tick because
+/// the current tick stands for a time up to one millisecond in its past.
+fn ticks(d: Duration) -> u64 {
+    let ms = d.as_millis();
+    let ms = if Duration::from_millis(ms as u64) < d {
+        ms + 1
+    } else {
+        ms
+    };
+    u64::try_from(ms).unwrap_or(u64::MAX - 1).saturating_add(1)
+}
+
+/// The part of a reactor that callbacks reach through [`Conn`]: connections, timers, pool.
+/// It is not generic over the handler, so neither is `Conn`.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) index: usize,
+    conns: Vec<Option<Connection>>,
+    timers: TimerWheel<TimerEvent>,
+    pool: BufferPool,
+    now: u64,
+    dirty: Vec<u32>,
+    limits: Limits,
+    pub(crate) handle: ServerHandle,
+}
+
+impl Core {
+    fn stats(&self) -> &ReactorStats {
+        &self.handle.shared.stats[self.index]
+    }
+
+    fn get(&self, id: ConnId) -> Option<&Connection> {
+        match self.conns.get(id.slot() as usize) {
+            Some(Some(c)) if c.id == id => Some(c),
+            _ => None,
+        }
+    }
+
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        lookup(&mut self.conns, id)
+    }
+
+    fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Connection) {
+        if c.flags & DIRTY == 0 {
+            c.flags |= DIRTY;
+            dirty.push(c.id.slot());
+        }
+    }
+
+    /// A connection that accepts more output: live, not closing, no close requested.
+    fn writable(&mut self, id: ConnId, extra: usize) -> Result<&mut Connection> {
+        let max = self.limits.max_write_buffer;
+        let Some(c) = self
+            .conns
+            .get_mut(id.slot() as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+        else {
+            return Err(Error::Closed);
+        };
+        if c.close_req.is_some() || c.closing.is_some() {
+            return Err(Error::Closed);
+        }
+        if c.out.len().saturating_add(extra) > max {
+            c.close_req = Some((CloseReason::WriteOverflow, true));
+            Self::mark_dirty(&mut self.dirty, c);
+            return Err(Error::WriteOverflow);
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn write_copy(&mut self, id: ConnId, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return self.writable(id, 0).map(drop);
+        }
+        self.writable(id, data.len())?;
+        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        c.out.push_copy(data, &mut self.pool);
+        Self::mark_dirty(&mut self.dirty, c);
+        Ok(())
+    }
+
+    pub(crate) fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> Result<()> {
+        let total = bufs.iter().fold(0usize, |a, b| a.saturating_add(b.len()));
+        self.writable(id, total)?;
+        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        for b in bufs {
+            c.out.push_copy(b, &mut self.pool);
+        }
+        if total > 0 {
+            Self::mark_dirty(&mut self.dirty, c);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_owned(&mut self, id: ConnId, data: Vec<u8>) -> Result<()> {
+        self.writable(id, data.len())?;
+        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        if !data.is_empty() {
+            c.out.push_owned(data, &mut self.pool);
+            Self::mark_dirty(&mut self.dirty, c);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn queued(&self, id: ConnId) -> usize {
+        self.get(id).map_or(0, |c| c.out.len())
+    }
+
+    pub(crate) fn is_closing(&self, id: ConnId) -> bool {
+        self.get(id)
+            .is_none_or(|c| c.close_req.is_some() || c.closing.is_some())
+    }
+
+    /// Records a close to be carried out once the current callback returns. An abort
+    /// overrides a pending graceful close; the first reason of each kind wins.
+    pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason, abort: bool) {
+        let Some(c) = self
+            .conns
+            .get_mut(id.slot() as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+        else {
+            return;
+        };
+        match c.close_req {
+            Some((_, true)) => return,
+            Some((_, false)) if !abort => return,
+            _ => {}
+        }
+        if !abort && c.closing.is_some() {
+            return;
+        }
+        c.close_req = Some((reason, abort));
+        Self::mark_dirty(&mut self.dirty, c);
+    }
+
+    pub(crate) fn fail(&mut self, id: ConnId) {
+        if self.get(id).is_some() {
+            bump(&self.stats().handler_failures, 1);
+            self.request_close(id, CloseReason::HandlerFailed, true);
+        }
+    }
+
+    pub(crate) fn set_user_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+        let when = self.now.saturating_add(ticks(after));
+        self.timers.insert(when, TimerEvent::User { id, tag })
+    }
+
+    pub(crate) fn cancel_user_timer(&mut self, id: ConnId, timer: TimerId) -> bool {
+        match self.timers.get(timer) {
+            Some(TimerEvent::User { id: owner, .. }) if *owner == id => {
+                self.timers.cancel(timer);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Result<SocketAddr> {
+        Ok(self.get(id).ok_or(Error::Closed)?.stream.peer_addr()?)
+    }
+
+    pub(crate) fn local_addr(&self, id: ConnId) -> Result<SocketAddr> {
+        Ok(self.get(id).ok_or(Error::Closed)?.stream.local_addr()?)
+    }
+
+    /// The earliest built-in deadline of a connection and the reason it would close with.
+    fn deadline(limits: &Limits, c: &Connection) -> Option<(u64, CloseReason)> {
+        let mut best: Option<(u64, CloseReason)> = None;
+        let mut consider = |at: u64, r: CloseReason| {
+            if best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, r));
+            }
+        };
+        if c.flags & CONNECTING != 0 {
+            consider(
+                c.last_active.saturating_add(limits.connect),
+                CloseReason::ConnectTimeout,
+            );
+            return best;
+        }
+        if let Some(t) = limits.write
+            && c.stall_since != NEVER
+        {
+            consider(c.stall_since.saturating_add(t), CloseReason::WriteTimeout);
+        }
+        if let Some(t) = limits.read
+            && c.input_since != NEVER
+        {
+            consider(c.input_since.saturating_add(t), CloseReason::ReadTimeout);
+        }
+        if let Some(t) = limits.idle {
+            consider(c.last_active.saturating_add(t), CloseReason::IdleTimeout);
+        }
+        best
+    }
+
+    /// Makes sure the housekeeping timer fires no later than the connection's earliest
+    /// deadline. Deadlines that move later (traffic on an idle timer) are not rescheduled: the
+    /// timer fires early and re-arms itself, so steady traffic costs no timer operation.
+    fn arm(&mut self, slot: u32) {
+        let Some(c) = self.conns[slot as usize].as_mut() else {
+            return;
+        };
+        let Some((at, _)) = Self::deadline(&self.limits, c) else {
+            return;
+        };
+        if c.timer.is_some() && c.timer_at <= at {
+            return;
+        }
+        if let Some(t) = c.timer.take() {
+            self.timers.cancel(t);
+        }
+        c.timer = Some(self.timers.insert(at, TimerEvent::Conn(c.id)));
+        c.timer_at = at;
+    }
+}
+
+/// One reactor thread's whole state.
+pub(crate) struct Reactor<H: Handler> {
+    core: Core,
+    states: Vec<Option<H::State>>,
+    handler: Arc<H>,
+    poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
+    inbox: Inbox,
+    scratch: Vec<u8>,
+    ready: VecDeque<ConnId>,
+    fired: Vec<TimerEvent>,
+    epoch: Instant,
+    accept_more: bool,
+    paused_limit: bool,
+    paused_emfile: bool,
+    stopping: bool,
+    live: usize,
+    handoff_next: usize,
+    config: Config,
+}
+
+impl<H: Handler> std::fmt::Debug for Reactor<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("index", &self.core.index)
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies the per-connection socket options.
+fn configure_stream(stream: &TcpStream, config: &Config) -> io::Result<()> {
+    let sock = socket2::SockRef::from(stream);
+    if config.nodelay {
+        sock.set_tcp_nodelay(true)?;
+    }
+    if let Some(idle) = config.keepalive {
+        sock.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// Runs one callback inside a panic boundary. A panic fails the connection.
+fn invoke<H: Handler, R>(
+    core: &mut Core,
+    states: &mut [Option<H::State>],
+    handler: &H,
+    id: ConnId,
+    what: &str,
+    f: impl FnOnce(&H, &mut Conn<'_>, &mut H::State) -> R,
+) -> Option<R> {
+    let state = states.get_mut(id.slot() as usize)?.as_mut()?;
+    let mut conn = Conn { id, core };
+    match catch_unwind(AssertUnwindSafe(|| f(handler, &mut conn, state))) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            log::error!(
+                "handler panicked in {what} on connection {id:?}: {}",
+                panic_message(&*payload)
+            );
+            core.fail(id);
+            None
+        }
+    }
+}
+
+impl<H: Handler> Reactor<H> {
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        listener: Option<TcpListener>,
+        inbox: Inbox,
+        handler: Arc<H>,
+        handle: ServerHandle,
+    ) -> io::Result<Self> {
+        let config = handle.shared.config.clone();
+        let mut listener = listener;
+        if let Some(l) = listener.as_mut() {
+            poll.registry().register(l, LISTENER, Interest::READABLE)?;
+        }
+        let limits = Limits {
+            max_read_buffer: config.max_read_buffer,
+            high_watermark: config.write_high_watermark,
+            low_watermark: config.write_low_watermark,
+            max_write_buffer: config.max_write_buffer,
+            idle: config.idle_timeout.map(ticks),
+            read: config.read_timeout.map(ticks),
+            write: config.write_timeout.map(ticks),
+            connect: ticks(config.connect_timeout),
+            read_budget: config.read_budget,
+            flush_at: config.read_buffer_size,
+        };
+        Ok(Reactor {
+            core: Core {
+                index,
+                conns: Vec::new(),
+                timers: TimerWheel::new(),
+                pool: BufferPool::new(config.pool_buffer_size, config.pool_max_free),
+                now: 0,
+                dirty: Vec::new(),
+                limits,
+                handle,
+            },
+            states: Vec::new(),
+            handler,
+            poll,
+            events: Events::with_capacity(config.events_capacity),
+            accept_more: listener.is_some(),
+            listener,
+            inbox,
+            scratch: vec![0; config.read_buffer_size],
+            ready: VecDeque::new(),
+            fired: Vec::new(),
+            epoch: Instant::now(),
+            paused_limit: false,
+            paused_emfile: false,
+            stopping: false,
+            live: 0,
+            handoff_next: index,
+            config,
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.core.handle.shared
+    }
+
+    fn remote(&self) -> &Remote {
+        &self.core.handle.shared.remotes[self.core.index]
+    }
+
+    fn clock(&self) -> u64 {
+        // Tick 0 is the wheel's origin; the first real tick is 1.
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() || self.accept_more {
+            return Some(Duration::ZERO);
+        }
+        let next = self.core.timers.next_deadline()?;
+        let now = self.clock();
+        Some(Duration::from_millis(next.saturating_sub(now)))
+    }
+
+    /// The reactor thread's body: returns once the server stopped and every connection closed.
+    pub(crate) fn run(mut self) {
+        self.core.now = self.clock();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut self.events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                log::error!("reactor {}: epoll_wait failed: {e}", self.core.index);
+                break;
+            }
+            self.core.now = self.clock();
+            let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => {
+                        self.accept_more = true;
+                    }
+                    Token(t) => {
+                        let id = ConnId::from_u64(t as u64);
+                        self.conn_event(
+                            id,
+                            ev.is_readable(),
+                            ev.is_writable(),
+                            ev.is_read_closed() || ev.is_error(),
+                        );
+                    }
+                }
+            }
+            events.clear();
+            self.events = events;
+            if self.accept_more {
+                self.accept();
+            }
+            if self.remote().take_notified() {
+                self.drain_inbox();
+            }
+            self.run_ready();
+            self.run_timers();
+            self.service_dirty();
+            self.publish_stats();
+            if self.stopping && self.live == 0 {
+                break;
+            }
+        }
+        self.finish();
+    }
+
+    fn publish_stats(&self) {
+        let s = self.core.stats();
+        set(&s.pool_hits, self.core.pool.hits);
+        set(&s.pool_misses, self.core.pool.misses);
+        set(&s.active, self.live as u64);
+    }
+
+    // ---- accepting ----
+
+    fn accept(&mut self) {
+        self.accept_more = false;
+        if self.stopping || self.paused_limit || self.paused_emfile {
+            return;
+        }
+        for _ in 0..ACCEPT_BUDGET {
+            if !self.shared().try_reserve() {
+                self.pause_for_limit();
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else {
+                self.shared().release_reserved();
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => self.place_accepted(stream),
+                Err(e) => {
+                    self.shared().release_reserved();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return,
+                        io::ErrorKind::Interrupted => {}
+                        _ => match e.raw_os_error() {
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                                self.pause_for_resources(&e);
+                                return;
+                            }
+                            _ => {
+                                log::debug!("accept: {e}");
+                                bump(&self.core.stats().accept_errors, 1);
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        // Budget spent with more connections possibly waiting: come back after other work.
+        self.accept_more = true;
+    }
+
+    fn place_accepted(&mut self, stream: TcpStream) {
+        let n = self.config.threads;
+        if self.config.reuse_port || n == 1 {
+            bump(&self.core.stats().accepted, 1);
+            self.register(stream, false);
+            return;
+        }
+        self.handoff_next = (self.handoff_next + 1) % n;
+        let target = self.handoff_next;
+        if target == self.core.index {
+            bump(&self.core.stats().accepted, 1);
+            self.register(stream, false);
+        } else if let Err(cmd) = self.shared().remotes[target].send(Command::Adopt { stream }) {
+            drop(cmd);
+            self.shared().release_reserved();
+        }
+    }
+
+    fn pause_for_limit(&mut self) {
+        bump(&self.core.stats().accept_paused_limit, 1);
+        self.paused_limit = true;
+        if self.shared().wait_for_room(self.core.index) {
+            // Room appeared while registering as a waiter: carry on at once.
+            self.paused_limit = false;
+            self.accept_more = true;
+        }
+    }
+
+    fn pause_for_resources(&mut self, e: &io::Error) {
+        log::warn!(
+            "reactor {}: accept failed ({e}); pausing accepts for {:?}",
+            self.core.index,
+            self.config.accept_backoff
+        );
+        bump(&self.core.stats().accept_paused_emfile, 1);
+        self.paused_emfile = true;
+        let at = self.core.now + ticks(self.config.accept_backoff);
+        self.core.timers.insert(at, TimerEvent::AcceptRetry);
+    }
+
+    /// Takes ownership of a connected socket: slot, registration, `on_open`.
+    /// `outbound` sockets arrive with their id and wait for the connect to finish.
+    fn register(&mut self, stream: TcpStream, outbound: bool) {
+        let Some((slot, generation)) = self.remote().slots.alloc() else {
+            log::error!(
+                "reactor {}: no free connection slot; dropping connection",
+                self.core.index
+            );
+            self.shared().release_reserved();
+            return;
+        };
+        let id = ConnId::new(self.core.index, slot, generation);
+        self.install(id, stream, outbound);
+    }
+
+    fn install(&mut self, id: ConnId, mut stream: TcpStream, outbound: bool) {
+        let slot = id.slot();
+        if !outbound && let Err(e) = configure_stream(&stream, &self.config) {
+            log::debug!("socket options on {id:?}: {e}");
+        }
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id.as_u64() as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("register {id:?}: {e}");
+            self.remote().slots.release(slot);
+            self.shared().release_reserved();
+            if outbound {
+                self.call_close_detached(id, CloseReason::from_io(&e));
+            }
+            return;
+        }
+        let s = slot as usize;
+        if self.core.conns.len() <= s {
+            self.core.conns.resize_with(s + 1, || None);
+            self.states.resize_with(s + 1, || None);
+        }
+        debug_assert!(self.core.conns[s].is_none());
+        self.core.conns[s] = Some(Connection {
+            stream,
+            id,
+            flags: if outbound { CONNECTING } else { 0 },
+            input: Vec::new(),
+            out: OutQueue::default(),
+            timer: None,
+            timer_at: NEVER,
+            last_active: self.core.now,
+            input_since: NEVER,
+            stall_since: NEVER,
+            close_req: None,
+            closing: None,
+        });
+        self.states[s] = Some(H::State::default());
+        self.live += 1;
+        self.core.arm(slot);
+        if !outbound {
+            self.open(id);
+        }
+    }
+
+    fn open(&mut self, id: ConnId) {
+        invoke(
+            &mut self.core,
+            &mut self.states,
+            &*self.handler,
+            id,
+            "on_open",
+            |h, c, s| h.on_open(c, s),
+        );
+        self.service_dirty();
+    }
+
+    fn finish_connect(&mut self, id: ConnId) -> bool {
+        let now = self.core.now;
+        let Some(c) = self.core.get_mut(id) else {
+            return false;
+        };
+        let err = match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => Some(e),
+            Ok(None) => match c.stream.peer_addr() {
+                Ok(_) => None,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotConnected
+                        || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+                {
+                    return false;
+                }
+                Err(e) => Some(e),
+            },
+        };
+        if let Some(e) = err {
+            let errno = e.raw_os_error().unwrap_or(0);
+            self.close_now(id, CloseReason::ConnectFailed(errno));
+            return false;
+        }
+        c.flags &= !CONNECTING;
+        c.last_active = now;
+        if let Err(e) = configure_stream(&c.stream, &self.config) {
+            log::debug!("socket options on {id:?}: {e}");
+        }
+        bump(&self.core.stats().connected, 1);
+        self.core.arm(id.slot());
+        self.open(id);
+        true
+    }
+
+    // ---- readiness ----
+
+    fn conn_event(&mut self, id: ConnId, readable: bool, writable: bool, hup: bool) {
+        let Some(c) = lookup(&mut self.core.conns, id) else {
+            return;
+        };
+        if c.flags & CONNECTING != 0 {
+            if !(writable || hup) || !self.finish_connect(id) {
+                return;
+            }
+        } else if writable && !c.out.is_empty() {
+            Core::mark_dirty(&mut self.core.dirty, c);
+        }
+        if readable || hup {
+            self.read(id, hup);
+        }
+        self.service_dirty();
+    }
+
+    /// Reads until the socket is drained, the budget is spent, or reading must pause.
+    fn read(&mut self, id: ConnId, hup: bool) {
+        let now = self.core.now;
+        for _ in 0..self.core.limits.read_budget {
+            let Some(c) = self.core.get_mut(id) else {
+                return;
+            };
+            if c.flags & READ_CLOSED != 0 || c.close_req.is_some() || c.closing.is_some() {
+                return;
+            }
+            if c.flags & READ_PAUSED != 0 {
+                c.flags |= READ_READY;
+                return;
+            }
+            c.flags &= !READ_READY;
+            let res = loop {
+                match (&c.stream).read(&mut self.scratch) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => break r,
+                }
+            };
+            match res {
+                Ok(0) => {
+                    self.eof(id);
+                    return;
+                }
+                Ok(n) => {
+                    c.last_active = now;
+                    bump(&self.core.stats().bytes_in, n as u64);
+                    self.deliver(id, n);
+                    // A short read drained the socket: edge-triggered epoll reports the next
+                    // arrival, so the read that would only return EAGAIN is skipped. A pending
+                    // end-of-stream has no later edge, so with `hup` we read on until 0.
+                    if n < self.scratch.len() && !hup {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.close_now(id, CloseReason::from_io(&e));
+                    return;
+                }
+            }
+        }
+        self.make_ready(id);
+    }
+
+    fn make_ready(&mut self, id: ConnId) {
+        if let Some(c) = self.core.get_mut(id) {
+            c.flags |= READ_READY;
+            if c.flags & IN_READY == 0 {
+                c.flags |= IN_READY;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    fn run_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(c) = self.core.get_mut(id) else {
+                continue;
+            };
+            c.flags &= !IN_READY;
+            if c.flags & READ_READY != 0 && c.flags & READ_PAUSED == 0 {
+                self.read(id, false);
+                self.service_dirty();
+            }
+        }
+    }
+
+    /// Presents the bytes just read (at the front of `scratch`), after any unconsumed tail.
+    fn deliver(&mut self, id: ConnId, n: usize) {
+        let slot = id.slot() as usize;
+        let now = self.core.now;
+        let c = self.core.conns[slot].as_mut().expect("live");
+        if c.input.is_empty() {
+            let data = &self.scratch[..n];
+            let consumed = invoke(
+                &mut self.core,
+                &mut self.states,
+                &*self.handler,
+                id,
+                "on_data",
+                |h, c, s| h.on_data(c, s, data),
+            );
+            let Some(consumed) = self.check_consumed(id, consumed, n) else {
+                return;
+            };
+            if consumed < n {
+                let mut tail = self.core.pool.get();
+                tail.extend_from_slice(&self.scratch[consumed..n]);
+                let c = self.core.conns[slot].as_mut().expect("live");
+                c.input = tail;
+                c.input_since = now;
+                self.core.arm(id.slot());
+            }
+        } else {
+            c.input.extend_from_slice(&self.scratch[..n]);
+            let input = std::mem::take(&mut c.input);
+            let consumed = invoke(
+                &mut self.core,
+                &mut self.states,
+                &*self.handler,
+                id,
+                "on_data",
+                |h, c, s| h.on_data(c, s, &input),
+            );
+            let consumed = self.check_consumed(id, consumed, input.len());
+            let c = self.core.conns[slot].as_mut().expect("live");
+            match consumed {
+                Some(k) if k == input.len() => {
+                    c.input_since = NEVER;
+                    self.core.pool.put(input);
+                }
+                Some(k) => {
+                    let mut input = input;
+                    input.drain(..k);
+                    if k > 0 {
+                        c.input_since = now;
+                    }
+                    c.input = input;
+                }
+                None => self.core.pool.put(input),
+            }
+        }
+        let limits = &self.core.limits;
+        let c = self.core.conns[slot].as_mut().expect("live");
+        if c.input.len() > limits.max_read_buffer {
+            self.core.request_close(id, CloseReason::ReadOverflow, true);
+        } else if c.out.len() >= limits.flush_at {
+            self.service_dirty();
+        }
+    }
+
+    /// Validates what `on_data` returned; `None` when the callback failed.
+    fn check_consumed(&mut self, id: ConnId, consumed: Option<usize>, len: usize) -> Option<usize> {
+        match consumed {
+            Some(k) if k <= len => Some(k),
+            Some(k) => {
+                log::error!(
+                    "on_data on connection {id:?} consumed {k} bytes of {len}; failing the connection"
+                );
+                self.core.fail(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn eof(&mut self, id: ConnId) {
+        let Some(c) = self.core.get_mut(id) else {
+            return;
+        };
+        c.flags |= READ_CLOSED;
+        let keep = invoke(
+            &mut self.core,
+            &mut self.states,
+            &*self.handler,
+            id,
+            "on_eof",
+            |h, c, s| h.on_eof(c, s),
+        );
+        if keep != Some(true) {
+            self.core.request_close(id, CloseReason::PeerClosed, false);
+        }
+    }
+
+    // ---- output and closing ----
+
+    /// Flushes every connection that queued output and carries out requested closes.
+    fn service_dirty(&mut self) {
+        while let Some(slot) = self.core.dirty.pop() {
+            let Some(c) = self.core.conns[slot as usize].as_mut() else {
+                continue;
+            };
+            if c.flags & DIRTY == 0 {
+                continue;
+            }
+            c.flags &= !DIRTY;
+            let id = c.id;
+            if let Some((reason, abort)) = c.close_req.take() {
+                if abort {
+                    self.close_now(id, reason);
+                    continue;
+                }
+                c.closing = Some(reason);
+            }
+            self.flush(id);
+        }
+    }
+
+    fn flush(&mut self, id: ConnId) {
+        let now = self.core.now;
+        let limits = self.core.limits;
+        let Some(c) = lookup(&mut self.core.conns, id) else {
+            return;
+        };
+        if !c.out.is_empty() {
+            let sock = socket2::SockRef::from(&c.stream);
+            match c.out.flush(&sock, &mut self.core.pool) {
+                Ok(0) => {}
+                Ok(n) => {
+                    c.last_active = now;
+                    if c.stall_since != NEVER {
+                        c.stall_since = now;
+                    }
+                    bump(&self.core.stats().bytes_out, n as u64);
+                }
+                Err(e) => {
+                    self.close_now(id, CloseReason::from_io(&e));
+                    return;
+                }
+            }
+        }
+        let c = self.core.get_mut(id).expect("live");
+        let queued = c.out.len();
+        if queued == 0 {
+            c.stall_since = NEVER;
+            if let Some(reason) = c.closing {
+                self.close_now(id, reason);
+                return;
+            }
+        } else if c.stall_since == NEVER {
+            c.stall_since = now;
+            self.core.arm(id.slot());
+        }
+        let c = self.core.get_mut(id).expect("live");
+        if queued > limits.high_watermark && c.flags & READ_PAUSED == 0 {
+            c.flags |= READ_PAUSED | OVER_HIGH;
+            bump(&self.core.stats().read_pauses, 1);
+        } else if queued <= limits.low_watermark && c.flags & OVER_HIGH != 0 {
+            c.flags &= !(READ_PAUSED | OVER_HIGH);
+            let resume = c.flags & READ_READY != 0;
+            if c.closing.is_none() {
+                invoke(
+                    &mut self.core,
+                    &mut self.states,
+                    &*self.handler,
+                    id,
+                    "on_drain",
+                    |h, c, s| h.on_drain(c, s),
+                );
+            }
+            if resume {
+                self.make_ready(id);
+            }
+        }
+    }
+
+    /// Closes a connection now: releases its socket, buffers, timer and slot, then calls
+    /// `on_close`. Queued output is discarded (graceful closes call this once it is flushed).
+    fn close_now(&mut self, id: ConnId, reason: CloseReason) {
+        let slot = id.slot() as usize;
+        let Some(mut c) = self.core.conns.get_mut(slot).and_then(|c| {
+            if c.as_ref().is_some_and(|c| c.id == id) {
+                c.take()
+            } else {
+                None
+            }
+        }) else {
+            return;
+        };
+        if let Some(t) = c.timer.take() {
+            self.core.timers.cancel(t);
+        }
+        self.core.pool.put(std::mem::take(&mut c.input));
+        c.out.clear(&mut self.core.pool);
+        // Closing the descriptor also removes it from the epoll set: it is never duplicated.
+        drop(c);
+        self.remote().slots.release(id.slot());
+        self.live -= 1;
+        bump(&self.core.stats().closed[reason.index()], 1);
+        self.shared().release_reserved();
+        let state = self.states[slot].take().unwrap_or_default();
+        self.call_on_close(id, state, reason);
+    }
+
+    fn call_on_close(&self, id: ConnId, state: H::State, reason: CloseReason) {
+        let handler = &self.handler;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.on_close(id, state, reason)))
+        {
+            log::error!(
+                "handler panicked in on_close on connection {id:?}: {}",
+                panic_message(&*payload)
+            );
+            bump(&self.core.stats().handler_failures, 1);
+        }
+    }
+
+    /// `on_close` for an id that never got a connection entry (its connect could not start).
+    fn call_close_detached(&self, id: ConnId, reason: CloseReason) {
+        bump(&self.core.stats().closed[reason.index()], 1);
+        self.call_on_close(id, H::State::default(), reason);
+    }
+
+    // ---- timers ----
+
+    fn run_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.core.timers.advance(self.core.now, &mut fired);
+        for ev in fired.drain(..) {
+            match ev {
+                TimerEvent::Conn(id) => self.check_deadlines(id),
+                TimerEvent::User { id, tag } => {
+                    if self.core.get(id).is_some_and(|c| c.flags & CONNECTING == 0) {
+                        invoke(
+                            &mut self.core,
+                            &mut self.states,
+                            &*self.handler,
+                            id,
+                            "on_timer",
+                            |h, c, s| h.on_timer(c, s, tag),
+                        );
+                    }
+                }
+                TimerEvent::AcceptRetry => {
+                    self.paused_emfile = false;
+                    self.accept_more = true;
+                }
+                TimerEvent::ShutdownGrace => self.close_all(CloseReason::Shutdown),
+            }
+        }
+        self.fired = fired;
+        if self.accept_more {
+            self.accept();
+        }
+    }
+
+    fn check_deadlines(&mut self, id: ConnId) {
+        let now = self.core.now;
+        let limits = self.core.limits;
+        let Some(c) = self.core.get_mut(id) else {
+            return;
+        };
+        c.timer = None;
+        c.timer_at = NEVER;
+        match Core::deadline(&limits, c) {
+            Some((at, reason)) if at <= now => self.close_now(id, reason),
+            Some(_) => self.core.arm(id.slot()),
+            None => {}
+        }
+    }
+
+    // ---- commands from other threads ----
+
+    fn drain_inbox(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            let Some(cmd) = self.inbox.try_recv() else {
+                self.service_dirty();
+                return;
+            };
+            bump(&self.core.stats().commands, 1);
+            self.command(cmd);
+        }
+        self.remote().renotify();
+        self.service_dirty();
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write { id, data } => {
+                let _ = self.core.write_owned(id, data);
+            }
+            Command::Close { id, abort } => {
+                let reason = if abort {
+                    CloseReason::Aborted
+                } else {
+                    CloseReason::Closed
+                };
+                self.core.request_close(id, reason, abort);
+            }
+            Command::SetTimer { id, after_ms, tag } => {
+                if self.core.get(id).is_some() {
+                    self.core
+                        .set_user_timer(id, Duration::from_millis(after_ms), tag);
+                }
+            }
+            Command::Connect { id, stream } => {
+                if self.stopping {
+                    drop(stream);
+                    self.remote().slots.release(id.slot());
+                    self.call_close_detached(id, CloseReason::Shutdown);
+                    return;
+                }
+                self.shared().reserve_unchecked();
+                self.install(id, stream, true);
+            }
+            Command::Adopt { stream } => {
+                if self.stopping {
+                    drop(stream);
+                    self.shared().release_reserved();
+                    return;
+                }
+                bump(&self.core.stats().accepted, 1);
+                self.register(stream, false);
+            }
+            Command::ResumeAccept => {
+                if self.paused_limit {
+                    self.paused_limit = false;
+                    self.accept_more = true;
+                }
+            }
+            Command::Stop => self.begin_shutdown(),
+        }
+    }
+
+    // ---- shutdown ----
+
+    fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.accept_more = false;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.shared().forget_waiter(self.core.index);
+        let grace = self.core.now + ticks(self.config.shutdown_grace);
+        self.core.timers.insert(grace, TimerEvent::ShutdownGrace);
+        for slot in 0..self.core.conns.len() {
+            let Some(c) = self.core.conns[slot].as_ref() else {
+                continue;
+            };
+            let id = c.id;
+            if c.flags & CONNECTING != 0 {
+                self.close_now(id, CloseReason::Shutdown);
+            } else {
+                self.core.request_close(id, CloseReason::Shutdown, false);
+            }
+        }
+        self.service_dirty();
+    }
+
+    fn close_all(&mut self, reason: CloseReason) {
+        for slot in 0..self.core.conns.len() {
+            if let Some(id) = self.core.conns[slot].as_ref().map(|c| c.id) {
+                self.close_now(id, reason);
+            }
+        }
+    }
+
+    /// After the loop: nothing may be left without its `on_close`.
+    pub(crate) fn finish(&mut self) {
+        self.close_all(CloseReason::Shutdown);
+        while let Some(cmd) = self.inbox.try_recv() {
+            match cmd {
+                Command::Connect { id, stream } => {
+                    drop(stream);
+                    self.remote().slots.release(id.slot());
+                    self.call_close_detached(id, CloseReason::Shutdown);
+                }
+                Command::Adopt { stream } => {
+                    drop(stream);
+                    self.shared().release_reserved();
+                }
+                _ => {}
+            }
+        }
+        self.publish_stats();
+        log::debug!("reactor {} stopped", self.core.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_round_up() {
+        assert_eq!(ticks(Duration::from_micros(1)), 2);
+        assert_eq!(ticks(Duration::from_millis(5)), 6);
+        assert_eq!(ticks(Duration::from_micros(5001)), 7);
+        assert_eq!(ticks(Duration::ZERO), 1);
+    }
+}

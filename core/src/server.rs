@@ -1,0 +1,409 @@
+//! The server: binding, starting and stopping reactor threads, and the any-thread handle.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::conn::ConnId;
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::reactor::{self, Command, Reactor, Remote, WAKER};
+use crate::stats::{ReactorStats, Stats};
+
+/// State shared by all reactors and handles of one server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) remotes: Box<[Remote]>,
+    pub(crate) stats: Box<[ReactorStats]>,
+    /// Open connections plus accept reservations, across reactors.
+    active: AtomicUsize,
+    /// Reactors that paused accepting at `max_connections`.
+    waiters: Box<[AtomicBool]>,
+    waiting: AtomicUsize,
+    stopping: AtomicBool,
+    next_connect: AtomicUsize,
+    local_addr: SocketAddr,
+}
+
+impl Shared {
+    /// Reserves room for one inbound connection under `max_connections`.
+    pub(crate) fn try_reserve(&self) -> bool {
+        let max = self.config.max_connections;
+        let mut cur = self.active.load(SeqCst);
+        loop {
+            if cur >= max {
+                return false;
+            }
+            match self
+                .active
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return true,
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Counts an outbound connection (these are not refused at the limit).
+    pub(crate) fn reserve_unchecked(&self) {
+        self.active.fetch_add(1, SeqCst);
+    }
+
+    /// Gives back a reservation or a closed connection's place, waking reactors that paused
+    /// accepting at the limit.
+    pub(crate) fn release_reserved(&self) {
+        let prev = self.active.fetch_sub(1, SeqCst);
+        if prev <= self.config.max_connections && self.waiting.load(SeqCst) > 0 {
+            for (i, w) in self.waiters.iter().enumerate() {
+                if w.swap(false, SeqCst) {
+                    self.waiting.fetch_sub(1, SeqCst);
+                    let _ = self.remotes[i].send(Command::ResumeAccept);
+                }
+            }
+        }
+    }
+
+    /// Registers reactor `index` as paused at the limit. Returns true if room appeared
+    /// meanwhile (the caller should go on accepting); otherwise a `ResumeAccept` command
+    /// arrives once a connection closes.
+    pub(crate) fn wait_for_room(&self, index: usize) -> bool {
+        self.waiters[index].store(true, SeqCst);
+        self.waiting.fetch_add(1, SeqCst);
+        if self.active.load(SeqCst) < self.config.max_connections
+            && self.waiters[index].swap(false, SeqCst)
+        {
+            self.waiting.fetch_sub(1, SeqCst);
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn forget_waiter(&self, index: usize) {
+        if self.waiters[index].swap(false, SeqCst) {
+            self.waiting.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// A cloneable, `Send + Sync` handle to a server: write to, close, and time connections, open
+/// outbound connections, read stats and stop the server, from any thread.
+///
+/// Calls travel to the owning reactor through its inbox and take effect there, in the order
+/// they were made from one thread. Every call first checks the id: a closed or reused id fails
+/// with [`Error::Closed`]. A connection that closes after the check drops the operation.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    fn remote_for(&self, id: ConnId) -> Result<&Remote> {
+        let remote = self.shared.remotes.get(id.reactor()).ok_or(Error::Closed)?;
+        if remote.slots.is_live(id) {
+            Ok(remote)
+        } else {
+            Err(Error::Closed)
+        }
+    }
+
+    fn send(&self, id: ConnId, cmd: Command) -> Result<()> {
+        self.remote_for(id)?.send(cmd).map_err(|_| Error::Closed)
+    }
+
+    /// Queues a copy of `data` on connection `id`.
+    pub fn write(&self, id: ConnId, data: &[u8]) -> Result<()> {
+        self.write_owned(id, data.to_vec())
+    }
+
+    /// Queues `data` on connection `id` without copying it again.
+    pub fn write_owned(&self, id: ConnId, data: Vec<u8>) -> Result<()> {
+        self.send(id, Command::Write { id, data })
+    }
+
+    /// Queues several buffers, in order, as one write.
+    pub fn write_vectored(&self, id: ConnId, bufs: &[IoSlice<'_>]) -> Result<()> {
+        self.remote_for(id)?;
+        let mut data = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            data.extend_from_slice(b);
+        }
+        self.write_owned(id, data)
+    }
+
+    /// Closes `id` gracefully: queued output is flushed first.
+    pub fn close(&self, id: ConnId) -> Result<()> {
+        self.send(id, Command::Close { id, abort: false })
+    }
+
+    /// Closes `id` at once, discarding queued output.
+    pub fn abort(&self, id: ConnId) -> Result<()> {
+        self.send(id, Command::Close { id, abort: true })
+    }
+
+    /// Arms a timer on `id` that calls `Handler::on_timer` with `tag` after `after`.
+    pub fn set_timer(&self, id: ConnId, after: Duration, tag: u64) -> Result<()> {
+        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.send(id, Command::SetTimer { id, after_ms, tag })
+    }
+
+    /// Starts an outbound connection, served by this server's handler like an accepted one:
+    /// `on_open` once connected; a refusal, an error or `connect_timeout` arrive as the
+    /// `on_close` reason. Returns the id at once; callable from any thread, including handlers.
+    pub fn connect(&self, addr: SocketAddr) -> Result<ConnId> {
+        if self.is_stopping() {
+            return Err(Error::Stopped);
+        }
+        let n = self.shared.remotes.len();
+        let r = self.shared.next_connect.fetch_add(1, SeqCst) % n;
+        let remote = &self.shared.remotes[r];
+        let (slot, generation) = remote
+            .slots
+            .alloc()
+            .ok_or_else(|| io::Error::other("no free connection slot"))?;
+        let id = ConnId::new(r, slot, generation);
+        let stream = match mio::net::TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                remote.slots.release(slot);
+                return Err(e.into());
+            }
+        };
+        if remote.send(Command::Connect { id, stream }).is_err() {
+            remote.slots.release(slot);
+            return Err(Error::Stopped);
+        }
+        Ok(id)
+    }
+
+    /// Whether `id` names a live connection right now.
+    pub fn is_live(&self, id: ConnId) -> bool {
+        self.remote_for(id).is_ok()
+    }
+
+    /// Stops the server: accepting ends at once, queued output gets `shutdown_grace` to flush,
+    /// then the remaining connections close with `Shutdown`. Idempotent; returns immediately
+    /// (`Server::wait` or `Server::run` return once everything closed).
+    pub fn stop(&self) {
+        if self.shared.stopping.swap(true, SeqCst) {
+            return;
+        }
+        for r in self.shared.remotes.iter() {
+            let _ = r.send(Command::Stop);
+        }
+    }
+
+    /// Whether `stop` was called.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping.load(SeqCst)
+    }
+
+    /// A snapshot of the counters, summed over reactors.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for r in self.shared.stats.iter() {
+            s.add(r);
+        }
+        s
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Number of reactor threads.
+    pub fn threads(&self) -> usize {
+        self.shared.remotes.len()
+    }
+}
+
+/// A TCP server: `threads` reactors serving one address with one [`Handler`].
+///
+/// ```no_run
+/// use shoal_core::{Config, Conn, Handler, Server};
+///
+/// struct Echo;
+/// impl Handler for Echo {
+///     type State = ();
+///     fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+///         let _ = conn.write(data);
+///         data.len()
+///     }
+/// }
+///
+/// let config = Config::new("127.0.0.1:9000".parse().unwrap()).threads(2);
+/// let server = Server::bind(config, Echo).unwrap();
+/// println!("listening on {}", server.local_addr());
+/// server.run().unwrap();
+/// ```
+pub struct Server<H: Handler> {
+    handle: ServerHandle,
+    pending: Vec<Reactor<H>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<H: Handler> std::fmt::Debug for Server<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr())
+            .field("running", &!self.threads.is_empty())
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind_listener(config: &Config, addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    if config.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    // Set on the listener so accepted sockets start with them (and so the receive buffer
+    // size takes part in window scaling, which is fixed at the handshake).
+    if let Some(n) = config.recv_buffer_size {
+        sock.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = config.send_buffer_size {
+        sock.set_send_buffer_size(n)?;
+    }
+    sock.bind(&addr.into())?;
+    sock.listen(config.backlog)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+impl<H: Handler> Server<H> {
+    /// Validates `config` and binds the listening sockets (so [`Server::local_addr`] knows a
+    /// port-0 port). No thread runs until [`Server::start`] or [`Server::run`].
+    pub fn bind(config: Config, handler: H) -> Result<Self> {
+        Self::bind_shared(config, Arc::new(handler))
+    }
+
+    /// As [`Server::bind`], with a handler the caller keeps a reference to.
+    pub fn bind_shared(config: Config, handler: Arc<H>) -> Result<Self> {
+        config.validate()?;
+        let n = config.threads;
+        let first = bind_listener(&config, config.addr)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![Some(first)];
+        for _ in 1..n {
+            listeners.push(if config.reuse_port {
+                Some(bind_listener(&config, local_addr)?)
+            } else {
+                None
+            });
+        }
+        let mut polls = Vec::with_capacity(n);
+        let mut remotes = Vec::with_capacity(n);
+        let mut inboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (remote, inbox) = reactor::channel(waker);
+            polls.push(poll);
+            remotes.push(remote);
+            inboxes.push(inbox);
+        }
+        let shared = Arc::new(Shared {
+            remotes: remotes.into_boxed_slice(),
+            stats: (0..n).map(|_| ReactorStats::default()).collect(),
+            active: AtomicUsize::new(0),
+            waiters: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            waiting: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            next_connect: AtomicUsize::new(0),
+            local_addr,
+            config,
+        });
+        let handle = ServerHandle { shared };
+        let mut pending = Vec::with_capacity(n);
+        for (i, ((poll, listener), inbox)) in
+            polls.into_iter().zip(listeners).zip(inboxes).enumerate()
+        {
+            pending.push(Reactor::new(
+                i,
+                poll,
+                listener,
+                inbox,
+                handler.clone(),
+                handle.clone(),
+            )?);
+        }
+        Ok(Server {
+            handle,
+            pending,
+            threads: Vec::new(),
+        })
+    }
+
+    /// A handle for use from any thread.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// Starts the reactor threads and returns.
+    pub fn start(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Err(Error::AlreadyStarted);
+        }
+        for reactor in self.pending.drain(..) {
+            let name = format!("shoal-reactor-{}", self.threads.len());
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || reactor.run())?;
+            self.threads.push(t);
+        }
+        Ok(())
+    }
+
+    /// Waits for the reactor threads to finish (after `stop`).
+    pub fn wait(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        for (i, t) in self.threads.drain(..).enumerate() {
+            if t.join().is_err() && result.is_ok() {
+                result = Err(Error::ReactorPanicked(i));
+            }
+        }
+        result
+    }
+
+    /// Starts and blocks until the server is stopped (by `stop` on any handle).
+    pub fn run(mut self) -> Result<()> {
+        self.start()?;
+        self.wait()
+    }
+
+    /// Stops the server (see [`ServerHandle::stop`]).
+    pub fn stop(&self) {
+        self.handle.stop();
+    }
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.handle.stop();
+            let _ = self.wait();
+        }
+        // Never started: ids handed out by `connect` still get their `on_close`.
+        for mut r in self.pending.drain(..) {
+            r.finish();
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! The engine through real sockets on 127.0.0.1: echo integrity, partial consumption,
+//! timeouts, limits, stale ids, cross-thread calls, outbound connects, shutdown and handler
+//! panics. Every scenario runs with `SO_REUSEPORT` listeners and with one shared listener.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_core::{CloseReason, Config, Conn, ConnId, Error, Handler, Server};
+use util::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// Runs a scenario once per listener mode.
+macro_rules! both_modes {
+    ($($name:ident($threads:expr, $cfg:ident) $body:block)*) => {
+        mod reuse_port {
+            use super::*;
+            $(#[test] fn $name() { let $cfg = config($threads, true); $body })*
+        }
+        mod shared_listener {
+            use super::*;
+            $(#[test] fn $name() { let $cfg = config($threads, false); $body })*
+        }
+    };
+}
+
+both_modes! {
+    echo_integrity_1000_connections(2, cfg) {
+        let (srv, _events) = probe(cfg);
+        let bytes = echo_many(srv.addr, 1000, 2, 1 << 20, 7, Duration::from_secs(120));
+        assert!(bytes > 4 << 20);
+        let st = srv.handle.stats();
+        assert_eq!(st.accepted, 1000);
+        assert_eq!(st.bytes_in, bytes);
+        assert_eq!(st.bytes_out, bytes);
+        srv.stop_within(10 * SEC);
+    }
+
+    connections_spread_over_reactors(2, cfg) {
+        let (srv, events) = probe(cfg);
+        let clients: Vec<_> = (0..16).map(|_| client(srv.addr)).collect();
+        let mut per_reactor = [0; 2];
+        for _ in 0..clients.len() {
+            per_reactor[events.open().reactor()] += 1;
+        }
+        // Round-robin hand-off gives an even split; SO_REUSEPORT hashes, so allow skew.
+        assert!(per_reactor[0] > 0 && per_reactor[1] > 0, "{per_reactor:?}");
+        drop(clients);
+        srv.stop_within(5 * SEC);
+    }
+
+    idle_timeout_closes_silent_connections_only(2, cfg) {
+        let (srv, events) = probe(cfg.idle_timeout(Some(Duration::from_millis(300))));
+        let mut idle = client(srv.addr);
+        let idle_id = events.open();
+        let mut busy = client(srv.addr);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(900) {
+            assert_eq!(roundtrip(&mut busy, b"ping"), b"ping");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, end) = read_to_end(&mut idle, SEC);
+        assert_ne!(end, ReadEnd::TimedOut);
+        assert_eq!(events.close_of(idle_id, SEC), CloseReason::IdleTimeout);
+        assert_eq!(roundtrip(&mut busy, b"still here"), b"still here");
+        assert_eq!(srv.handle.stats().closed(CloseReason::IdleTimeout), 1);
+        srv.stop_within(5 * SEC);
+    }
+
+    stale_ids_fail_with_closed(1, cfg) {
+        let (srv, events) = probe(cfg);
+        let h = srv.handle.clone();
+        let a = client(srv.addr);
+        let a_id = events.open();
+        assert!(h.is_live(a_id));
+        drop(a.shutdown(Shutdown::Both));
+        assert_eq!(events.close_of(a_id, 5 * SEC), CloseReason::PeerClosed);
+        assert!(!h.is_live(a_id));
+        assert!(matches!(h.write(a_id, b"x"), Err(Error::Closed)));
+        assert!(matches!(h.close(a_id), Err(Error::Closed)));
+        assert!(matches!(h.abort(a_id), Err(Error::Closed)));
+        assert!(matches!(h.set_timer(a_id, SEC, 1), Err(Error::Closed)));
+        // A new connection takes the same slot; the old id must not reach it.
+        let mut b = client(srv.addr);
+        let b_id = events.open();
+        assert_ne!(a_id, b_id);
+        assert_eq!(a_id.as_u64() & 0xFF_FFFF, b_id.as_u64() & 0xFF_FFFF, "slot reused");
+        assert!(matches!(h.write(a_id, b"not for b"), Err(Error::Closed)));
+        assert!(silent_for(&mut b, Duration::from_millis(200)));
+        for bogus in [0, u64::MAX, a_id.as_u64() ^ (1 << 24), 0x00ff_ffff] {
+            assert!(matches!(h.write(ConnId::from_u64(bogus), b"x"), Err(Error::Closed)));
+        }
+        assert_eq!(roundtrip(&mut b, b"b ok"), b"b ok");
+        srv.stop_within(5 * SEC);
+    }
+
+    writes_and_closes_from_another_thread(2, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        let h = srv.handle.clone();
+        std::thread::spawn(move || {
+            h.write(id, b"from ").unwrap();
+            h.write_vectored(id, &[std::io::IoSlice::new(b"another "), std::io::IoSlice::new(b"thread")]).unwrap();
+            h.write_owned(id, b"!".to_vec()).unwrap();
+            h.close(id).unwrap();
+        })
+        .join()
+        .unwrap();
+        let (got, end) = read_to_end(&mut c, 5 * SEC);
+        assert_eq!(got, b"from another thread!");
+        assert_eq!(end, ReadEnd::Eof);
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::Closed);
+        // write, write_vectored (one command), write_owned, close; plus hand-offs.
+        assert!(srv.handle.stats().commands >= 4);
+        srv.stop_within(5 * SEC);
+    }
+
+    abort_from_another_thread_discards_output(1, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        srv.handle.abort(id).unwrap();
+        let (_, end) = read_to_end(&mut c, 5 * SEC);
+        assert_ne!(end, ReadEnd::TimedOut);
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::Aborted);
+        srv.stop_within(5 * SEC);
+    }
+
+    user_timers_fire_and_stop_with_the_connection(1, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        let t0 = Instant::now();
+        srv.handle.set_timer(id, Duration::from_millis(100), 42).unwrap();
+        let mut line = [0u8; 9];
+        c.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"timer 42\n");
+        let dt = t0.elapsed();
+        assert!(dt >= Duration::from_millis(100) && dt < SEC, "{dt:?}");
+        srv.handle.set_timer(id, Duration::from_millis(200), 7).unwrap();
+        drop(c);
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::PeerClosed);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!events.drain().iter().any(|e| matches!(e, Event::Timer(..))));
+        srv.stop_within(5 * SEC);
+    }
+
+    max_connections_holds_and_resumes(2, cfg) {
+        let (srv, events) = probe(cfg.max_connections(2));
+        let mut a = client(srv.addr);
+        let a_id = events.open();
+        let mut b = client(srv.addr);
+        events.open();
+        assert_eq!(roundtrip(&mut a, b"a"), b"a");
+        assert_eq!(roundtrip(&mut b, b"b"), b"b");
+        // The third connection completes its handshake in the backlog but is not served.
+        let mut c = client(srv.addr);
+        c.write_all(b"c").unwrap();
+        assert!(silent_for(&mut c, Duration::from_millis(400)));
+        assert_eq!(srv.handle.stats().active, 2);
+        assert!(srv.handle.stats().accept_paused_limit >= 1);
+        drop(a);
+        assert_eq!(events.close_of(a_id, 5 * SEC), CloseReason::PeerClosed);
+        let mut got = [0u8; 1];
+        c.read_exact(&mut got).expect("waiting connection served after one closed");
+        assert_eq!(&got, b"c");
+        assert_eq!(roundtrip(&mut b, b"b2"), b"b2");
+        srv.stop_within(5 * SEC);
+    }
+
+    graceful_stop_flushes_queued_output(2, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        // Small receive buffer so most of the output must wait in the server's queue.
+        c.write_all(b"flood 8388608").unwrap();
+        let id = events.open();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut srv = srv;
+        let h = srv.handle.clone();
+        let stopper = std::thread::spawn(move || {
+            h.stop();
+        });
+        let (got, end) = read_to_end(&mut c, 10 * SEC);
+        stopper.join().unwrap();
+        assert_eq!(got.len(), 8 << 20, "every queued byte arrives");
+        assert!(got.iter().all(|&b| b == b'f'));
+        assert_eq!(end, ReadEnd::Eof);
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::Shutdown);
+        srv.server.wait().unwrap();
+        assert!(TcpStreamProbe::refused(srv.addr), "listener closed after stop");
+    }
+
+    stop_closes_idle_connections_promptly(2, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut cs: Vec<_> = (0..10).map(|_| client(srv.addr)).collect();
+        for _ in 0..10 {
+            events.open();
+        }
+        srv.stop_within(SEC);
+        for c in &mut cs {
+            let (_, end) = read_to_end(c, SEC);
+            assert_ne!(end, ReadEnd::TimedOut);
+        }
+        let closes: Vec<_> = events.drain().into_iter().filter(|e| matches!(e, Event::Close(_, CloseReason::Shutdown))).collect();
+        assert_eq!(closes.len(), 10);
+    }
+
+    handler_panic_closes_only_its_connection(2, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut good = client(srv.addr);
+        let good_id = events.open();
+        let mut bad = client(srv.addr);
+        let bad_id = events.open();
+        assert_eq!(roundtrip(&mut good, b"before"), b"before");
+        bad.write_all(b"boom").unwrap();
+        let (got, end) = read_to_end(&mut bad, 5 * SEC);
+        assert!(got.is_empty());
+        assert_ne!(end, ReadEnd::TimedOut);
+        assert_eq!(events.close_of(bad_id, 5 * SEC), CloseReason::HandlerFailed);
+        assert_eq!(roundtrip(&mut good, b"after"), b"after");
+        let st = srv.handle.stats();
+        assert_eq!(st.handler_failures, 1);
+        assert_eq!(st.closed(CloseReason::HandlerFailed), 1);
+        assert!(srv.handle.is_live(good_id));
+        srv.stop_within(5 * SEC);
+    }
+
+    write_timeout_closes_a_client_that_never_reads(2, cfg) {
+        let cfg = cfg
+            .write_timeout(Some(Duration::from_millis(300)))
+            .send_buffer_size(Some(16 * 1024))
+            .max_write_buffer(64 << 20);
+        let (srv, events) = probe(cfg);
+        let lazy = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        lazy.set_recv_buffer_size(4096).unwrap();
+        lazy.connect(&srv.addr.into()).unwrap();
+        let mut lazy: std::net::TcpStream = lazy.into();
+        let lazy_id = events.open();
+        let mut busy = client(srv.addr);
+        lazy.write_all(b"flood 33554432").unwrap();
+        let t0 = Instant::now();
+        // Other clients keep being served while the lazy one stalls.
+        while t0.elapsed() < Duration::from_millis(600) {
+            assert_eq!(roundtrip(&mut busy, b"ping"), b"ping");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(events.close_of(lazy_id, 5 * SEC), CloseReason::WriteTimeout);
+        assert!(t0.elapsed() < 5 * SEC);
+        assert_eq!(roundtrip(&mut busy, b"pong"), b"pong");
+        drop(lazy);
+        srv.stop_within(5 * SEC);
+    }
+}
+
+/// Connect attempts that are refused show the listener is gone.
+struct TcpStreamProbe;
+
+impl TcpStreamProbe {
+    fn refused(addr: std::net::SocketAddr) -> bool {
+        matches!(std::net::TcpStream::connect_timeout(&addr, SEC), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    }
+}
+
+/// Every slice `Lines` was shown, in order.
+type Seen = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// Consumes only whole lines, echoing each; records every slice it was shown.
+struct Lines {
+    seen: Seen,
+    rec: Recorder,
+}
+
+impl Handler for Lines {
+    type State = ();
+
+    fn on_open(&self, conn: &mut Conn<'_>, _: &mut ()) {
+        self.rec.send(Event::Open(conn.id()));
+    }
+
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        self.seen.lock().unwrap().push(data.to_vec());
+        let end = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        conn.write(&data[..end]).unwrap();
+        end
+    }
+
+    fn on_close(&self, id: ConnId, _: (), reason: CloseReason) {
+        self.rec.send(Event::Close(id, reason));
+    }
+}
+
+fn lines(cfg: Config) -> (Running<Lines>, Events, Seen) {
+    let (rec, events) = recorder();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = Lines {
+        seen: seen.clone(),
+        rec,
+    };
+    (Running::start(cfg, h), events, seen)
+}
+
+#[test]
+fn unconsumed_input_is_presented_again_with_new_bytes() {
+    for reuse in [true, false] {
+        let (srv, _events, seen) = lines(config(1, reuse));
+        let mut c = client(srv.addr);
+        for piece in [&b"hel"[..], b"lo\nwor", b"ld\n"] {
+            c.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        let mut got = [0u8; 12];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello\nworld\n");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            vec![b"hel".to_vec(), b"hello\nwor".to_vec(), b"world\n".to_vec()]
+        );
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
+fn read_timeout_closes_a_partial_message_even_while_bytes_trickle() {
+    for reuse in [true, false] {
+        let cfg = config(1, reuse).read_timeout(Some(Duration::from_millis(300)));
+        let (srv, events, _) = lines(cfg);
+        let mut slow = client(srv.addr);
+        let slow_id = events.wait(5 * SEC, |e| match e {
+            Event::Open(id) => Some(*id),
+            _ => None,
+        });
+        let mut fast = client(srv.addr);
+        let t0 = Instant::now();
+        slow.write_all(b"GET").unwrap();
+        let mut closed_at = None;
+        while t0.elapsed() < 3 * SEC {
+            // One byte every 50 ms never completes a line: idle never fires, read does.
+            if slow.write_all(b"x").is_err() {
+                closed_at.get_or_insert(t0.elapsed());
+                break;
+            }
+            fast.write_all(b"line\n").unwrap();
+            let mut l = [0u8; 5];
+            fast.read_exact(&mut l).unwrap();
+            if let Some(Event::Close(id, r)) = events
+                .drain()
+                .into_iter()
+                .find(|e| matches!(e, Event::Close(..)))
+            {
+                assert_eq!((id, r), (slow_id, CloseReason::ReadTimeout));
+                closed_at = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let at = closed_at.expect("slow client closed");
+        assert!(
+            at >= Duration::from_millis(250) && at < 2 * SEC,
+            "closed after {at:?}"
+        );
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
+fn read_overflow_closes_when_unconsumed_input_exceeds_the_cap() {
+    struct Hoard;
+    impl Handler for Hoard {
+        type State = ();
+        fn on_data(&self, _: &mut Conn<'_>, _: &mut (), _: &[u8]) -> usize {
+            0
+        }
+    }
+    let srv = Running::start(config(1, true).max_read_buffer(64 * 1024), Hoard);
+    let mut c = client(srv.addr);
+    let _ = c.write_all(&vec![1u8; 256 * 1024]);
+    let (_, end) = read_to_end(&mut c, 5 * SEC);
+    assert_ne!(end, ReadEnd::TimedOut);
+    assert!(eventually(5 * SEC, || srv
+        .handle
+        .stats()
+        .closed(CloseReason::ReadOverflow)
+        == 1));
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn write_overflow_fails_the_write_and_closes() {
+    let (srv, events) = probe(
+        config(1, true)
+            .max_write_buffer(1 << 20)
+            .write_high_watermark(512 << 10)
+            .write_low_watermark(128 << 10),
+    );
+    let lazy = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    lazy.set_recv_buffer_size(4096).unwrap();
+    lazy.connect(&srv.addr.into()).unwrap();
+    let mut lazy: std::net::TcpStream = lazy.into();
+    let id = events.open();
+    lazy.write_all(b"flood 16777216").unwrap();
+    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::WriteOverflow);
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn high_watermark_pauses_reading_and_drain_resumes_it() {
+    let cfg = config(1, true)
+        .write_high_watermark(256 << 10)
+        .write_low_watermark(64 << 10)
+        .max_write_buffer(64 << 20);
+    let (srv, events) = probe(cfg);
+    let mut c = client(srv.addr);
+    let id = events.open();
+    c.write_all(b"flood 4194304").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(srv.handle.stats().read_pauses >= 1);
+    let mut got = vec![0u8; 4 << 20];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(
+        events.wait(5 * SEC, |e| match e {
+            Event::Drain(i) => Some(*i),
+            _ => None,
+        }),
+        id
+    );
+    assert_eq!(roundtrip(&mut c, b"resumed"), b"resumed");
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn outbound_connect_to_a_listener_and_to_a_closed_port() {
+    let (srv, events) = probe(config(2, true));
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let id = srv.handle.connect(upstream.local_addr().unwrap()).unwrap();
+    let (mut peer, _) = upstream.accept().unwrap();
+    peer.set_read_timeout(Some(5 * SEC)).unwrap();
+    assert_eq!(events.open(), id);
+    // The probe echoes whatever the upstream sends.
+    assert_eq!(
+        roundtrip(&mut peer, b"over the outbound connection"),
+        b"over the outbound connection"
+    );
+    srv.handle.write(id, b"+").unwrap();
+    let mut b = [0u8; 1];
+    peer.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"+");
+    drop(peer);
+    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::PeerClosed);
+    assert_eq!(srv.handle.stats().connected, 1);
+
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let id = srv.handle.connect(closed_port).unwrap();
+    let reason = events.close_of(id, 5 * SEC);
+    assert_eq!(reason, CloseReason::ConnectFailed(libc::ECONNREFUSED));
+    assert!(
+        !events.drain().contains(&Event::Open(id)),
+        "no on_open for a failed connect"
+    );
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn connect_after_stop_is_refused() {
+    let (srv, _events) = probe(config(1, true));
+    srv.handle.stop();
+    assert!(matches!(srv.handle.connect(srv.addr), Err(Error::Stopped)));
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn panic_in_on_open_still_gets_on_close() {
+    struct OpenPanics(Recorder);
+    impl Handler for OpenPanics {
+        type State = ();
+        fn on_open(&self, _: &mut Conn<'_>, _: &mut ()) {
+            panic!("on_open fails");
+        }
+        fn on_data(&self, _: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            d.len()
+        }
+        fn on_close(&self, id: ConnId, _: (), r: CloseReason) {
+            self.0.send(Event::Close(id, r));
+        }
+    }
+    let (rec, events) = recorder();
+    let srv = Running::start(config(1, true), OpenPanics(rec));
+    let mut c = client(srv.addr);
+    let (_, r) = events.any_close(5 * SEC);
+    assert_eq!(r, CloseReason::HandlerFailed);
+    let (_, end) = read_to_end(&mut c, 5 * SEC);
+    assert_ne!(end, ReadEnd::TimedOut);
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn consuming_more_than_given_is_a_handler_failure() {
+    struct Liar;
+    impl Handler for Liar {
+        type State = ();
+        fn on_data(&self, _: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            d.len() + 1
+        }
+    }
+    let srv = Running::start(config(1, true), Liar);
+    let mut c = client(srv.addr);
+    c.write_all(b"x").unwrap();
+    let (_, end) = read_to_end(&mut c, 5 * SEC);
+    assert_ne!(end, ReadEnd::TimedOut);
+    assert_eq!(srv.handle.stats().handler_failures, 1);
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn half_close_gets_every_echoed_byte_then_eof() {
+    let (srv, events) = probe(config(1, true));
+    let mut c = client(srv.addr);
+    let id = events.open();
+    let msg = Rng(99).bytes(300_000);
+    let writer = {
+        let mut c = c.try_clone().unwrap();
+        let msg = msg.clone();
+        std::thread::spawn(move || {
+            c.write_all(&msg).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let (got, end) = read_to_end(&mut c, 10 * SEC);
+    writer.join().unwrap();
+    assert_eq!(end, ReadEnd::Eof);
+    assert!(got == msg, "echo after half-close differs");
+    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::PeerClosed);
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn ipv6_loopback() {
+    let Ok(probe_listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    drop(probe_listener);
+    let cfg = Config::new("[::1]:0".parse().unwrap()).threads(2);
+    let (srv, _events) = probe(cfg);
+    assert!(srv.addr.is_ipv6());
+    let mut c = client(srv.addr);
+    assert_eq!(roundtrip(&mut c, b"v6"), b"v6");
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn invalid_config_is_rejected_before_binding() {
+    struct Nop;
+    impl Handler for Nop {
+        type State = ();
+        fn on_data(&self, _: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            d.len()
+        }
+    }
+    let err = Server::bind(config(0, true), Nop).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidConfig(ref m) if m.contains("threads")),
+        "{err}"
+    );
+    let mut s = Server::bind(config(1, true), Nop).unwrap();
+    s.start().unwrap();
+    assert!(matches!(s.start(), Err(Error::AlreadyStarted)));
+}

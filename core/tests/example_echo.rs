@@ -1,0 +1,82 @@
+//! The echo example follows the example-server convention: `--host/--port/--threads`, one
+//! flushed `listening on HOST:PORT` line, echo, and exit status 0 after SIGTERM or SIGINT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `cargo test` builds examples next to the test binaries' `deps/` folder.
+fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("examples").join(name)
+}
+
+fn run_and_signal(signal: i32) {
+    let mut child = Command::new(example("echo"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--threads", "2"])
+        .args(["--idle-timeout-ms", "60000", "--max-connections", "100"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("echo example built by cargo test");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"convention").unwrap();
+    let mut got = [0u8; 10];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"convention");
+    // SAFETY: plain kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no exit after signal"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    // The open connection was closed by the graceful stop.
+    let mut rest = Vec::new();
+    assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+#[test]
+fn echo_example_exits_zero_on_sigterm() {
+    run_and_signal(libc::SIGTERM);
+}
+
+#[test]
+fn echo_example_exits_zero_on_sigint() {
+    run_and_signal(libc::SIGINT);
+}
+
+#[test]
+fn echo_example_rejects_unknown_flags() {
+    let out = Command::new(example("echo"))
+        .arg("--no-such-flag")
+        .arg("1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag --no-such-flag"));
+}
