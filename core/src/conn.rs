@@ -9,7 +9,6 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::reactor::Core;
 use crate::server::ServerHandle;
-use crate::timer::TimerId;
 
 const SLOT_BITS: u32 = 24;
 const REACTOR_BITS: u32 = 8;
@@ -205,15 +204,15 @@ impl Conn<'_> {
     }
 
     /// Arms a timer that calls `Handler::on_timer` with `tag` after `after` (millisecond
-    /// resolution). It is dropped without a call if the connection closes first.
-    pub fn set_timer(&mut self, after: Duration, tag: u64) -> TimerId {
-        self.core.set_user_timer(self.id, after, tag)
+    /// resolution, never early). Several timers may share a tag. Timers end with the
+    /// connection: none fires after `on_close`.
+    pub fn set_timer(&mut self, after: Duration, tag: u64) {
+        self.core.set_user_timer(self.id, after, tag);
     }
 
-    /// Cancels a timer of this connection; false if it already fired, was cancelled, or
-    /// belongs to another connection.
-    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
-        self.core.cancel_user_timer(self.id, timer)
+    /// Cancels every pending timer of this connection with `tag`; returns how many.
+    pub fn cancel_timer(&mut self, tag: u64) -> usize {
+        self.core.cancel_user_timers(self.id, tag)
     }
 
     /// The peer's address.

@@ -49,4 +49,3 @@ pub use error::{CloseReason, Error, Result};
 pub use handler::Handler;
 pub use server::{Server, ServerHandle};
 pub use stats::Stats;
-pub use timer::TimerId;

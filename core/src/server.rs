@@ -151,8 +151,12 @@ impl ServerHandle {
 
     /// Arms a timer on `id` that calls `Handler::on_timer` with `tag` after `after`.
     pub fn set_timer(&self, id: ConnId, after: Duration, tag: u64) -> Result<()> {
-        let after_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        self.send(id, Command::SetTimer { id, after_ms, tag })
+        self.send(id, Command::SetTimer { id, after, tag })
+    }
+
+    /// Cancels every pending timer of `id` with `tag`.
+    pub fn cancel_timer(&self, id: ConnId, tag: u64) -> Result<()> {
+        self.send(id, Command::CancelTimer { id, tag })
     }
 
     /// Starts an outbound connection, served by this server's handler like an accepted one:

@@ -142,6 +142,20 @@ both_modes! {
         assert_eq!(&line, b"timer 42\n");
         let dt = t0.elapsed();
         assert!(dt >= Duration::from_millis(100) && dt < SEC, "{dt:?}");
+        // Cancelled from another thread: never fires.
+        srv.handle.set_timer(id, Duration::from_millis(100), 6).unwrap();
+        srv.handle.cancel_timer(id, 6).unwrap();
+        // Cancelled from a callback: both timers of tag 9 go, tag 8 stays.
+        c.write_all(b"arm").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        c.write_all(b"disarm").unwrap();
+        let mut l = [0u8; 12];
+        c.read_exact(&mut l).unwrap();
+        assert_eq!(&l, b"cancelled 2\n");
+        let mut l = [0u8; 8];
+        c.read_exact(&mut l).unwrap();
+        assert_eq!(&l, b"timer 8\n");
+        assert!(silent_for(&mut c, Duration::from_millis(400)), "cancelled timers stay silent");
         srv.handle.set_timer(id, Duration::from_millis(200), 7).unwrap();
         drop(c);
         assert_eq!(events.close_of(id, 5 * SEC), CloseReason::PeerClosed);

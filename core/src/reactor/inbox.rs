@@ -20,7 +20,11 @@ pub(crate) enum Command {
     },
     SetTimer {
         id: ConnId,
-        after_ms: u64,
+        after: std::time::Duration,
+        tag: u64,
+    },
+    CancelTimer {
+        id: ConnId,
         tag: u64,
     },
     /// An outbound socket whose non-blocking connect is in progress; `id` is already issued.

@@ -78,6 +78,8 @@ pub(crate) struct Connection {
     out: OutQueue,
     /// The housekeeping timer and the tick it fires at.
     timer: Option<TimerId>,
+    /// Pending user timers (unallocated until the first one).
+    user_timers: Vec<(u64, TimerId)>,
     timer_at: u64,
     /// Last tick with traffic in either direction (or the connect attempt's start).
     last_active: u64,
@@ -258,19 +260,30 @@ impl Core {
         }
     }
 
-    pub(crate) fn set_user_timer(&mut self, id: ConnId, after: Duration, tag: u64) -> TimerId {
+    pub(crate) fn set_user_timer(&mut self, id: ConnId, after: Duration, tag: u64) {
         let when = self.now.saturating_add(ticks(after));
-        self.timers.insert(when, TimerEvent::User { id, tag })
+        let Some(c) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        let t = self.timers.insert(when, TimerEvent::User { id, tag });
+        c.user_timers.push((tag, t));
     }
 
-    pub(crate) fn cancel_user_timer(&mut self, id: ConnId, timer: TimerId) -> bool {
-        match self.timers.get(timer) {
-            Some(TimerEvent::User { id: owner, .. }) if *owner == id => {
-                self.timers.cancel(timer);
+    pub(crate) fn cancel_user_timers(&mut self, id: ConnId, tag: u64) -> usize {
+        let Some(c) = lookup(&mut self.conns, id) else {
+            return 0;
+        };
+        let before = c.user_timers.len();
+        let timers = &mut self.timers;
+        c.user_timers.retain(|&(t, key)| {
+            if t == tag {
+                timers.cancel(key);
+                false
+            } else {
                 true
             }
-            _ => false,
-        }
+        });
+        before - c.user_timers.len()
     }
 
     pub(crate) fn peer_addr(&self, id: ConnId) -> Result<SocketAddr> {
@@ -344,7 +357,7 @@ pub(crate) struct Reactor<H: Handler> {
     inbox: Inbox,
     scratch: Vec<u8>,
     ready: VecDeque<ConnId>,
-    fired: Vec<TimerEvent>,
+    fired: Vec<(TimerId, TimerEvent)>,
     epoch: Instant,
     accept_more: bool,
     paused_limit: bool,
@@ -672,6 +685,7 @@ impl<H: Handler> Reactor<H> {
             input: Vec::new(),
             out: OutQueue::default(),
             timer: None,
+            user_timers: Vec::new(),
             timer_at: NEVER,
             last_active: self.core.now,
             input_since: NEVER,
@@ -1020,6 +1034,9 @@ impl<H: Handler> Reactor<H> {
         if let Some(t) = c.timer.take() {
             self.core.timers.cancel(t);
         }
+        for (_, t) in c.user_timers.drain(..) {
+            self.core.timers.cancel(t);
+        }
         self.core.pool.put(std::mem::take(&mut c.input));
         c.out.clear(&mut self.core.pool);
         // Closing the descriptor also removes it from the epoll set: it is never duplicated.
@@ -1055,11 +1072,17 @@ impl<H: Handler> Reactor<H> {
     fn run_timers(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
         self.core.timers.advance(self.core.now, &mut fired);
-        for ev in fired.drain(..) {
+        for (key, ev) in fired.drain(..) {
             match ev {
                 TimerEvent::Conn(id) => self.check_deadlines(id),
                 TimerEvent::User { id, tag } => {
-                    if self.core.get(id).is_some_and(|c| c.flags & CONNECTING == 0) {
+                    let Some(c) = self.core.get_mut(id) else {
+                        continue;
+                    };
+                    if let Some(i) = c.user_timers.iter().position(|&(_, k)| k == key) {
+                        c.user_timers.swap_remove(i);
+                    }
+                    if c.flags & CONNECTING == 0 {
                         invoke(
                             &mut self.core,
                             &mut self.states,
@@ -1126,11 +1149,9 @@ impl<H: Handler> Reactor<H> {
                 };
                 self.core.request_close(id, reason, abort);
             }
-            Command::SetTimer { id, after_ms, tag } => {
-                if self.core.get(id).is_some() {
-                    self.core
-                        .set_user_timer(id, Duration::from_millis(after_ms), tag);
-                }
+            Command::SetTimer { id, after, tag } => self.core.set_user_timer(id, after, tag),
+            Command::CancelTimer { id, tag } => {
+                self.core.cancel_user_timers(id, tag);
             }
             Command::Connect { id, stream } => {
                 if self.stopping {
@@ -1222,6 +1243,21 @@ impl<H: Handler> Reactor<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_sockets_get_nodelay_and_keepalive() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let s = TcpStream::from_std(s);
+        let config = Config::default().keepalive(Some(Duration::from_secs(30)));
+        configure_stream(&s, &config).unwrap();
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.tcp_nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+    }
 
     #[test]
     fn ticks_round_up() {

@@ -20,24 +20,9 @@ const NIL: u32 = u32::MAX;
 
 /// Names one timer in a wheel; stale keys (the timer fired or was cancelled) are detected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TimerId {
+pub(crate) struct TimerId {
     key: u32,
     seq: u32,
-}
-
-impl TimerId {
-    /// Packs the key into a `u64` (for the C and Python bindings).
-    pub fn as_u64(self) -> u64 {
-        u64::from(self.seq) << 32 | u64::from(self.key)
-    }
-
-    /// Unpacks a key made by [`TimerId::as_u64`].
-    pub fn from_u64(v: u64) -> Self {
-        TimerId {
-            key: v as u32,
-            seq: (v >> 32) as u32,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -115,14 +100,6 @@ impl<T> TimerWheel<T> {
                 self.unlink(k.key);
                 Some(self.entries.remove(k.key as usize).value)
             }
-            _ => None,
-        }
-    }
-
-    /// The payload of a pending timer.
-    pub(crate) fn get(&self, k: TimerId) -> Option<&T> {
-        match self.entries.get(k.key as usize) {
-            Some(e) if e.seq == k.seq => Some(&e.value),
             _ => None,
         }
     }
@@ -205,8 +182,8 @@ impl<T> TimerWheel<T> {
         self.next_expiration().map(|(_, _, d)| d)
     }
 
-    /// Moves time to `now`, pushing the payload of every timer due at or before it.
-    pub(crate) fn advance(&mut self, now: u64, fired: &mut Vec<T>) {
+    /// Moves time to `now`, pushing the key and payload of every timer due at or before it.
+    pub(crate) fn advance(&mut self, now: u64, fired: &mut Vec<(TimerId, T)>) {
         while let Some((level, slot, deadline)) = self.next_expiration() {
             if deadline > now {
                 break;
@@ -215,12 +192,13 @@ impl<T> TimerWheel<T> {
             let mut key = std::mem::replace(&mut self.heads[level][slot], NIL);
             self.occupied[level] &= !(1 << slot);
             while key != NIL {
-                let (next, when) = {
+                let (next, when, seq) = {
                     let e = &self.entries[key as usize];
-                    (e.next, e.when)
+                    (e.next, e.when, e.seq)
                 };
                 if when <= now {
-                    fired.push(self.entries.remove(key as usize).value);
+                    let value = self.entries.remove(key as usize).value;
+                    fired.push((TimerId { key, seq }, value));
                 } else {
                     self.link(key);
                 }
@@ -235,6 +213,10 @@ impl<T> TimerWheel<T> {
 mod tests {
     use super::*;
 
+    fn values(fired: &[(TimerId, u32)]) -> Vec<u32> {
+        fired.iter().map(|(_, v)| *v).collect()
+    }
+
     /// Advances from deadline to deadline, as a reactor sleeping until `next_deadline` does.
     fn fire_all(w: &mut TimerWheel<u32>, upto: u64) -> Vec<(u64, u32)> {
         let mut out = Vec::new();
@@ -242,7 +224,7 @@ mod tests {
         while let Some(next) = w.next_deadline() {
             let now = next.min(upto);
             w.advance(now, &mut buf);
-            out.extend(buf.drain(..).map(|v| (now, v)));
+            out.extend(buf.drain(..).map(|(_, v)| (now, v)));
             if now == upto {
                 break;
             }
@@ -284,7 +266,7 @@ mod tests {
         while now < 210_000 {
             now += 1 + (now * 7919) % 997;
             w.advance(now, &mut buf);
-            for i in buf.drain(..) {
+            for (_, i) in buf.drain(..) {
                 let d = deadlines[i as usize];
                 assert!(d <= now, "fired early: deadline {d} at {now}");
                 assert!(!seen[i as usize]);
@@ -309,7 +291,7 @@ mod tests {
         // Across a window boundary the wheel may wake early to cascade, never late.
         w.insert(1050, 3);
         w.advance(1010, &mut buf);
-        assert_eq!(buf, vec![1]);
+        assert_eq!(values(&buf), vec![1]);
         buf.clear();
         let d = w.next_deadline().unwrap();
         assert!(d <= 1050, "{d}");
@@ -322,7 +304,7 @@ mod tests {
             w.advance(d, &mut buf);
             wakeups += 1;
         }
-        assert_eq!(buf, vec![3, 4]);
+        assert_eq!(values(&buf), vec![3, 4]);
         assert!(wakeups <= 2 + 2 * LEVELS, "{wakeups} wake-ups");
     }
 
@@ -335,7 +317,7 @@ mod tests {
         w.advance(500, &mut buf);
         assert!(buf.is_empty());
         w.advance(501, &mut buf);
-        assert_eq!(buf, vec![7]);
+        assert_eq!(values(&buf), vec![7]);
     }
 
     #[test]
@@ -347,8 +329,9 @@ mod tests {
         assert_eq!(w.cancel(b), Some(2));
         let mut buf = Vec::new();
         w.advance(10, &mut buf);
-        buf.sort();
-        assert_eq!(buf, vec![1, 3]);
+        let mut v = values(&buf);
+        v.sort();
+        assert_eq!(v, vec![1, 3]);
         assert_eq!(w.cancel(a), None);
         assert_eq!(w.cancel(c), None);
     }
@@ -362,6 +345,6 @@ mod tests {
         w.advance(MAX_TICKS - 1, &mut buf);
         assert!(buf.is_empty());
         w.advance(MAX_TICKS, &mut buf);
-        assert_eq!(buf, vec![1]);
+        assert_eq!(values(&buf), vec![1]);
     }
 }

@@ -115,6 +115,17 @@ impl Handler for Probe {
         if data.windows(4).any(|w| w == b"boom") {
             panic!("boom requested by the test");
         }
+        if data == b"arm" {
+            conn.set_timer(Duration::from_millis(150), 9);
+            conn.set_timer(Duration::from_millis(300), 9);
+            conn.set_timer(Duration::from_millis(100), 8);
+            return data.len();
+        }
+        if data == b"disarm" {
+            let n = conn.cancel_timer(9);
+            let _ = conn.write(format!("cancelled {n}\n").as_bytes());
+            return data.len();
+        }
         if let Some(rest) = data.strip_prefix(b"flood ") {
             let n: usize = std::str::from_utf8(rest).unwrap().trim().parse().unwrap();
             let chunk = vec![b'f'; 64 * 1024];
