@@ -1,0 +1,918 @@
+#!/usr/bin/env python3
+"""Echo benchmark harness: shoal against a raw-epoll C reference and tokio.
+
+    python3 bench/echo.py [--quick] [--reps R] [--duration S] [--warmup S]
+                          [--servers shoal,epoll,tokio] [--out FILE]
+
+For each workload (64-byte messages over 64 and 512 connections) and each
+repetition, the servers run interleaved (shoal, epoll, tokio, shoal, ...),
+each started fresh and pinned to one core (`taskset -c 0`), with
+`target/release/loadgen` pinned to the other (`taskset -c 1`). The server's
+utime+stime is read from /proc/PID/stat when loadgen prints `measure start`
+and `measure end`, which gives round trips per server CPU-second besides
+round trips per second. Then, per server: syscalls per round trip under
+`strace -c -f` for a fixed `loadgen echo --count`, and the resident memory
+that 10 000 idle connections add.
+
+A Markdown report goes to stdout (and to --out FILE); progress goes to stderr.
+Standard library only. Every child process has a timeout and is killed on the
+way out; every server listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "target"
+HOST = "127.0.0.1"
+WORKLOADS = [(64, 64), (512, 64)]  # (connections, message bytes)
+SERVER_ORDER = ["shoal", "shoal-pool", "epoll", "tokio"]
+REFERENCE = "epoll"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BUSY_THRESHOLD = 0.90  # below this server-core share: load-generator bound
+NOISE_THRESHOLD = 0.10  # more CPU than this (in cores) used by others: noisy run
+
+BUILD_TIMEOUT = 1800
+START_TIMEOUT = 20
+STOP_TIMEOUT = 10
+LISTEN_RE = re.compile(r"^listening on (\S+):(\d+)$")
+
+LIVE: set[subprocess.Popen] = set()  # children to kill whatever happens
+
+
+def log(msg: str) -> None:
+    print(f"[echo.py {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class LineReader:
+    """Reads lines from a pipe with a timeout (select + os.read)."""
+
+    def __init__(self, stream) -> None:
+        self.fd = stream.fileno()
+        self.buf = b""
+        self.eof = False
+
+    def readline(self, timeout: float) -> str | None:
+        """The next line without its newline; None at EOF; TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1 :]
+                return line.decode(errors="replace").rstrip("\r")
+            if self.eof:
+                if self.buf:
+                    line, self.buf = self.buf, b""
+                    return line.decode(errors="replace")
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no output line in time")
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if chunk:
+                    self.buf += chunk
+                else:
+                    self.eof = True
+
+    def drain_in_background(self) -> None:
+        """Keeps reading (and dropping) output so the child never blocks."""
+
+        def run() -> None:
+            try:
+                while os.read(self.fd, 65536):
+                    pass
+            except OSError:
+                pass
+
+        threading.Thread(target=run, daemon=True).start()
+
+
+def spawn(argv: list[str], *, stderr_path: Path, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, stdin=stdin, stdout=subprocess.PIPE, stderr=err, bufsize=0
+        )
+    LIVE.add(proc)
+    return proc
+
+
+def kill_quietly(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream:
+                stream.close()
+        except OSError:
+            pass
+    LIVE.discard(proc)
+
+
+def kill_all_live() -> None:
+    for proc in list(LIVE):
+        kill_quietly(proc)
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) in seconds of a whole process (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process."""
+    return sum(proc_cpu_split(pid))
+
+
+def system_busy_seconds() -> float:
+    """CPU time all CPUs spent on anything but idle/iowait (first line of /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wait_for_quiet(max_wait: float) -> float:
+    """Waits (up to max_wait s) until the machine runs nothing else; returns the last busy share."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, t0 = system_busy_seconds(), time.monotonic()
+        time.sleep(0.5)
+        busy = (system_busy_seconds() - b0) / (time.monotonic() - t0)
+        if busy < NOISE_THRESHOLD or time.monotonic() >= deadline:
+            return busy
+
+
+def vm_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def child_pid(pid: int) -> int | None:
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(kids[0]) if kids else None
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class Tools:
+    loadgen: Path
+    server_cpu: str
+    loadgen_cpu: str
+    taskset: bool
+    tmp: Path
+
+    serial: int = 0
+
+    def scratch(self, name: str) -> Path:
+        """A fresh file name in the run's temporary directory."""
+        self.serial += 1
+        return self.tmp / f"{self.serial:04d}-{name}"
+
+    def pin(self, cpu: str) -> list[str]:
+        return ["taskset", "-c", cpu] if self.taskset else []
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    binary: Path
+    missing: str | None = None  # why it cannot run
+    args: list[str] = field(default_factory=lambda: ["--host", HOST, "--port", "0", "--threads", "1"])
+
+
+class Server:
+    """One running server process (optionally under strace)."""
+
+    def __init__(self, spec: ServerSpec, tools: Tools, strace_out: Path | None = None) -> None:
+        self.spec = spec
+        self.stderr_path = tools.scratch(f"{spec.name}.stderr")
+        argv = tools.pin(tools.server_cpu)
+        if strace_out is not None:
+            argv += ["strace", "-f", "-c", "-o", str(strace_out), "--"]
+        argv += [str(spec.binary), *spec.args]
+        self.traced = strace_out is not None
+        self.proc = spawn(argv, stderr_path=self.stderr_path)
+        self.pid = self.proc.pid  # taskset execs the server: same pid
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.kill()
+            raise
+
+    def _wait_listening(self) -> None:
+        spec = self.spec
+        reader = LineReader(self.proc.stdout)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                line = reader.readline(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise RuntimeError(f"{spec.name}: no `listening on` line within {START_TIMEOUT}s") from None
+            if line is None:
+                rc = self.proc.wait(timeout=5)
+                raise RuntimeError(
+                    f"{spec.name}: exited (status {rc}) before listening: {tail(self.stderr_path)}"
+                )
+            m = LISTEN_RE.match(line.strip())
+            if m:
+                break
+        if m.group(1) != HOST:
+            raise RuntimeError(f"{spec.name}: listens on {m.group(1)}, not {HOST}")
+        self.port = int(m.group(2))
+        reader.drain_in_background()
+        if self.traced:
+            kid = None
+            for _ in range(100):
+                kid = child_pid(self.proc.pid)
+                if kid:
+                    break
+                time.sleep(0.01)
+            if kid is None:
+                raise RuntimeError(f"{spec.name}: cannot find the traced server's pid")
+            self.pid = kid
+
+    def stop(self) -> str | None:
+        """SIGTERM; returns a problem description, or None for a clean exit 0."""
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+            LIVE.discard(self.proc)
+            return f"exited by itself during the run (status {rc}): {tail(self.stderr_path)}"
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            kill_quietly(self.proc)
+            return f"did not exit within {STOP_TIMEOUT}s of SIGTERM (killed)"
+        LIVE.discard(self.proc)
+        if rc != 0:
+            return f"exit status {rc} after SIGTERM (want 0): {tail(self.stderr_path, 2)}"
+        return None
+
+    def kill(self) -> None:
+        if self.traced:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        kill_quietly(self.proc)
+
+
+# --------------------------------------------------------------------------
+# building
+
+
+def run_build(cmd: list[str], cwd: Path, jobs: int | None) -> tuple[bool, str]:
+    if cmd[0] == "cargo" and jobs:
+        cmd = [*cmd, "-j", str(jobs)]
+    full = (["nice", "-n", "10"] if shutil.which("nice") else []) + cmd
+    log(f"build: {shlex.join(cmd)} (in {cwd.relative_to(ROOT) if cwd != ROOT else '.'})")
+    try:
+        res = subprocess.run(
+            full, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BUILD_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return False, f"`{shlex.join(cmd)}` timed out after {BUILD_TIMEOUT}s"
+    except OSError as e:
+        return False, f"`{shlex.join(cmd)}`: {e}"
+    if res.returncode == 0:
+        return True, ""
+    lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error")] or lines[-3:]
+    return False, f"`{shlex.join(cmd)}` failed: " + " / ".join(errors[:3])
+
+
+def prepare(servers: list[str], args, problems: list[str]) -> tuple[Path | None, dict[str, ServerSpec]]:
+    specs: dict[str, ServerSpec] = {}
+    jobs = args.jobs
+    if args.loadgen:
+        loadgen = Path(args.loadgen).resolve()
+    else:
+        loadgen = TARGET / "release" / "loadgen"
+        if not args.no_build:
+            ok, why = run_build(["cargo", "build", "--release", "-p", "shoal-loadgen"], ROOT, jobs)
+            if not ok:
+                if loadgen.exists():
+                    problems.append(f"loadgen build failed, using the existing {loadgen.relative_to(ROOT)}: {why}")
+                else:
+                    problems.append(f"loadgen cannot be built: {why}")
+                    return None, specs
+    if not loadgen.exists():
+        problems.append(f"loadgen missing: {loadgen}")
+        return None, specs
+
+    for name in servers:
+        if name in ("shoal", "shoal-pool"):
+            spec = ServerSpec(name, TARGET / "release" / "examples" / "echo")
+            if name == "shoal-pool":
+                # One reactor and one worker thread, both on the server's CPU.
+                spec.args = [*spec.args, "--workers", "1"]
+            if not args.no_build:
+                ok, why = run_build(["cargo", "build", "--release", "-p", "shoal-core", "--example", "echo"], ROOT, jobs)
+                if not ok:
+                    spec.missing = why
+        elif name == "epoll":
+            spec = ServerSpec(name, TARGET / "bench" / "epoll_echo")
+            src = ROOT / "bench" / "c" / "epoll_echo.c"
+            stale = not spec.binary.exists() or spec.binary.stat().st_mtime < src.stat().st_mtime
+            if stale and not args.no_build:
+                spec.binary.parent.mkdir(parents=True, exist_ok=True)
+                cc = os.environ.get("CC", "cc")
+                ok, why = run_build([cc, "-O2", "-Wall", "-Wextra", "-o", str(spec.binary), str(src)], ROOT, None)
+                if not ok:
+                    spec.missing = why
+        elif name == "tokio":
+            peers = ROOT / "bench" / "peers"
+            spec = ServerSpec(name, peers / "target" / "release" / "tokio_echo")
+            if not args.no_build:
+                ok, why = run_build(["cargo", "build", "--release", "--bin", "tokio_echo"], peers, jobs)
+                if not ok:
+                    spec.missing = why
+        else:
+            raise AssertionError(name)
+        if spec.missing is None and not spec.binary.exists():
+            spec.missing = f"{spec.binary.relative_to(ROOT)} does not exist"
+        specs[name] = spec
+    return loadgen, specs
+
+
+# --------------------------------------------------------------------------
+# measurements
+
+
+@dataclass
+class Point:
+    server: str
+    conns: int
+    rep: int
+    ok: bool = False
+    rps: float = 0.0
+    round_trips: int = 0
+    per_cpu: float = 0.0  # round trips per server CPU-second
+    server_util: float = 0.0  # share of one core the server used in the window
+    loadgen_util: float = 0.0
+    other_util: float = 0.0  # CPU (in cores) used by everything else meanwhile
+    user_ns: float = 0.0  # server user time per round trip
+    sys_ns: float = 0.0  # server system time per round trip
+    p50: float = 0.0
+    p99: float = 0.0
+    errors: int = 0
+    problem: str | None = None
+
+
+def run_echo_point(spec: ServerSpec, tools: Tools, conns: int, size: int, rep: int, duration: float, warmup: float) -> Point:
+    pt = Point(spec.name, conns, rep)
+    srv = lg = None
+    try:
+        srv = Server(spec, tools)
+        argv = tools.pin(tools.loadgen_cpu) + [
+            str(tools.loadgen), "echo", "--host", HOST, "--port", str(srv.port),
+            "--conns", str(conns), "--size", str(size),
+            "--duration", f"{duration:g}", "--warmup", f"{warmup:g}",
+        ]  # fmt: skip
+        lg_err = tools.scratch("loadgen.stderr")
+        lg = spawn(argv, stderr_path=lg_err)
+        reader = LineReader(lg.stdout)
+        deadline = time.monotonic() + warmup + duration + 60
+        marks: dict[str, tuple[float, tuple[float, float], float, float]] = {}
+        result = None
+        while True:
+            line = reader.readline(max(0.0, deadline - time.monotonic()))
+            if line is None:
+                break
+            if line in ("measure start", "measure end"):
+                # Sample first, parse later: the window edges are now.
+                server_cpu = proc_cpu_split(srv.pid)
+                loadgen_cpu = proc_cpu_seconds(lg.pid)
+                marks[line] = (time.monotonic(), server_cpu, loadgen_cpu, system_busy_seconds())
+            elif line.startswith("{"):
+                result = json.loads(line)
+        rc = lg.wait(timeout=10)
+        if result is None or "measure start" not in marks or "measure end" not in marks:
+            raise RuntimeError(f"loadgen gave no result (status {rc}): {tail(lg_err)}")
+        (t0, (u0, k0), l0, b0), (t1, (u1, k1), l1, b1) = marks["measure start"], marks["measure end"]
+        s0, s1 = u0 + k0, u1 + k1
+        wall = t1 - t0
+        pt.other_util = max(0.0, ((b1 - b0) - (s1 - s0) - (l1 - l0)) / wall) if wall > 0 else 0.0
+        pt.round_trips = int(result["round_trips"])
+        pt.rps = float(result["rps"])
+        pt.server_util = (s1 - s0) / wall if wall > 0 else 0.0
+        pt.loadgen_util = (l1 - l0) / wall if wall > 0 else 0.0
+        pt.per_cpu = pt.round_trips / (s1 - s0) if s1 > s0 else float("nan")
+        if pt.round_trips:
+            pt.user_ns = (u1 - u0) * 1e9 / pt.round_trips
+            pt.sys_ns = (k1 - k0) * 1e9 / pt.round_trips
+        pt.p50, pt.p99 = float(result["p50_us"]), float(result["p99_us"])
+        pt.errors = int(result["errors"])
+        pt.ok = rc == 0 and pt.round_trips > 0
+        if not pt.ok:
+            pt.problem = f"loadgen status {rc}: {tail(lg_err)}"
+        kill_quietly(lg)
+        problem = srv.stop()
+        if problem:
+            pt.problem = problem if pt.problem is None else f"{pt.problem}; {problem}"
+        srv = None
+    except (RuntimeError, TimeoutError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        pt.ok = False
+        pt.problem = f"{type(e).__name__}: {e}"
+    finally:
+        kill_quietly(lg)
+        if srv is not None:
+            srv.kill()
+    return pt
+
+
+@dataclass
+class SyscallResult:
+    server: str
+    ok: bool = False
+    total: int = 0
+    round_trips: int = 0
+    top: list[tuple[str, int]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def parse_strace_summary(path: Path) -> tuple[int, list[tuple[str, int]]]:
+    rows: list[tuple[str, int]] = []
+    total = None
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) < 5 or not re.match(r"^\d+(\.\d+)?$", parts[0]):
+            continue
+        name, calls = parts[-1], int(parts[3])
+        if name == "total":
+            total = calls
+        else:
+            rows.append((name, calls))
+    if total is None:
+        total = sum(c for _, c in rows)
+    rows.sort(key=lambda r: -r[1])
+    return total, rows
+
+
+def run_syscalls(spec: ServerSpec, tools: Tools, count: int, conns: int) -> SyscallResult:
+    res = SyscallResult(spec.name)
+    out = tools.scratch(f"strace-{spec.name}.txt")
+    srv = lg = None
+    try:
+        srv = Server(spec, tools, strace_out=out)
+        argv = tools.pin(tools.loadgen_cpu) + [
+            str(tools.loadgen), "echo", "--host", HOST, "--port", str(srv.port),
+            "--conns", str(conns), "--size", "64", "--count", str(count),
+            "--warmup", "0", "--duration", "240",
+        ]  # fmt: skip
+        lg_err = tools.scratch("loadgen.stderr")
+        lg = spawn(argv, stderr_path=lg_err)
+        reader = LineReader(lg.stdout)
+        deadline = time.monotonic() + 300
+        result = None
+        while (line := reader.readline(max(0.0, deadline - time.monotonic()))) is not None:
+            if line.startswith("{"):
+                result = json.loads(line)
+        rc = lg.wait(timeout=10)
+        kill_quietly(lg)
+        problem = srv.stop()  # strace writes its summary when the server exits
+        srv = None
+        if result is None or rc != 0:
+            raise RuntimeError(f"loadgen status {rc}: {tail(lg_err)}")
+        res.round_trips = int(result["round_trips"])
+        res.total, res.top = parse_strace_summary(out)
+        res.ok = res.round_trips > 0 and res.total > 0
+        res.problem = problem
+    except (RuntimeError, TimeoutError, OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+        res.problem = f"{type(e).__name__}: {e}"
+    finally:
+        kill_quietly(lg)
+        if srv is not None:
+            srv.kill()
+    return res
+
+
+@dataclass
+class MemoryResult:
+    server: str
+    ok: bool = False
+    before_kib: int = 0
+    after_kib: int = 0
+    conns: int = 0
+    problem: str | None = None
+
+    @property
+    def per_conn(self) -> float:
+        return (self.after_kib - self.before_kib) * 1024 / self.conns if self.conns else float("nan")
+
+
+def run_memory(spec: ServerSpec, tools: Tools, conns: int) -> MemoryResult:
+    res = MemoryResult(spec.name)
+    srv = lg = None
+    try:
+        srv = Server(spec, tools)
+        time.sleep(0.2)
+        res.before_kib = vm_rss_kib(srv.pid)
+        argv = tools.pin(tools.loadgen_cpu) + [
+            str(tools.loadgen), "idle", "--host", HOST, "--port", str(srv.port), "--conns", str(conns),
+        ]  # fmt: skip
+        lg_err = tools.scratch("loadgen.stderr")
+        lg = spawn(argv, stderr_path=lg_err, stdin=subprocess.PIPE)
+        reader = LineReader(lg.stdout)
+        line = reader.readline(180)
+        if line is None or not line.startswith("ready "):
+            raise RuntimeError(f"loadgen idle said {line!r}: {tail(lg_err)}")
+        res.conns = int(line.split()[1])
+        time.sleep(1.0)
+        res.after_kib = vm_rss_kib(srv.pid)
+        lg.stdin.write(b"\n")
+        lg.stdin.flush()
+        lg.stdin.close()
+        rc = lg.wait(timeout=30)
+        kill_quietly(lg)
+        problem = srv.stop()
+        srv = None
+        notes = []
+        if res.conns < conns:
+            notes.append(f"only {res.conns} of {conns} connections opened")
+        if rc != 0:
+            notes.append(f"loadgen idle status {rc}")
+        if problem:
+            notes.append(problem)
+        res.problem = "; ".join(notes) or None
+        res.ok = res.conns > 0
+    except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+        res.problem = f"{type(e).__name__}: {e}"
+    finally:
+        kill_quietly(lg)
+        if srv is not None:
+            srv.kill()
+    return res
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def fmt_int(v: float) -> str:
+    return f"{v:,.0f}" if v == v else "n/a"
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return "–"
+    return f"{fmt_int(min(values))}–{fmt_int(max(values))}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def report(args, cmdline: str, servers: list[str], specs, points: list[Point], sysres, memres, problems, settings) -> str:
+    out: list[str] = []
+    w = out.append
+    w("# shoal echo benchmark")
+    w("")
+    w(f"`{cmdline}`")
+    w("")
+    w(f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M:%S %z')}")
+    w(f"- kernel: {os.uname().release}")
+    w(f"- CPU: {cpu_model()} ({os.cpu_count()} logical CPUs)")
+    w(f"- load average at start: {settings['loadavg']}")
+    w(
+        f"- {settings['reps']} rep(s), {settings['duration']:g} s measured after {settings['warmup']:g} s warm-up; "
+        f"server on CPU {settings['server_cpu']}, loadgen on CPU {settings['loadgen_cpu']}"
+        + ("" if settings["taskset"] else " (taskset missing: NOT pinned)")
+    )
+    w("")
+    w("How to read the tables:")
+    w("")
+    w("- `round trips/s` and `per CPU-s` are medians over reps; `spread` is min–max.")
+    w(f"- `per CPU-s` = round trips per second of server CPU (utime+stime); `vs {REFERENCE}` = ratio of the medians of per CPU-s.")
+    w(
+        f"- `user` / `sys ns/rt` split the server's CPU per round trip (tick resolution, 1/{CLK_TCK} s). On loopback "
+        "the kernel part dominates and is the noisy one; the user part is what the server's own code costs."
+    )
+    w(f"- `LG-bound`: the server used less than {BUSY_THRESHOLD:.0%} of its core, so it waited on the load generator.")
+    w(
+        f"- `others` = CPU (in cores) everything else used during the window (from /proc/stat). A run where it reached "
+        f"{NOISE_THRESHOLD:.2f} was re-run up to {args.retries} time(s), keeping the quietest; `noisy` if still disturbed."
+    )
+    w("")
+
+    for conns, size in WORKLOADS:
+        w(f"## Echo: {size}-byte messages, {conns} connections")
+        w("")
+        w(f"| server | round trips/s | spread | per CPU-s | spread | vs {REFERENCE} | user ns/rt | sys ns/rt | server CPU | loadgen CPU | others | p50 µs | p99 µs | notes |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        ref = None
+        ref_pts = [p for p in points if p.server == REFERENCE and p.conns == conns and p.ok]
+        if ref_pts:
+            ref = statistics.median(p.per_cpu for p in ref_pts)
+        for name in servers:
+            spec = specs[name]
+            if spec.missing:
+                w(f"| {name} | missing | | | | | | | | | | | | {spec.missing} |")
+                continue
+            pts = [p for p in points if p.server == name and p.conns == conns]
+            good = [p for p in pts if p.ok]
+            if not good:
+                why = "; ".join(sorted({p.problem or "failed" for p in pts})) or "not run"
+                w(f"| {name} | failed | | | | | | | | | | | | {why} |")
+                continue
+            rps = [p.rps for p in good]
+            per = [p.per_cpu for p in good]
+            med_per = statistics.median(per)
+            ratio = f"{med_per / ref:.2f}×" if ref else "n/a"
+            notes = []
+            bound = sum(1 for p in good if p.server_util < BUSY_THRESHOLD)
+            if bound:
+                notes.append(f"LG-bound ({bound}/{len(good)})")
+            noisy = sum(1 for p in good if p.other_util >= NOISE_THRESHOLD)
+            if noisy:
+                notes.append(f"noisy ({noisy}/{len(good)})")
+            errs = sum(p.errors for p in good)
+            if errs:
+                notes.append(f"{errs} conn errors")
+            bad = len(pts) - len(good)
+            if bad:
+                notes.append(f"{bad} failed rep(s)")
+            w(
+                f"| {name} | {fmt_int(statistics.median(rps))} | {spread(rps)} | {fmt_int(med_per)} | {spread(per)} | {ratio} "
+                f"| {statistics.median(p.user_ns for p in good):,.0f} | {statistics.median(p.sys_ns for p in good):,.0f} "
+                f"| {statistics.median(p.server_util for p in good):.0%} | {statistics.median(p.loadgen_util for p in good):.0%} "
+                f"| {statistics.median(p.other_util for p in good):.2f} | {statistics.median(p.p50 for p in good):.0f} | {statistics.median(p.p99 for p in good):.0f} | {', '.join(notes)} |"
+            )
+        w("")
+
+    w("## Syscalls per round trip")
+    w("")
+    if sysres is None:
+        w(settings.get("strace_skipped", "skipped"))
+    else:
+        w(
+            f"`strace -f -c` on the server while `loadgen echo --conns {settings['strace_conns']} --size 64 "
+            f"--count {settings['strace_count']}` runs; the totals include start-up, accepts and shutdown."
+        )
+        w("")
+        w("| server | syscalls | round trips | syscalls / round trip | top syscalls (per round trip) |")
+        w("|---|---:|---:|---:|---|")
+        for name in servers:
+            if specs[name].missing:
+                w(f"| {name} | missing | | | |")
+                continue
+            r = sysres.get(name)
+            if r is None or not r.ok:
+                w(f"| {name} | failed | | | {r.problem if r else 'not run'} |")
+                continue
+            top = ", ".join(f"{n} {c / r.round_trips:.2f}" for n, c in r.top[:4])
+            w(f"| {name} | {r.total:,} | {r.round_trips:,} | {r.total / r.round_trips:.2f} | {top} |")
+    w("")
+
+    w("## Idle connection memory")
+    w("")
+    if memres is None:
+        w("skipped")
+    else:
+        w(f"Server VmRSS before and 1 s after `loadgen idle --conns {settings['idle_conns']}` (one 64-byte echo on each).")
+        w("")
+        w("| server | RSS before (KiB) | RSS after (KiB) | connections | bytes / connection |")
+        w("|---|---:|---:|---:|---:|")
+        for name in servers:
+            if specs[name].missing:
+                w(f"| {name} | missing | | | |")
+                continue
+            r = memres.get(name)
+            if r is None or not r.ok:
+                w(f"| {name} | failed | | | {r.problem if r else 'not run'} |")
+                continue
+            w(f"| {name} | {r.before_kib:,} | {r.after_kib:,} | {r.conns:,} | {fmt_int(r.per_conn)} |")
+    w("")
+
+    w("## Every echo run")
+    w("")
+    w("| conns | rep | server | round trips/s | per CPU-s | user ns/rt | sys ns/rt | server CPU | loadgen CPU | others | p50 µs | p99 µs | errors | notes |")
+    w("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for p in points:
+        if p.ok:
+            note = "LG-bound" if p.server_util < BUSY_THRESHOLD else ""
+            if p.other_util >= NOISE_THRESHOLD:
+                note = f"{note} noisy".strip()
+            if p.problem:
+                note = f"{note} {p.problem}".strip()
+            w(
+                f"| {p.conns} | {p.rep} | {p.server} | {fmt_int(p.rps)} | {fmt_int(p.per_cpu)} | {p.user_ns:,.0f} | {p.sys_ns:,.0f} | {p.server_util:.0%} "
+                f"| {p.loadgen_util:.0%} | {p.other_util:.2f} | {p.p50:.0f} | {p.p99:.0f} | {p.errors} | {note} |"
+            )
+        else:
+            w(f"| {p.conns} | {p.rep} | {p.server} | failed | | | | | | | | | | {p.problem} |")
+    w("")
+
+    all_problems = list(problems)
+    for p in points:
+        if p.problem:
+            all_problems.append(f"{p.server}, {p.conns} conns, rep {p.rep}: {p.problem}")
+    for res in list((sysres or {}).values()) + list((memres or {}).values()):
+        if res.problem:
+            all_problems.append(f"{res.server} ({type(res).__name__.replace('Result', '').lower()}): {res.problem}")
+    if all_problems:
+        w("## Problems")
+        w("")
+        for msg in all_problems:
+            w(f"- {msg}")
+        w("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+
+
+def on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 rep, 2 s measure, 1 s warm-up")
+    ap.add_argument("--reps", type=int, help="repetitions per server and workload (default 3)")
+    ap.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
+    ap.add_argument("--warmup", type=float, help="warm-up seconds per run (default 2)")
+    ap.add_argument("--servers", default=",".join(SERVER_ORDER), help="comma list of shoal,shoal-pool,epoll,tokio")
+    ap.add_argument("--out", help="also write the Markdown report to this file")
+    ap.add_argument("--conns", help="comma list of connection counts (default 64,512)")
+    ap.add_argument("--strace-count", type=int, default=200_000, help="round trips of the strace run")
+    ap.add_argument("--idle-conns", type=int, default=10_000, help="connections of the idle-memory run")
+    ap.add_argument("--no-strace", action="store_true", help="skip the syscall count")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle-memory measurement")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    ap.add_argument("--jobs", type=int, help="cargo -j for the builds")
+    ap.add_argument("--loadgen", help="use this loadgen binary instead of building target/release/loadgen")
+    ap.add_argument("--retries", type=int, default=2, help="re-runs of an echo run that others disturbed (default 2)")
+    ap.add_argument("--quiet-wait", type=float, default=30.0, help="seconds to wait for an idle machine before each run (default 30)")
+    ap.add_argument("--server-cpu", default="0", help="CPU the server is pinned to (default 0)")
+    ap.add_argument("--loadgen-cpu", default="1", help="CPU loadgen is pinned to (default 1)")
+    args = ap.parse_args()
+
+    cmdline = shlex.join(["python3", *sys.argv])
+    reps = args.reps if args.reps is not None else (1 if args.quick else 3)
+    duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = [s for s in servers if s not in SERVER_ORDER]
+    if unknown or not servers or reps < 1 or duration <= 0 or warmup < 0:
+        ap.error(f"bad --servers/--reps/--duration/--warmup (servers are {','.join(SERVER_ORDER)})")
+    servers = [s for s in SERVER_ORDER if s in servers]
+    if args.conns:
+        global WORKLOADS
+        try:
+            WORKLOADS = [(int(c), 64) for c in args.conns.split(",") if c.strip()]
+        except ValueError:
+            ap.error("--conns takes a comma list of integers")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    problems: list[str] = []
+    tmp = Path(tempfile.mkdtemp(prefix="shoal-echo-bench-"))
+    try:
+        loadavg = Path("/proc/loadavg").read_text().split()[:3]
+        taskset = shutil.which("taskset") is not None
+        if not taskset:
+            problems.append("taskset not found: server and loadgen are not pinned")
+        loadgen, specs = prepare(servers, args, problems)
+        if loadgen is None:
+            for msg in problems:
+                log(msg)
+            return 2
+        tools = Tools(loadgen, args.server_cpu, args.loadgen_cpu, taskset, tmp)
+        runnable = [s for s in servers if not specs[s].missing]
+        for s in servers:
+            if specs[s].missing:
+                log(f"{s}: missing: {specs[s].missing}")
+
+        points: list[Point] = []
+        for conns, size in WORKLOADS:
+            for rep in range(1, reps + 1):
+                for name in runnable:
+                    best = None
+                    for attempt in range(args.retries + 1):
+                        busy = wait_for_quiet(args.quiet_wait)
+                        if busy >= NOISE_THRESHOLD:
+                            log(f"  machine still busy ({busy:.2f} cores used by others): running anyway")
+                        log(f"echo {conns} conns x {size} B, rep {rep}/{reps}: {name}" + (f" (retry {attempt})" if attempt else ""))
+                        pt = run_echo_point(specs[name], tools, conns, size, rep, duration, warmup)
+                        if pt.ok:
+                            log(
+                                f"  {pt.rps:,.0f} rt/s, {pt.per_cpu:,.0f} rt/CPU-s, server {pt.server_util:.0%}, "
+                                f"loadgen {pt.loadgen_util:.0%}, others {pt.other_util:.2f} cores, p99 {pt.p99:.0f} us"
+                                + (f" ({pt.problem})" if pt.problem else "")
+                            )
+                        else:
+                            log(f"  FAILED: {pt.problem}")
+                        if best is None or (pt.ok and (not best.ok or pt.other_util < best.other_util)):
+                            best = pt
+                        if not pt.ok or pt.other_util < NOISE_THRESHOLD:
+                            break
+                        log("  other processes used the CPUs meanwhile: noisy, measuring again")
+                    points.append(best)
+
+        settings = {
+            "loadavg": " ".join(loadavg), "reps": reps, "duration": duration, "warmup": warmup,
+            "server_cpu": args.server_cpu, "loadgen_cpu": args.loadgen_cpu, "taskset": taskset,
+            "strace_count": args.strace_count, "strace_conns": 64, "idle_conns": args.idle_conns,
+        }  # fmt: skip
+        sysres = None
+        if args.no_strace:
+            settings["strace_skipped"] = "skipped (--no-strace)"
+        elif shutil.which("strace") is None:
+            settings["strace_skipped"] = "skipped: strace is not installed"
+        else:
+            sysres = {}
+            for name in runnable:
+                log(f"syscalls: {name} under strace, {args.strace_count} round trips")
+                r = run_syscalls(specs[name], tools, args.strace_count, 64)
+                log(f"  {r.total / r.round_trips:.2f} syscalls/round trip" if r.ok else f"  FAILED: {r.problem}")
+                sysres[name] = r
+        memres = None
+        if not args.no_idle:
+            memres = {}
+            for name in runnable:
+                log(f"idle memory: {name}, {args.idle_conns} connections")
+                r = run_memory(specs[name], tools, args.idle_conns)
+                log(f"  {r.per_conn:,.0f} bytes/connection" if r.ok else f"  FAILED: {r.problem}")
+                memres[name] = r
+
+        text = report(args, cmdline, servers, specs, points, sysres, memres, problems, settings)
+        print(text, flush=True)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+            log(f"report written to {args.out}")
+        failed = any(not p.ok for p in points)
+        failed |= any(not r.ok for r in (sysres or {}).values())
+        failed |= any(not r.ok for r in (memres or {}).values())
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        kill_all_live()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+//! `loadgen`: the load generator of shoal's echo benchmarks.
+//!
+//! ```text
+//! loadgen echo --host H --port P --conns N --size S (--duration SECS | --count K)
+//!              [--warmup SECS] [--threads T]
+//! loadgen idle --host H --port P --conns N [--sources K]
+//! ```
+//!
+//! See `bench/echo.py` for the harness that drives it.
+
+mod args;
+mod echo;
+mod hist;
+mod idle;
+mod sys;
+
+const USAGE: &str = "\
+usage:
+  loadgen echo --host H --port P --conns N --size S (--duration SECS | --count K)
+               [--warmup SECS] [--threads T]
+      N closed-loop connections, each writing S bytes and waiting for their echo.
+      Prints `measure start` / `measure end` around the measured window, then a
+      JSON line with round trips, rps, p50/p90/p99 latency (us) and errors.
+      --count K stops after exactly K round trips (all started after warm-up);
+      it gives up after --duration SECS (default 120).
+  loadgen idle --host H --port P --conns N [--sources K]
+      Opens N connections from 127.0.0.1..127.0.0.K (round-robin), echoes 64
+      bytes once on each, prints `ready N`, and holds them until stdin gives a
+      line or reaches EOF.";
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = match argv.first().map(String::as_str) {
+        Some("echo") => echo::run(&argv[1..]),
+        Some("idle") => idle::run(&argv[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        _ => Err(format!("expected a mode\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(msg) => {
+            eprintln!("loadgen: {msg}");
+            std::process::exit(2);
+        }
+    }
+}
