@@ -483,6 +483,44 @@ fn outbound_connect_to_a_listener_and_to_a_closed_port() {
 }
 
 #[test]
+fn outbound_connect_times_out_when_the_peer_never_answers() {
+    // A listener that never accepts, with a full accept queue, drops further SYNs: a connect
+    // to it stays pending until connect_timeout.
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let cfg = config(1, true).connect_timeout(Duration::from_millis(300));
+    let (srv, events) = probe(cfg);
+    let t0 = Instant::now();
+    let id = srv.handle.connect(addr).unwrap();
+    let reason = events.close_of(id, 5 * SEC);
+    let took = t0.elapsed();
+    assert_eq!(reason, CloseReason::ConnectTimeout);
+    assert!(
+        took >= Duration::from_millis(290) && took < 2 * SEC,
+        "{took:?}"
+    );
+    assert!(!events.drain().contains(&Event::Open(id)));
+    srv.stop_within(5 * SEC);
+    drop(fillers);
+}
+
+#[test]
 fn connect_after_stop_is_refused() {
     let (srv, _events) = probe(config(1, true));
     srv.handle.stop();
