@@ -11,6 +11,23 @@ pub const MAX_THREADS: usize = 256;
 /// Largest number of connection slots per reactor (24 bits of a [`crate::ConnId`]).
 pub const MAX_SLOTS_PER_REACTOR: usize = 1 << 24;
 
+/// Where handler callbacks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// On the connection's reactor thread: the fastest path, for handlers that never block.
+    Inline,
+    /// On a pool of `workers` threads fed by a queue of `queue_capacity` jobs, so handlers may
+    /// block (a database call, a Python callback) without stalling a reactor, and at most
+    /// `workers` run at once. Per connection, callbacks still run one at a time and in order.
+    Pool {
+        /// Worker threads.
+        workers: usize,
+        /// Jobs waiting for a worker, across all reactors, before reactors hold further jobs
+        /// back and stop reading from the connections they belong to.
+        queue_capacity: usize,
+    },
+}
+
 /// Everything a server can be tuned with. Build it with [`Config::new`] and the setters, or set
 /// fields directly; [`crate::Server::bind`] validates it.
 ///
@@ -71,6 +88,15 @@ pub struct Config {
     pub pool_buffer_size: usize,
     /// Free buffers each reactor keeps for reuse. Default 256.
     pub pool_max_free: usize,
+    /// Where callbacks run. Default [`Dispatch::Inline`].
+    pub dispatch: Dispatch,
+    /// With [`Dispatch::Pool`]: input bytes waiting for a connection's busy worker above which
+    /// the reactor stops reading that connection until the worker catches up. Default 1 MiB.
+    pub max_pending_input: usize,
+    /// With [`Dispatch::Pool`]: a callback running longer than this gets its connection closed
+    /// with `HandlerTimeout` (the worker is not interrupted; the callback's later writes fail
+    /// with `Closed`). `Conn::remaining` tells a callback how much is left.
+    pub handler_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -100,6 +126,9 @@ impl Default for Config {
             read_budget: 16,
             pool_buffer_size: 16 * 1024,
             pool_max_free: 256,
+            dispatch: Dispatch::Inline,
+            max_pending_input: 1024 * 1024,
+            handler_timeout: None,
         }
     }
 }
@@ -175,6 +204,21 @@ impl Config {
         pool_buffer_size: usize,
         /// Sets [`Config::pool_max_free`].
         pool_max_free: usize,
+        /// Sets [`Config::dispatch`].
+        dispatch: Dispatch,
+        /// Sets [`Config::max_pending_input`].
+        max_pending_input: usize,
+        /// Sets [`Config::handler_timeout`].
+        handler_timeout: Option<Duration>,
+    }
+
+    /// Shorthand for `dispatch(Dispatch::Pool { workers, queue_capacity })`.
+    #[must_use]
+    pub fn workers(self, workers: usize, queue_capacity: usize) -> Self {
+        self.dispatch(Dispatch::Pool {
+            workers,
+            queue_capacity,
+        })
     }
 
     /// Checks every value; the error names the first one out of range.
@@ -212,10 +256,26 @@ impl Config {
         if self.pool_buffer_size < 256 {
             return bad("pool_buffer_size must be at least 256");
         }
+        if let Dispatch::Pool {
+            workers,
+            queue_capacity,
+        } = self.dispatch
+        {
+            if workers == 0 || workers > 4096 {
+                return bad("workers must be in 1..=4096");
+            }
+            if queue_capacity == 0 {
+                return bad("queue_capacity must be positive");
+            }
+        }
+        if self.max_pending_input == 0 {
+            return bad("max_pending_input must be positive");
+        }
         for (name, t) in [
             ("idle_timeout", self.idle_timeout),
             ("read_timeout", self.read_timeout),
             ("write_timeout", self.write_timeout),
+            ("handler_timeout", self.handler_timeout),
         ] {
             if t == Some(Duration::ZERO) {
                 return Err(Error::InvalidConfig(format!(

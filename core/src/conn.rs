@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::pool::{TimerOp, WorkerCtx};
 use crate::reactor::Core;
 use crate::server::ServerHandle;
 
@@ -140,100 +141,182 @@ impl SlotTable {
 /// What a callback can do with its connection. Writes are queued and flushed once the callback
 /// (or the batch of callbacks for one readiness event) returns, so several writes leave in one
 /// system call. A `Conn` is only valid during the callback that received it.
+///
+/// With [`crate::Dispatch::Pool`] the callback runs on a worker thread: writes collect in a
+/// buffer that the reactor queues, in one piece, when the callback returns; closes and timers
+/// take effect then too.
 #[derive(Debug)]
 pub struct Conn<'a> {
-    pub(crate) id: ConnId,
-    pub(crate) core: &'a mut Core,
+    id: ConnId,
+    inner: Inner<'a>,
 }
 
-impl Conn<'_> {
+#[derive(Debug)]
+enum Inner<'a> {
+    Reactor(&'a mut Core),
+    Worker(&'a mut WorkerCtx),
+}
+
+impl<'a> Conn<'a> {
+    pub(crate) fn on_reactor(id: ConnId, core: &'a mut Core) -> Self {
+        Conn {
+            id,
+            inner: Inner::Reactor(core),
+        }
+    }
+
+    pub(crate) fn on_worker(id: ConnId, ctx: &'a mut WorkerCtx) -> Self {
+        Conn {
+            id,
+            inner: Inner::Worker(ctx),
+        }
+    }
+
     /// This connection's id, usable from any thread through a [`ServerHandle`].
     pub fn id(&self) -> ConnId {
         self.id
     }
 
-    /// Queues `data` for writing. Fails with [`Error::WriteOverflow`](crate::Error::WriteOverflow) (and closes the
-    /// connection) if the output queue would exceed `max_write_buffer`, and with
-    /// [`Error::Closed`](crate::Error::Closed) if the connection is already closing.
+    /// Queues `data` for writing. Fails with [`Error::WriteOverflow`](crate::Error::WriteOverflow)
+    /// (and closes the connection) if the output queue would exceed `max_write_buffer`, and
+    /// with [`Error::Closed`](crate::Error::Closed) if the connection is closing or (in a
+    /// worker) was closed while the callback ran.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.core.write_copy(self.id, data)
+        match &mut self.inner {
+            Inner::Reactor(core) => core.write_copy(self.id, data),
+            Inner::Worker(ctx) => ctx.write(data),
+        }
     }
 
     /// Queues several buffers, in order, as one write.
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
-        self.core.write_vectored(self.id, bufs)
-    }
-
-    /// Queues an owned buffer without copying it (large payloads).
-    pub fn write_owned(&mut self, data: Vec<u8>) -> Result<()> {
-        self.core.write_owned(self.id, data)
-    }
-
-    /// Queues `data` on another connection of this server. Same-reactor targets are written
-    /// directly; others go through their reactor's inbox.
-    pub fn write_to(&mut self, target: ConnId, data: &[u8]) -> Result<()> {
-        if target.reactor() == self.core.index {
-            self.core.write_copy(target, data)
-        } else {
-            self.core.handle.write(target, data)
+        match &mut self.inner {
+            Inner::Reactor(core) => core.write_vectored(self.id, bufs),
+            Inner::Worker(ctx) => ctx.write_vectored(bufs),
         }
     }
 
-    /// Bytes queued and not yet accepted by the socket.
+    /// Queues an owned buffer (without copying it again on the reactor thread).
+    pub fn write_owned(&mut self, data: Vec<u8>) -> Result<()> {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.write_owned(self.id, data),
+            Inner::Worker(ctx) => ctx.write(&data),
+        }
+    }
+
+    /// Queues `data` on another connection of this server. On the reactor thread,
+    /// same-reactor targets are written directly; others go through their reactor's inbox.
+    pub fn write_to(&mut self, target: ConnId, data: &[u8]) -> Result<()> {
+        if target == self.id {
+            return self.write(data);
+        }
+        match &mut self.inner {
+            Inner::Reactor(core) if target.reactor() == core.index => core.write_copy(target, data),
+            Inner::Reactor(core) => core.handle.write(target, data),
+            Inner::Worker(ctx) => ctx.handle.write(target, data),
+        }
+    }
+
+    /// Bytes queued and not yet accepted by the socket (in a worker: as of the callback's
+    /// start, plus what it wrote since).
     pub fn queued(&self) -> usize {
-        self.core.queued(self.id)
+        match &self.inner {
+            Inner::Reactor(core) => core.queued(self.id),
+            Inner::Worker(ctx) => ctx.queued(),
+        }
     }
 
     /// Closes gracefully once queued output is flushed; no more input is delivered.
     pub fn close(&mut self) {
-        self.core
-            .request_close(self.id, crate::CloseReason::Closed, false);
+        self.request_close(crate::CloseReason::Closed, false);
     }
 
     /// Closes at once, discarding queued output.
     pub fn abort(&mut self) {
-        self.core
-            .request_close(self.id, crate::CloseReason::Aborted, true);
+        self.request_close(crate::CloseReason::Aborted, true);
+    }
+
+    fn request_close(&mut self, reason: crate::CloseReason, abort: bool) {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.request_close(self.id, reason, abort),
+            Inner::Worker(ctx) => ctx.request_close(reason, abort),
+        }
     }
 
     /// Reports that the handler failed on this connection: it is aborted with
     /// [`crate::CloseReason::HandlerFailed`] and counted, exactly as if the callback panicked.
     /// For bindings whose callbacks report errors instead of panicking.
     pub fn fail(&mut self) {
-        self.core.fail(self.id);
+        match &mut self.inner {
+            Inner::Reactor(core) => core.fail(self.id),
+            Inner::Worker(ctx) => ctx.fail(),
+        }
     }
 
     /// Arms a timer that calls `Handler::on_timer` with `tag` after `after` (millisecond
     /// resolution, never early). Several timers may share a tag. Timers end with the
     /// connection: none fires after `on_close`.
     pub fn set_timer(&mut self, after: Duration, tag: u64) {
-        self.core.set_user_timer(self.id, after, tag);
+        match &mut self.inner {
+            Inner::Reactor(core) => core.set_user_timer(self.id, after, tag),
+            Inner::Worker(ctx) => ctx.timer(TimerOp::Set(after, tag)),
+        }
     }
 
-    /// Cancels every pending timer of this connection with `tag`; returns how many.
+    /// Cancels every pending timer of this connection with `tag`. Returns how many were
+    /// cancelled on the reactor thread; in a worker the cancel takes effect when the callback
+    /// returns (a timer of that tag that fired meanwhile is not delivered) and 0 is returned.
     pub fn cancel_timer(&mut self, tag: u64) -> usize {
-        self.core.cancel_user_timers(self.id, tag)
+        match &mut self.inner {
+            Inner::Reactor(core) => core.cancel_user_timers(self.id, tag),
+            Inner::Worker(ctx) => {
+                ctx.timer(TimerOp::Cancel(tag));
+                0
+            }
+        }
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.core.peer_addr(self.id)
+        match &self.inner {
+            Inner::Reactor(core) => core.peer_addr(self.id),
+            Inner::Worker(ctx) => ctx.addrs().map(|a| a.0),
+        }
     }
 
     /// The local address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.core.local_addr(self.id)
+        match &self.inner {
+            Inner::Reactor(core) => core.local_addr(self.id),
+            Inner::Worker(ctx) => ctx.addrs().map(|a| a.1),
+        }
     }
 
     /// A handle to the server, for use from other threads or to act on other connections.
     pub fn handle(&self) -> &ServerHandle {
-        &self.core.handle
+        match &self.inner {
+            Inner::Reactor(core) => &core.handle,
+            Inner::Worker(ctx) => &ctx.handle,
+        }
     }
 
-    /// Whether the connection is closing (a close was requested or the peer shut down and the
-    /// handler did not keep it open).
+    /// Whether the connection is closing (a close was requested, the peer shut down and the
+    /// handler did not keep it open, or a worker's callback outlived `handler_timeout`).
     pub fn is_closing(&self) -> bool {
-        self.core.is_closing(self.id)
+        match &self.inner {
+            Inner::Reactor(core) => core.is_closing(self.id),
+            Inner::Worker(ctx) => ctx.is_closing(),
+        }
+    }
+
+    /// Time left before `handler_timeout` closes the connection, for a callback running on a
+    /// worker with a handler timeout configured (the analogue of a context deadline);
+    /// `None` otherwise.
+    pub fn remaining(&self) -> Option<Duration> {
+        match &self.inner {
+            Inner::Reactor(_) => None,
+            Inner::Worker(ctx) => ctx.remaining(),
+        }
     }
 }
 

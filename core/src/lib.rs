@@ -12,6 +12,11 @@
 //!   event order. They receive a [`Conn`] to write, close and set timers, and the per-connection
 //!   `State` of the handler. Input is a borrowed slice; the handler says how much it consumed
 //!   and the rest is presented again with the next bytes.
+//! - **Dispatch.** With [`Dispatch::Pool`] callbacks run on worker threads instead, so they may
+//!   block; a connection has at most one job at a time (order is kept, events that arrive
+//!   meanwhile batch into its next job), a full queue or too much input waiting for a worker
+//!   pauses reading that connection, and `handler_timeout` closes a connection whose callback
+//!   runs too long ([`Conn::remaining`] tells the callback its time left).
 //! - **Output** written during callbacks is queued and flushed once per readiness event. Above
 //!   `write_high_watermark` reading pauses; below `write_low_watermark` it resumes and
 //!   [`Handler::on_drain`] runs; above `max_write_buffer` the connection closes.
@@ -38,12 +43,13 @@ mod config;
 mod conn;
 mod error;
 mod handler;
+mod pool;
 mod reactor;
 mod server;
 mod stats;
 mod timer;
 
-pub use config::{Config, MAX_SLOTS_PER_REACTOR, MAX_THREADS};
+pub use config::{Config, Dispatch, MAX_SLOTS_PER_REACTOR, MAX_THREADS};
 pub use conn::{Conn, ConnId};
 pub use error::{CloseReason, Error, Result};
 pub use handler::Handler;

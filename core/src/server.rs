@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
+use crate::config::{Config, Dispatch};
 use crate::conn::ConnId;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
+use crate::pool::{PoolParts, PoolShared, WorkerPool};
 use crate::reactor::{self, Command, Reactor, Remote, WAKER};
 use crate::stats::{ReactorStats, Stats};
 
@@ -32,6 +33,9 @@ pub(crate) struct Shared {
     stopping: AtomicBool,
     next_connect: AtomicUsize,
     local_addr: SocketAddr,
+    /// Time origin of every reactor's clock and of the workers' job start times.
+    pub(crate) epoch: Instant,
+    pub(crate) pool: Option<Arc<PoolShared>>,
 }
 
 impl Shared {
@@ -216,6 +220,10 @@ impl ServerHandle {
         for r in self.shared.stats.iter() {
             s.add(r);
         }
+        if let Some(p) = &self.shared.pool {
+            s.jobs_running = p.running.load(std::sync::atomic::Ordering::Relaxed);
+            s.jobs_completed = p.completed.load(std::sync::atomic::Ordering::Relaxed);
+        }
         s
     }
 
@@ -253,6 +261,8 @@ pub struct Server<H: Handler> {
     handle: ServerHandle,
     pending: Vec<Reactor<H>>,
     threads: Vec<JoinHandle<()>>,
+    pool_parts: Option<PoolParts<H>>,
+    pool: Option<WorkerPool>,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -319,7 +329,21 @@ impl<H: Handler> Server<H> {
             remotes.push(remote);
             inboxes.push(inbox);
         }
+        let epoch = Instant::now();
+        let pool_shared = match config.dispatch {
+            Dispatch::Inline => None,
+            Dispatch::Pool { workers, .. } => Some(Arc::new(PoolShared::new(
+                workers,
+                n,
+                epoch,
+                config.handler_timeout,
+                config.max_write_buffer,
+            ))),
+        };
+        let dispatch = config.dispatch;
         let shared = Arc::new(Shared {
+            epoch,
+            pool: pool_shared.clone(),
             remotes: remotes.into_boxed_slice(),
             stats: (0..n).map(|_| ReactorStats::default()).collect(),
             active: AtomicUsize::new(0),
@@ -331,10 +355,31 @@ impl<H: Handler> Server<H> {
             config,
         });
         let handle = ServerHandle { shared };
+        let mut pool_parts = match (dispatch, pool_shared) {
+            (
+                Dispatch::Pool {
+                    workers,
+                    queue_capacity,
+                },
+                Some(ps),
+            ) => Some(PoolParts::new(
+                workers,
+                queue_capacity,
+                n,
+                handler.clone(),
+                &handle,
+                ps,
+            )),
+            _ => None,
+        };
+        let mut links = pool_parts
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.links).into_iter());
         let mut pending = Vec::with_capacity(n);
         for (i, ((poll, listener), inbox)) in
             polls.into_iter().zip(listeners).zip(inboxes).enumerate()
         {
+            let link = links.as_mut().and_then(|l| l.next());
             pending.push(Reactor::new(
                 i,
                 poll,
@@ -342,12 +387,15 @@ impl<H: Handler> Server<H> {
                 inbox,
                 handler.clone(),
                 handle.clone(),
+                link,
             )?);
         }
         Ok(Server {
             handle,
             pending,
             threads: Vec::new(),
+            pool_parts,
+            pool: None,
         })
     }
 
@@ -366,6 +414,9 @@ impl<H: Handler> Server<H> {
         if self.pending.is_empty() {
             return Err(Error::AlreadyStarted);
         }
+        if let Some(parts) = self.pool_parts.take() {
+            self.pool = Some(parts.start()?);
+        }
         for reactor in self.pending.drain(..) {
             let name = format!("shoal-reactor-{}", self.threads.len());
             let t = std::thread::Builder::new()
@@ -383,6 +434,10 @@ impl<H: Handler> Server<H> {
             if t.join().is_err() && result.is_ok() {
                 result = Err(Error::ReactorPanicked(i));
             }
+        }
+        // Every reactor is gone, and with them the queue's senders: workers finish and exit.
+        if let Some(pool) = self.pool.take() {
+            pool.join();
         }
         result
     }

@@ -25,6 +25,9 @@ pub(crate) struct ReactorStats {
     pub(crate) commands: AtomicU64,
     pub(crate) handler_failures: AtomicU64,
     pub(crate) read_pauses: AtomicU64,
+    pub(crate) jobs_queued: AtomicU64,
+    pub(crate) queue_high_water: AtomicU64,
+    pub(crate) backpressure_pauses: AtomicU64,
 }
 
 /// Adds to a counter that only the calling thread writes.
@@ -71,6 +74,17 @@ pub struct Stats {
     pub handler_failures: u64,
     /// Times reading from a connection paused because its output passed the high watermark.
     pub read_pauses: u64,
+    /// Pool mode: jobs handed to the worker queue.
+    pub jobs_queued: u64,
+    /// Pool mode: callbacks running on workers right now.
+    pub jobs_running: u64,
+    /// Pool mode: jobs finished by workers.
+    pub jobs_completed: u64,
+    /// Pool mode: the deepest the worker queue has been.
+    pub queue_high_water: u64,
+    /// Pool mode: times reading from a connection paused because the queue was full or its
+    /// input waiting for the worker passed `max_pending_input`.
+    pub backpressure_pauses: u64,
 }
 
 impl Stats {
@@ -110,5 +124,8 @@ impl Stats {
         self.commands += r.commands.load(Relaxed);
         self.handler_failures += r.handler_failures.load(Relaxed);
         self.read_pauses += r.read_pauses.load(Relaxed);
+        self.jobs_queued += r.jobs_queued.load(Relaxed);
+        self.queue_high_water = self.queue_high_water.max(r.queue_high_water.load(Relaxed));
+        self.backpressure_pauses += r.backpressure_pauses.load(Relaxed);
     }
 }

@@ -17,10 +17,11 @@ fn example(name: &str) -> PathBuf {
     p.join("examples").join(name)
 }
 
-fn run_and_signal(signal: i32) {
+fn run_and_signal(signal: i32, extra: &[&str]) {
     let mut child = Command::new(example("echo"))
         .args(["--host", "127.0.0.1", "--port", "0", "--threads", "2"])
         .args(["--idle-timeout-ms", "60000", "--max-connections", "100"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("echo example built by cargo test");
@@ -62,12 +63,27 @@ fn run_and_signal(signal: i32) {
 
 #[test]
 fn echo_example_exits_zero_on_sigterm() {
-    run_and_signal(libc::SIGTERM);
+    run_and_signal(libc::SIGTERM, &[]);
 }
 
 #[test]
 fn echo_example_exits_zero_on_sigint() {
-    run_and_signal(libc::SIGINT);
+    run_and_signal(libc::SIGINT, &[]);
+}
+
+#[test]
+fn echo_example_in_pool_mode() {
+    run_and_signal(
+        libc::SIGTERM,
+        &[
+            "--workers",
+            "2",
+            "--handler-delay-ms",
+            "5",
+            "--handler-timeout-ms",
+            "1000",
+        ],
+    );
 }
 
 #[test]

@@ -7,15 +7,24 @@
 #[path = "common/cli.rs"]
 mod cli;
 
+use std::time::Duration;
+
 use shoal_core::{Config, Conn, Handler, Server};
 
-struct Echo;
+struct Echo {
+    /// Sleep this long in every `on_data` first (a stand-in for a blocking call), so the
+    /// worker pool can be seen bounding concurrency.
+    delay: Option<Duration>,
+}
 
 impl Handler for Echo {
     type State = ();
 
     fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
-        // An overflowing write closes the connection; nothing else to do here.
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+        // An overflowing write, or one after handler_timeout, closes the connection.
         let _ = conn.write(data);
         data.len()
     }
@@ -45,6 +54,19 @@ fn main() {
                 "reuse-port",
                 "1 = one listener per reactor (default), 0 = one shared",
             ),
+            (
+                "workers",
+                "run callbacks on N worker threads (0 = inline, default)",
+            ),
+            ("queue", "worker queue capacity (default 1024)"),
+            (
+                "handler-delay-ms",
+                "sleep this long in each on_data before echoing",
+            ),
+            (
+                "handler-timeout-ms",
+                "close connections whose callback runs longer (pool mode)",
+            ),
         ],
     );
     let mut config = Config::new(args.addr(9000))
@@ -60,7 +82,16 @@ fn main() {
     if let Some(n) = args.num("reuse-port") {
         config = config.reuse_port(n != 0);
     }
-    let server = Server::bind(config, Echo).unwrap_or_else(|e| {
+    if let Some(n) = args.num("workers").filter(|&n| n > 0) {
+        let queue = args.num("queue").unwrap_or(1024) as usize;
+        config = config
+            .workers(n as usize, queue)
+            .handler_timeout(args.millis("handler-timeout-ms"));
+    }
+    let echo = Echo {
+        delay: args.millis("handler-delay-ms"),
+    };
+    let server = Server::bind(config, echo).unwrap_or_else(|e| {
         eprintln!("echo: {e}");
         std::process::exit(1);
     });

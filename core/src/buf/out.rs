@@ -76,26 +76,30 @@ impl OutQueue {
         }
     }
 
-    /// Queues an owned buffer, copying it only when it is small enough to share a chunk.
+    /// Queues an owned buffer: it becomes the head of an empty queue as it is, a small one is
+    /// copied into the tail chunk (and given to the pool), a large one is queued as a chunk.
     pub(crate) fn push_owned(&mut self, data: Vec<u8>, pool: &mut BufferPool) {
         if data.is_empty() {
+            pool.put(data);
+            return;
+        }
+        if self.is_empty_storage() {
+            pool.put(std::mem::replace(&mut self.head, data));
+            self.pos = 0;
+            self.len += self.head.len();
             return;
         }
         let fits = {
             let tail = self.tail();
             tail.capacity() - tail.len() >= data.len()
         };
-        if data.len() < COPY_OWNED_BELOW && (fits || self.is_empty()) {
+        if data.len() < COPY_OWNED_BELOW && fits {
             self.push_copy(&data, pool);
+            pool.put(data);
             return;
         }
         self.len += data.len();
-        if self.is_empty_storage() {
-            self.head = data;
-            self.pos = 0;
-        } else {
-            self.rest.push_back(data);
-        }
+        self.rest.push_back(data);
     }
 
     fn is_empty_storage(&self) -> bool {

@@ -77,12 +77,17 @@ impl Remote {
     /// the reactor has exited.
     pub(crate) fn send(&self, cmd: Command) -> Result<(), Command> {
         self.tx.send(cmd).map_err(|e| e.0)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Wakes the reactor without a command (results from workers, queue space).
+    pub(crate) fn wake(&self) {
         if !self.notified.swap(true, Ordering::SeqCst)
             && let Err(e) = self.waker.wake()
         {
             log::error!("waking reactor failed: {e}");
         }
-        Ok(())
     }
 
     /// Whether commands may be waiting; clears the flag (call before draining).

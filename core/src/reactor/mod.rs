@@ -7,7 +7,7 @@
 
 mod inbox;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnId};
 use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
+use crate::pool::{Done, Job, JobEvents, JobKind, PoolLink, TimerOp, panic_message};
 use crate::server::{ServerHandle, Shared};
 use crate::stats::{ReactorStats, bump, set};
 use crate::timer::{TimerId, TimerWheel};
@@ -53,6 +54,20 @@ const IN_READY: u16 = 1 << 4;
 const DIRTY: u16 = 1 << 5;
 /// Output went above the high watermark; `on_drain` is due when it falls below the low one.
 const OVER_HIGH: u16 = 1 << 6;
+/// Pool mode: reading is paused because input waiting for the worker passed
+/// `max_pending_input`.
+const INPUT_PAUSED: u16 = 1 << 7;
+/// Pool mode: reading is paused because the connection's job waits in the reactor's backlog
+/// (the shared queue is full).
+const QUEUE_HELD: u16 = 1 << 8;
+/// Any reason not to read now.
+const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD;
+
+// Pending events of a connection in pool mode (`Connection::pending`).
+const P_OPEN: u8 = 1 << 0;
+const P_DATA: u8 = 1 << 1;
+const P_DRAIN: u8 = 1 << 2;
+const P_EOF: u8 = 1 << 3;
 
 /// Why a timer was set.
 #[derive(Debug, Clone, Copy)]
@@ -63,8 +78,12 @@ pub(crate) enum TimerEvent {
     User { id: ConnId, tag: u64 },
     /// Accepting may resume after running out of descriptors.
     AcceptRetry,
+    /// A pool job may have outlived `handler_timeout`.
+    JobDeadline { id: ConnId, seq: u64 },
     /// The shutdown grace period is over.
     ShutdownGrace,
+    /// Callbacks still running this long after the grace period are abandoned.
+    ShutdownLimit,
 }
 
 /// Engine state of one connection (the handler's state lives beside it, in `Reactor::states`).
@@ -91,6 +110,15 @@ pub(crate) struct Connection {
     close_req: Option<(CloseReason, bool)>,
     /// Set once a graceful close is under way: close with this reason when output is flushed.
     closing: Option<CloseReason>,
+    /// Pool mode: events waiting for the next job (`P_*`) and fired timer tags.
+    pending: u8,
+    pending_timers: Vec<u64>,
+    /// Pool mode: sequence number of the job queued or running (0 = none) and its deadline.
+    job_seq: u64,
+    job_timer: Option<TimerId>,
+    /// Pool mode: peer and local address, for callbacks on workers (which never touch the
+    /// socket).
+    addrs: Option<Box<(SocketAddr, SocketAddr)>>,
 }
 
 /// The live connection named by `id` (slot and generation both match).
@@ -114,6 +142,8 @@ struct Limits {
     connect: u64,
     read_budget: usize,
     flush_at: usize,
+    max_pending_input: usize,
+    handler_timeout: Option<u64>,
 }
 
 /// A delay in wheel ticks, never short: rounded up to whole milliseconds, plus one tick because
@@ -126,6 +156,11 @@ fn ticks(d: Duration) -> u64 {
         ms
     };
     u64::try_from(ms).unwrap_or(u64::MAX - 1).saturating_add(1)
+}
+
+/// Milliseconds since `epoch`, plus one: the wheel's tick 0 is its origin.
+pub(crate) fn tick_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// The part of a reactor that callbacks reach through [`Conn`]: connections, timers, pool.
@@ -366,6 +401,14 @@ pub(crate) struct Reactor<H: Handler> {
     live: usize,
     handoff_next: usize,
     config: Config,
+    /// Pool mode: the queue, the results channel, jobs held back while the queue is full,
+    /// jobs not yet done, and connections closed while their job ran (their `on_close` waits
+    /// for the job's state).
+    pool: Option<PoolLink<H>>,
+    backlog: VecDeque<Job<H>>,
+    in_flight: usize,
+    zombies: HashMap<ConnId, CloseReason>,
+    abandon: bool,
 }
 
 impl<H: Handler> std::fmt::Debug for Reactor<H> {
@@ -389,16 +432,6 @@ fn configure_stream(stream: &TcpStream, config: &Config) -> io::Result<()> {
     Ok(())
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
-    }
-}
-
 /// Runs one callback inside a panic boundary. A panic fails the connection.
 fn invoke<H: Handler, R>(
     core: &mut Core,
@@ -409,7 +442,7 @@ fn invoke<H: Handler, R>(
     f: impl FnOnce(&H, &mut Conn<'_>, &mut H::State) -> R,
 ) -> Option<R> {
     let state = states.get_mut(id.slot() as usize)?.as_mut()?;
-    let mut conn = Conn { id, core };
+    let mut conn = Conn::on_reactor(id, core);
     match catch_unwind(AssertUnwindSafe(|| f(handler, &mut conn, state))) {
         Ok(r) => Some(r),
         Err(payload) => {
@@ -431,8 +464,10 @@ impl<H: Handler> Reactor<H> {
         inbox: Inbox,
         handler: Arc<H>,
         handle: ServerHandle,
+        pool: Option<PoolLink<H>>,
     ) -> io::Result<Self> {
         let config = handle.shared.config.clone();
+        let epoch = handle.shared.epoch;
         let mut listener = listener;
         if let Some(l) = listener.as_mut() {
             poll.registry().register(l, LISTENER, Interest::READABLE)?;
@@ -448,6 +483,8 @@ impl<H: Handler> Reactor<H> {
             connect: ticks(config.connect_timeout),
             read_budget: config.read_budget,
             flush_at: config.read_buffer_size,
+            max_pending_input: config.max_pending_input,
+            handler_timeout: config.handler_timeout.map(ticks),
         };
         Ok(Reactor {
             core: Core {
@@ -470,13 +507,18 @@ impl<H: Handler> Reactor<H> {
             scratch: vec![0; config.read_buffer_size],
             ready: VecDeque::new(),
             fired: Vec::new(),
-            epoch: Instant::now(),
+            epoch,
             paused_limit: false,
             paused_emfile: false,
             stopping: false,
             live: 0,
             handoff_next: index,
             config,
+            pool,
+            backlog: VecDeque::new(),
+            in_flight: 0,
+            zombies: HashMap::new(),
+            abandon: false,
         })
     }
 
@@ -489,8 +531,7 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn clock(&self) -> u64 {
-        // Tick 0 is the wheel's origin; the first real tick is 1.
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+        tick_since(self.epoch)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -539,12 +580,16 @@ impl<H: Handler> Reactor<H> {
             }
             if self.remote().take_notified() {
                 self.drain_inbox();
+                self.drain_done();
+            }
+            if !self.backlog.is_empty() {
+                self.drain_backlog();
             }
             self.run_ready();
             self.run_timers();
             self.service_dirty();
             self.publish_stats();
-            if self.stopping && self.live == 0 {
+            if self.stopping && ((self.live == 0 && self.in_flight == 0) || self.abandon) {
                 break;
             }
         }
@@ -692,6 +737,11 @@ impl<H: Handler> Reactor<H> {
             stall_since: NEVER,
             close_req: None,
             closing: None,
+            pending: 0,
+            pending_timers: Vec::new(),
+            job_seq: 0,
+            job_timer: None,
+            addrs: None,
         });
         self.states[s] = Some(H::State::default());
         self.live += 1;
@@ -702,14 +752,25 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn open(&mut self, id: ConnId) {
-        invoke(
-            &mut self.core,
-            &mut self.states,
-            &*self.handler,
-            id,
-            "on_open",
-            |h, c, s| h.on_open(c, s),
-        );
+        if self.pool.is_some() {
+            if let Some(c) = self.core.get_mut(id) {
+                // Workers never touch the socket, so they get its addresses with each job.
+                c.addrs = match (c.stream.peer_addr(), c.stream.local_addr()) {
+                    (Ok(p), Ok(l)) => Some(Box::new((p, l))),
+                    _ => None,
+                };
+            }
+            self.post(id, P_OPEN);
+        } else {
+            invoke(
+                &mut self.core,
+                &mut self.states,
+                &*self.handler,
+                id,
+                "on_open",
+                |h, c, s| h.on_open(c, s),
+            );
+        }
         self.service_dirty();
     }
 
@@ -776,7 +837,7 @@ impl<H: Handler> Reactor<H> {
             if c.flags & READ_CLOSED != 0 || c.close_req.is_some() || c.closing.is_some() {
                 return;
             }
-            if c.flags & READ_PAUSED != 0 {
+            if c.flags & NO_READ != 0 {
                 c.flags |= READ_READY;
                 return;
             }
@@ -832,7 +893,7 @@ impl<H: Handler> Reactor<H> {
                 continue;
             };
             c.flags &= !IN_READY;
-            if c.flags & READ_READY != 0 && c.flags & READ_PAUSED == 0 {
+            if c.flags & READ_READY != 0 && c.flags & NO_READ == 0 {
                 self.read(id, false);
                 self.service_dirty();
             }
@@ -844,6 +905,16 @@ impl<H: Handler> Reactor<H> {
         let slot = id.slot() as usize;
         let now = self.core.now;
         let c = self.core.conns[slot].as_mut().expect("live");
+        if self.pool.is_some() {
+            if c.input.capacity() == 0 {
+                c.input = self.core.pool.get();
+            }
+            c.input.extend_from_slice(&self.scratch[..n]);
+            c.pending |= P_DATA;
+            self.dispatch(id);
+            self.check_pending_input(id);
+            return;
+        }
         if c.input.is_empty() {
             let data = &self.scratch[..n];
             let consumed = invoke(
@@ -923,6 +994,10 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         c.flags |= READ_CLOSED;
+        if self.pool.is_some() {
+            self.post(id, P_EOF);
+            return;
+        }
         let keep = invoke(
             &mut self.core,
             &mut self.states,
@@ -987,7 +1062,10 @@ impl<H: Handler> Reactor<H> {
         let queued = c.out.len();
         if queued == 0 {
             c.stall_since = NEVER;
-            if let Some(reason) = c.closing {
+            // A job still running may produce output: a graceful close waits for it.
+            if let Some(reason) = c.closing
+                && c.job_seq == 0
+            {
                 self.close_now(id, reason);
                 return;
             }
@@ -1002,7 +1080,9 @@ impl<H: Handler> Reactor<H> {
         } else if queued <= limits.low_watermark && c.flags & OVER_HIGH != 0 {
             c.flags &= !(READ_PAUSED | OVER_HIGH);
             let resume = c.flags & READ_READY != 0;
-            if c.closing.is_none() {
+            if c.closing.is_none() && self.pool.is_some() {
+                self.post(id, P_DRAIN);
+            } else if c.closing.is_none() {
                 invoke(
                     &mut self.core,
                     &mut self.states,
@@ -1034,19 +1114,50 @@ impl<H: Handler> Reactor<H> {
         if let Some(t) = c.timer.take() {
             self.core.timers.cancel(t);
         }
+        if let Some(t) = c.job_timer.take() {
+            self.core.timers.cancel(t);
+        }
         for (_, t) in c.user_timers.drain(..) {
             self.core.timers.cancel(t);
         }
         self.core.pool.put(std::mem::take(&mut c.input));
         c.out.clear(&mut self.core.pool);
+        let job_seq = c.job_seq;
         // Closing the descriptor also removes it from the epoll set: it is never duplicated.
         drop(c);
         self.remote().slots.release(id.slot());
         self.live -= 1;
         bump(&self.core.stats().closed[reason.index()], 1);
         self.shared().release_reserved();
+        if job_seq != 0 {
+            // A worker holds the state: `on_close` follows when its job comes back, and the
+            // callback still running sees the connection as closed.
+            if let Some(pool) = &self.pool {
+                pool.shared.cancel(job_seq);
+            }
+            self.zombies.insert(id, reason);
+            return;
+        }
         let state = self.states[slot].take().unwrap_or_default();
-        self.call_on_close(id, state, reason);
+        self.finish_close(id, state, reason);
+    }
+
+    /// Runs `on_close`: on a worker in pool mode, here otherwise.
+    fn finish_close(&mut self, id: ConnId, state: H::State, reason: CloseReason) {
+        if self.pool.is_some() {
+            let job = Job {
+                id,
+                seq: 0,
+                state,
+                kind: JobKind::Close(reason),
+                out: Vec::new(),
+                queued: 0,
+                addrs: None,
+            };
+            self.send_job(job);
+        } else {
+            self.call_on_close(id, state, reason);
+        }
     }
 
     fn call_on_close(&self, id: ConnId, state: H::State, reason: CloseReason) {
@@ -1062,9 +1173,9 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// `on_close` for an id that never got a connection entry (its connect could not start).
-    fn call_close_detached(&self, id: ConnId, reason: CloseReason) {
+    fn call_close_detached(&mut self, id: ConnId, reason: CloseReason) {
         bump(&self.core.stats().closed[reason.index()], 1);
-        self.call_on_close(id, H::State::default(), reason);
+        self.finish_close(id, H::State::default(), reason);
     }
 
     // ---- timers ----
@@ -1082,7 +1193,13 @@ impl<H: Handler> Reactor<H> {
                     if let Some(i) = c.user_timers.iter().position(|&(_, k)| k == key) {
                         c.user_timers.swap_remove(i);
                     }
-                    if c.flags & CONNECTING == 0 {
+                    if c.flags & CONNECTING != 0 {
+                        continue;
+                    }
+                    if self.pool.is_some() {
+                        c.pending_timers.push(tag);
+                        self.dispatch(id);
+                    } else {
                         invoke(
                             &mut self.core,
                             &mut self.states,
@@ -1097,7 +1214,23 @@ impl<H: Handler> Reactor<H> {
                     self.paused_emfile = false;
                     self.accept_more = true;
                 }
-                TimerEvent::ShutdownGrace => self.close_all(CloseReason::Shutdown),
+                TimerEvent::JobDeadline { id, seq } => self.check_job_deadline(id, seq),
+                TimerEvent::ShutdownGrace => {
+                    self.close_all(CloseReason::Shutdown);
+                    let at = self.core.now + ticks(self.config.shutdown_grace);
+                    self.core.timers.insert(at, TimerEvent::ShutdownLimit);
+                }
+                TimerEvent::ShutdownLimit => {
+                    if self.in_flight > 0 {
+                        log::warn!(
+                            "reactor {}: {} handler jobs still unfinished after the shutdown \
+                             grace period; their connections' on_close will not run",
+                            self.core.index,
+                            self.in_flight
+                        );
+                    }
+                    self.abandon = true;
+                }
             }
         }
         self.fired = fired;
@@ -1182,6 +1315,348 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    // ---- worker pool ----
+
+    /// Records an event for the connection's next job and dispatches it if none is running.
+    fn post(&mut self, id: ConnId, event: u8) {
+        if let Some(c) = self.core.get_mut(id) {
+            c.pending |= event;
+            self.dispatch(id);
+        }
+    }
+
+    /// Turns the connection's pending events into a job, unless one is queued or running (its
+    /// events then wait, batched, for the next job) or the connection is closing.
+    fn dispatch(&mut self, id: ConnId) {
+        let Some(pool) = self.pool.as_ref() else {
+            return;
+        };
+        let slot = id.slot() as usize;
+        let Some(c) = lookup(&mut self.core.conns, id) else {
+            return;
+        };
+        if c.job_seq != 0
+            || c.close_req.is_some()
+            || c.closing.is_some()
+            || (c.pending == 0 && c.pending_timers.is_empty())
+        {
+            return;
+        }
+        let Some(state) = self.states[slot].take() else {
+            return;
+        };
+        let events = JobEvents {
+            open: c.pending & P_OPEN != 0,
+            data: if c.pending & P_DATA != 0 {
+                std::mem::take(&mut c.input)
+            } else {
+                Vec::new()
+            },
+            timers: std::mem::take(&mut c.pending_timers),
+            drain: c.pending & P_DRAIN != 0,
+            eof: c.pending & P_EOF != 0,
+        };
+        c.pending = 0;
+        let seq = pool.shared.next_seq();
+        c.job_seq = seq;
+        if let Some(t) = self.core.limits.handler_timeout {
+            let at = self.core.now + t;
+            c.job_timer = Some(
+                self.core
+                    .timers
+                    .insert(at, TimerEvent::JobDeadline { id, seq }),
+            );
+        }
+        let job = Job {
+            id,
+            seq,
+            state,
+            kind: JobKind::Events(events),
+            out: self.core.pool.get(),
+            queued: c.out.len(),
+            addrs: c.addrs.as_deref().copied(),
+        };
+        self.send_job(job);
+    }
+
+    fn send_job(&mut self, job: Job<H>) {
+        self.in_flight += 1;
+        if !self.backlog.is_empty() {
+            self.hold(job);
+            return;
+        }
+        let pool = self.pool.as_ref().expect("pool mode");
+        match pool.jobs.try_send(job) {
+            Ok(()) => self.job_sent(),
+            Err(crossbeam_channel::TrySendError::Full(job)) => self.hold(job),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                log::error!("reactor {}: worker pool is gone", self.core.index);
+                self.in_flight -= 1;
+            }
+        }
+    }
+
+    fn job_sent(&self) {
+        let s = self.core.stats();
+        bump(&s.jobs_queued, 1);
+        if let Some(pool) = &self.pool {
+            let depth = pool.jobs.len() as u64;
+            if depth
+                > s.queue_high_water
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                set(&s.queue_high_water, depth);
+            }
+        }
+    }
+
+    /// The queue is full: keep the job here, in order, and stop reading its connection until
+    /// the job leaves.
+    fn hold(&mut self, job: Job<H>) {
+        if let Some(c) = self.core.get_mut(job.id)
+            && c.flags & QUEUE_HELD == 0
+        {
+            c.flags |= QUEUE_HELD;
+            bump(&self.core.stats().backpressure_pauses, 1);
+        }
+        self.backlog.push_back(job);
+        if let Some(pool) = &self.pool {
+            pool.shared.stall(self.core.index);
+        }
+    }
+
+    /// Moves held jobs to the queue while it has room.
+    fn drain_backlog(&mut self) {
+        let Some(pool) = self.pool.as_ref() else {
+            return;
+        };
+        let shared = pool.shared.clone();
+        let mut retried = false;
+        while let Some(mut job) = self.backlog.pop_front() {
+            // A connection closed while its job waited here: only `on_close` remains to run.
+            if let JobKind::Events(ev) = &mut job.kind
+                && let Some(reason) = self.zombies.remove(&job.id)
+            {
+                self.core.pool.put(std::mem::take(&mut ev.data));
+                job.kind = JobKind::Close(reason);
+            }
+            let id = job.id;
+            let pool = self.pool.as_ref().expect("pool mode");
+            match pool.jobs.try_send(job) {
+                Ok(()) => {
+                    self.job_sent();
+                    self.release_hold(id);
+                }
+                Err(crossbeam_channel::TrySendError::Full(job)) => {
+                    self.backlog.push_front(job);
+                    shared.stall(self.core.index);
+                    // A worker may have taken a job before the stall flag was visible.
+                    if retried {
+                        return;
+                    }
+                    retried = true;
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    self.in_flight -= 1;
+                }
+            }
+        }
+        shared.unstall(self.core.index);
+    }
+
+    fn release_hold(&mut self, id: ConnId) {
+        if let Some(c) = self.core.get_mut(id)
+            && c.flags & QUEUE_HELD != 0
+        {
+            c.flags &= !QUEUE_HELD;
+            if c.flags & READ_READY != 0 {
+                self.make_ready(id);
+            }
+        }
+    }
+
+    /// Pauses reading when input waiting for the connection's worker passed the limit, and
+    /// resumes it once the worker took it.
+    fn check_pending_input(&mut self, id: ConnId) {
+        let max = self.core.limits.max_pending_input;
+        let Some(c) = self.core.get_mut(id) else {
+            return;
+        };
+        let over = c.input.len() > max;
+        if over && c.flags & INPUT_PAUSED == 0 {
+            c.flags |= INPUT_PAUSED;
+            bump(&self.core.stats().backpressure_pauses, 1);
+        } else if !over && c.flags & INPUT_PAUSED != 0 {
+            c.flags &= !INPUT_PAUSED;
+            if c.flags & READ_READY != 0 {
+                self.make_ready(id);
+            }
+        }
+    }
+
+    fn drain_done(&mut self) {
+        for _ in 0..INBOX_BUDGET {
+            let Some(done) = self.pool.as_ref().and_then(|p| p.done.try_recv().ok()) else {
+                self.service_dirty();
+                return;
+            };
+            self.job_done(done);
+        }
+        self.remote().renotify();
+        self.service_dirty();
+    }
+
+    /// Applies a finished job: state back, unconsumed input kept, output queued in one piece,
+    /// closes and timers carried out, and the next job dispatched if events are waiting.
+    fn job_done(&mut self, done: Done<H>) {
+        self.in_flight -= 1;
+        let Done {
+            id,
+            seq,
+            state,
+            data,
+            consumed,
+            out,
+            actions,
+            eof,
+        } = done;
+        if actions.failed {
+            bump(&self.core.stats().handler_failures, 1);
+        }
+        let Some(state) = state else {
+            // `on_close` ran: nothing of the connection is left.
+            return;
+        };
+        if !matches!(self.core.get(id), Some(c) if c.job_seq == seq) {
+            // Closed while the job ran.
+            self.core.pool.put(data);
+            self.core.pool.put(out);
+            let reason = self.zombies.remove(&id).unwrap_or(CloseReason::Shutdown);
+            self.finish_close(id, state, reason);
+            return;
+        }
+        let now = self.core.now;
+        let limits = self.core.limits;
+        let slot = id.slot() as usize;
+        self.states[slot] = Some(state);
+        let c = self.core.conns[slot].as_mut().expect("live");
+        c.job_seq = 0;
+        if let Some(t) = c.job_timer.take() {
+            self.core.timers.cancel(t);
+        }
+        let mut failed = actions.failed;
+        let mut overconsumed = false;
+        let mut tail_overflow = false;
+        match consumed {
+            _ if data.is_empty() => self.core.pool.put(data),
+            Some(k) if k == data.len() => {
+                self.core.pool.put(data);
+                if c.input.is_empty() {
+                    c.input_since = NEVER;
+                }
+            }
+            Some(k) if k < data.len() => {
+                // Only what the handler left unconsumed counts against max_read_buffer, not
+                // input that arrived for the next job meanwhile.
+                tail_overflow = data.len() - k > limits.max_read_buffer;
+                let mut tail = data;
+                tail.drain(..k);
+                tail.extend_from_slice(&c.input);
+                self.core.pool.put(std::mem::replace(&mut c.input, tail));
+                if k > 0 || c.input_since == NEVER {
+                    c.input_since = now;
+                }
+            }
+            Some(k) => {
+                log::error!(
+                    "on_data on connection {id:?} consumed {k} bytes of {}; failing the connection",
+                    data.len()
+                );
+                self.core.pool.put(data);
+                overconsumed = true;
+                failed = true;
+            }
+            None => self.core.pool.put(data),
+        }
+        if out.is_empty() {
+            self.core.pool.put(out);
+        } else if c.out.len() + out.len() > limits.max_write_buffer {
+            self.core.pool.put(out);
+            self.core
+                .request_close(id, CloseReason::WriteOverflow, true);
+        } else {
+            c.out.push_owned(out, &mut self.core.pool);
+            Core::mark_dirty(&mut self.core.dirty, c);
+        }
+        if overconsumed {
+            bump(&self.core.stats().handler_failures, 1);
+        }
+        for op in actions.timers {
+            match op {
+                TimerOp::Set(after, tag) => self.core.set_user_timer(id, after, tag),
+                TimerOp::Cancel(tag) => {
+                    self.core.cancel_user_timers(id, tag);
+                    if let Some(c) = self.core.get_mut(id) {
+                        c.pending_timers.retain(|&t| t != tag);
+                    }
+                }
+            }
+        }
+        if failed {
+            self.core
+                .request_close(id, CloseReason::HandlerFailed, true);
+        } else if let Some((reason, abort)) = actions.close {
+            self.core.request_close(id, reason, abort);
+        }
+        if eof && !actions.keep_open {
+            self.core.request_close(id, CloseReason::PeerClosed, false);
+        }
+        if tail_overflow {
+            self.core.request_close(id, CloseReason::ReadOverflow, true);
+        }
+        // A graceful close that waited for this job can now complete.
+        if let Some(c) = lookup(&mut self.core.conns, id)
+            && c.closing.is_some()
+        {
+            Core::mark_dirty(&mut self.core.dirty, c);
+        }
+        self.core.arm(id.slot());
+        self.dispatch(id);
+        self.check_pending_input(id);
+    }
+
+    /// A job's deadline timer fired: close the connection if the job has been running for
+    /// `handler_timeout`, otherwise check again when it could.
+    fn check_job_deadline(&mut self, id: ConnId, seq: u64) {
+        let (Some(pool), Some(timeout)) = (self.pool.as_ref(), self.core.limits.handler_timeout)
+        else {
+            return;
+        };
+        let now = self.core.now;
+        let started = pool.shared.started(seq);
+        let Some(c) = lookup(&mut self.core.conns, id).filter(|c| c.job_seq == seq) else {
+            return;
+        };
+        let at = match started {
+            Some(t) if now >= t + timeout => {
+                log::warn!(
+                    "handler on connection {id:?} ran past handler_timeout; closing the connection"
+                );
+                c.job_timer = None;
+                self.close_now(id, CloseReason::HandlerTimeout);
+                return;
+            }
+            Some(t) => t + timeout,
+            // Still queued (or just finished): the deadline counts from its start.
+            None => now + timeout,
+        };
+        c.job_timer = Some(
+            self.core
+                .timers
+                .insert(at, TimerEvent::JobDeadline { id, seq }),
+        );
+    }
+
     // ---- shutdown ----
 
     fn begin_shutdown(&mut self) {
@@ -1224,9 +1699,12 @@ impl<H: Handler> Reactor<H> {
         while let Some(cmd) = self.inbox.try_recv() {
             match cmd {
                 Command::Connect { id, stream } => {
+                    // The loop is over (or never ran): no worker will take a job from here,
+                    // so this last `on_close` runs on this thread.
                     drop(stream);
                     self.remote().slots.release(id.slot());
-                    self.call_close_detached(id, CloseReason::Shutdown);
+                    bump(&self.core.stats().closed[CloseReason::Shutdown.index()], 1);
+                    self.call_on_close(id, H::State::default(), CloseReason::Shutdown);
                 }
                 Command::Adopt { stream } => {
                     drop(stream);

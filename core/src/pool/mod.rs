@@ -1,0 +1,522 @@
+//! The worker pool: handler callbacks on worker threads, so handlers may block.
+//!
+//! A reactor turns a connection's pending events (open, new input, fired timers, drain,
+//! end-of-stream) into one [`Job`] and sends it on a bounded channel shared by all reactors.
+//! A connection has at most one job queued or running, so its callbacks run one at a time and
+//! in order, and events that arrive meanwhile batch into its next job. The worker runs the
+//! callbacks with a [`Conn`] whose writes collect in a buffer, then sends a [`Done`] back to
+//! the reactor (typed channel, woken through the reactor's waker); the reactor queues the
+//! output in one piece, applies closes and timers, and dispatches the next job.
+//!
+//! Backpressure: when the channel is full a reactor keeps the job in its own backlog and stops
+//! reading that connection; when a connection's input waiting for its worker passes
+//! `max_pending_input` it stops reading too. Memory stays bounded by those two limits.
+//!
+//! Handler deadline: each worker publishes which job it runs and since when in its
+//! [`WorkerSlot`]; a reactor timer checks it and closes the connection when the job outlives
+//! `handler_timeout`, marking the slot so the callback's further writes fail.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::conn::{Conn, ConnId};
+use crate::error::{CloseReason, Error, Result};
+use crate::handler::Handler;
+use crate::server::ServerHandle;
+
+/// A timer request made from a worker, applied by the reactor.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerOp {
+    Set(Duration, u64),
+    Cancel(u64),
+}
+
+/// What a worker's callbacks asked for, applied by the reactor when the job is done.
+#[derive(Debug, Default)]
+pub(crate) struct Actions {
+    pub(crate) close: Option<(CloseReason, bool)>,
+    pub(crate) failed: bool,
+    pub(crate) timers: Vec<TimerOp>,
+    /// `on_eof` asked to keep the connection open.
+    pub(crate) keep_open: bool,
+}
+
+/// Events batched into one job, in the order they run.
+#[derive(Debug, Default)]
+pub(crate) struct JobEvents {
+    pub(crate) open: bool,
+    /// New input (after any unconsumed tail); empty when no input arrived.
+    pub(crate) data: Vec<u8>,
+    pub(crate) timers: Vec<u64>,
+    pub(crate) drain: bool,
+    pub(crate) eof: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum JobKind {
+    Events(JobEvents),
+    Close(CloseReason),
+}
+
+/// One connection's callbacks to run on a worker.
+pub(crate) struct Job<H: Handler> {
+    pub(crate) id: ConnId,
+    pub(crate) seq: u64,
+    pub(crate) state: H::State,
+    pub(crate) kind: JobKind,
+    /// A pooled buffer for the callbacks' output.
+    pub(crate) out: Vec<u8>,
+    /// Output already queued on the reactor when the job was made.
+    pub(crate) queued: usize,
+    pub(crate) addrs: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// A finished job, back to its reactor.
+pub(crate) struct Done<H: Handler> {
+    pub(crate) id: ConnId,
+    pub(crate) seq: u64,
+    /// `None` for a close job (the state was consumed by `on_close`).
+    pub(crate) state: Option<H::State>,
+    /// The input buffer, handed back for its unconsumed tail and reuse.
+    pub(crate) data: Vec<u8>,
+    /// What `on_data` returned (`None` if it did not run or panicked).
+    pub(crate) consumed: Option<usize>,
+    pub(crate) out: Vec<u8>,
+    pub(crate) actions: Actions,
+    /// The job carried end-of-stream.
+    pub(crate) eof: bool,
+}
+
+/// What one worker is running, for the handler deadline. 64-byte aligned so workers do not
+/// share cache lines.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct WorkerSlot {
+    /// Sequence number of the running job, 0 when idle.
+    seq: AtomicU64,
+    /// Reactor tick at which it started.
+    started: AtomicU64,
+    /// Set to the running job's sequence number when its connection was closed under it.
+    cancelled: AtomicU64,
+}
+
+/// Pool state shared with reactors and stats (not generic over the handler).
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    pub(crate) workers: Box<[WorkerSlot]>,
+    next_seq: AtomicU64,
+    pub(crate) running: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    /// Reactors with jobs held back because the queue was full.
+    stalled: Box<[AtomicBool]>,
+    stalled_count: AtomicUsize,
+    pub(crate) epoch: Instant,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_write_buffer: usize,
+}
+
+impl PoolShared {
+    pub(crate) fn new(
+        workers: usize,
+        reactors: usize,
+        epoch: Instant,
+        timeout: Option<Duration>,
+        max_write_buffer: usize,
+    ) -> Self {
+        PoolShared {
+            workers: (0..workers).map(|_| WorkerSlot::default()).collect(),
+            next_seq: AtomicU64::new(1),
+            running: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            stalled: (0..reactors).map(|_| AtomicBool::new(false)).collect(),
+            stalled_count: AtomicUsize::new(0),
+            epoch,
+            timeout,
+            max_write_buffer,
+        }
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The tick at which job `seq` started running, if a worker is running it now.
+    pub(crate) fn started(&self, seq: u64) -> Option<u64> {
+        self.workers.iter().find_map(|w| {
+            if w.seq.load(Ordering::Acquire) != seq {
+                return None;
+            }
+            let t = w.started.load(Ordering::Acquire);
+            (w.seq.load(Ordering::Acquire) == seq).then_some(t)
+        })
+    }
+
+    /// Makes the running job `seq` see its connection as closed.
+    pub(crate) fn cancel(&self, seq: u64) {
+        for w in self.workers.iter() {
+            if w.seq.load(Ordering::Acquire) == seq {
+                w.cancelled.store(seq, Ordering::Release);
+            }
+        }
+    }
+
+    /// Registers reactor `index` as waiting for queue space (the reactor retries once after
+    /// registering, in case a worker took a job before the registration was visible).
+    pub(crate) fn stall(&self, index: usize) {
+        if !self.stalled[index].swap(true, Ordering::SeqCst) {
+            self.stalled_count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn unstall(&self, index: usize) {
+        if self.stalled[index].swap(false, Ordering::SeqCst) {
+            self.stalled_count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Called by a worker after taking a job: wakes reactors waiting for queue space.
+    fn wake_stalled(&self, handle: &ServerHandle) {
+        if self.stalled_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for (i, s) in self.stalled.iter().enumerate() {
+            if s.swap(false, Ordering::SeqCst) {
+                self.stalled_count.fetch_sub(1, Ordering::SeqCst);
+                handle.shared.remotes[i].wake();
+            }
+        }
+    }
+
+    fn now_tick(&self) -> u64 {
+        crate::reactor::tick_since(self.epoch)
+    }
+}
+
+/// The worker side of a [`Conn`]: one per worker thread, reset for each job; output and
+/// requests collect here while the job's callbacks run.
+#[derive(Debug)]
+pub(crate) struct WorkerCtx {
+    index: usize,
+    shared: Arc<PoolShared>,
+    pub(crate) handle: ServerHandle,
+    out: Vec<u8>,
+    actions: Actions,
+    queued: usize,
+    seq: u64,
+    started: Instant,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl WorkerCtx {
+    fn slot(&self) -> &WorkerSlot {
+        &self.shared.workers[self.index]
+    }
+
+    fn cancelled(&self) -> bool {
+        self.slot().cancelled.load(Ordering::Acquire) == self.seq
+    }
+
+    fn check_write(&mut self, len: usize) -> Result<()> {
+        if self.cancelled() || self.actions.close.is_some() {
+            return Err(Error::Closed);
+        }
+        if self.queued + self.out.len() + len > self.shared.max_write_buffer {
+            self.actions.close = Some((CloseReason::WriteOverflow, true));
+            return Err(Error::WriteOverflow);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.check_write(data.len())?;
+        self.out.extend_from_slice(data);
+        Ok(())
+    }
+
+    pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
+        self.check_write(bufs.iter().map(|b| b.len()).sum())?;
+        for b in bufs {
+            self.out.extend_from_slice(b);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queued + self.out.len()
+    }
+
+    pub(crate) fn request_close(&mut self, reason: CloseReason, abort: bool) {
+        match self.actions.close {
+            Some((_, true)) => {}
+            Some((_, false)) if !abort => {}
+            _ => self.actions.close = Some((reason, abort)),
+        }
+    }
+
+    pub(crate) fn fail(&mut self) {
+        self.actions.failed = true;
+        self.actions.close = Some((CloseReason::HandlerFailed, true));
+    }
+
+    pub(crate) fn timer(&mut self, op: TimerOp) {
+        self.actions.timers.push(op);
+    }
+
+    pub(crate) fn addrs(&self) -> Result<(SocketAddr, SocketAddr)> {
+        self.addrs.ok_or(Error::Closed)
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.actions.close.is_some() || self.cancelled()
+    }
+
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.shared
+            .timeout
+            .map(|t| t.saturating_sub(self.started.elapsed()))
+    }
+}
+
+/// The running pool: its threads and the sending side of its queue.
+pub(crate) struct WorkerPool {
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<PoolShared>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a worker thread needs.
+struct Worker<H: Handler> {
+    jobs: Receiver<Job<H>>,
+    done: Arc<[Sender<Done<H>>]>,
+    handler: Arc<H>,
+    ctx: WorkerCtx,
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    fn run(mut self) {
+        while let Ok(job) = self.jobs.recv() {
+            self.ctx.shared.wake_stalled(&self.ctx.handle);
+            let id = job.id;
+            let done = self.run_job(job);
+            // A reactor that already exited drops the result (and with it the state).
+            if self.done[id.reactor()].send(done).is_ok() {
+                self.ctx.handle.shared.remotes[id.reactor()].wake();
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Job<H>) -> Done<H> {
+        let ctx = &mut self.ctx;
+        let shared = ctx.shared.clone();
+        let slot = &shared.workers[ctx.index];
+        slot.started.store(shared.now_tick(), Ordering::Release);
+        slot.seq.store(job.seq, Ordering::Release);
+        shared.running.fetch_add(1, Ordering::Relaxed);
+        let Job {
+            id,
+            seq,
+            mut state,
+            kind,
+            out,
+            queued,
+            addrs,
+        } = job;
+        let handler = &*self.handler;
+        let done = match kind {
+            JobKind::Events(ev) => {
+                ctx.out = out;
+                ctx.actions = Actions::default();
+                ctx.queued = queued;
+                ctx.seq = seq;
+                ctx.started = Instant::now();
+                ctx.addrs = addrs;
+                let mut consumed = None;
+                let data = &ev.data;
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let mut conn = Conn::on_worker(id, ctx);
+                    if ev.open {
+                        handler.on_open(&mut conn, &mut state);
+                    }
+                    if !data.is_empty() && !conn.is_closing() {
+                        consumed = Some(handler.on_data(&mut conn, &mut state, data));
+                    }
+                    for &tag in &ev.timers {
+                        if !conn.is_closing() {
+                            handler.on_timer(&mut conn, &mut state, tag);
+                        }
+                    }
+                    if ev.drain && !conn.is_closing() {
+                        handler.on_drain(&mut conn, &mut state);
+                    }
+                    if ev.eof && !conn.is_closing() {
+                        let keep = handler.on_eof(&mut conn, &mut state);
+                        ctx.actions.keep_open = keep;
+                    }
+                }));
+                if let Err(payload) = result {
+                    log::error!(
+                        "handler panicked on a worker on connection {id:?}: {}",
+                        panic_message(&*payload)
+                    );
+                    consumed = None;
+                    ctx.fail();
+                }
+                Done {
+                    id,
+                    seq,
+                    state: Some(state),
+                    data: ev.data,
+                    consumed,
+                    out: std::mem::take(&mut ctx.out),
+                    actions: std::mem::take(&mut ctx.actions),
+                    eof: ev.eof,
+                }
+            }
+            JobKind::Close(reason) => {
+                let mut actions = Actions::default();
+                if let Err(payload) =
+                    catch_unwind(AssertUnwindSafe(|| handler.on_close(id, state, reason)))
+                {
+                    log::error!(
+                        "handler panicked in on_close on connection {id:?}: {}",
+                        panic_message(&*payload)
+                    );
+                    actions.failed = true;
+                }
+                Done {
+                    id,
+                    seq,
+                    state: None,
+                    data: Vec::new(),
+                    consumed: None,
+                    out,
+                    actions,
+                    eof: false,
+                }
+            }
+        };
+        slot.seq.store(0, Ordering::Release);
+        shared.running.fetch_sub(1, Ordering::Relaxed);
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        done
+    }
+}
+
+/// The reactor's end of the pool.
+pub(crate) struct PoolLink<H: Handler> {
+    pub(crate) jobs: Sender<Job<H>>,
+    pub(crate) done: Receiver<Done<H>>,
+    pub(crate) shared: Arc<PoolShared>,
+}
+
+/// The pieces `Server::bind` hands out: one link per reactor, and the unstarted workers.
+pub(crate) struct PoolParts<H: Handler> {
+    pub(crate) links: Vec<PoolLink<H>>,
+    workers: Vec<Worker<H>>,
+    shared: Arc<PoolShared>,
+}
+
+impl<H: Handler> PoolParts<H> {
+    pub(crate) fn new(
+        workers: usize,
+        queue_capacity: usize,
+        reactors: usize,
+        handler: Arc<H>,
+        handle: &ServerHandle,
+        shared: Arc<PoolShared>,
+    ) -> Self {
+        let (job_tx, job_rx) = crossbeam_channel::bounded(queue_capacity);
+        let mut done_txs = Vec::with_capacity(reactors);
+        let mut links = Vec::with_capacity(reactors);
+        for _ in 0..reactors {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            done_txs.push(tx);
+            links.push(PoolLink {
+                jobs: job_tx.clone(),
+                done: rx,
+                shared: shared.clone(),
+            });
+        }
+        let done: Arc<[Sender<Done<H>>]> = done_txs.into();
+        let workers = (0..workers)
+            .map(|index| Worker {
+                jobs: job_rx.clone(),
+                done: done.clone(),
+                handler: handler.clone(),
+                ctx: WorkerCtx {
+                    index,
+                    shared: shared.clone(),
+                    handle: handle.clone(),
+                    out: Vec::new(),
+                    actions: Actions::default(),
+                    queued: 0,
+                    seq: 0,
+                    started: Instant::now(),
+                    addrs: None,
+                },
+            })
+            .collect();
+        PoolParts {
+            links,
+            workers,
+            shared,
+        }
+    }
+
+    /// Starts the worker threads.
+    pub(crate) fn start(self) -> std::io::Result<WorkerPool> {
+        let mut threads = Vec::with_capacity(self.workers.len());
+        for w in self.workers {
+            let name = format!("shoal-worker-{}", w.ctx.index);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || w.run())?,
+            );
+        }
+        Ok(WorkerPool {
+            threads,
+            shared: self.shared,
+        })
+    }
+}
+
+impl WorkerPool {
+    /// Joins the workers once every reactor has exited (the queue's senders are gone). A
+    /// worker still inside a callback that never returns is left running, with a warning,
+    /// rather than hanging the caller.
+    pub(crate) fn join(self) {
+        let running = self.shared.running.load(Ordering::Relaxed);
+        if running > 0 {
+            log::warn!("{running} handler callbacks still running after shutdown; not waiting");
+            return;
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
