@@ -185,7 +185,10 @@ impl ServerHandle {
                 return Err(e.into());
             }
         };
-        if remote.send(Command::Connect { id, stream }).is_err() {
+        if remote
+            .send_guarded(Command::Connect { id, stream })
+            .is_err()
+        {
             remote.slots.release(slot);
             return Err(Error::Stopped);
         }

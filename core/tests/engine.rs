@@ -489,24 +489,7 @@ fn outbound_connect_to_a_listener_and_to_a_closed_port() {
 fn outbound_connect_times_out_when_the_peer_never_answers() {
     // A listener that never accepts, with a full accept queue, drops further SYNs: a connect
     // to it stays pending until connect_timeout.
-    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    full.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    full.listen(0).unwrap();
-    let addr = full.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..4 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s);
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let (_full, addr, fillers) = saturated_listener();
     let cfg = config(1, true).connect_timeout(Duration::from_millis(300));
     let (srv, events) = probe(cfg);
     let t0 = Instant::now();
@@ -521,6 +504,138 @@ fn outbound_connect_times_out_when_the_peer_never_answers() {
     assert!(!events.drain().contains(&Event::Open(id)));
     srv.stop_within(5 * SEC);
     drop(fillers);
+}
+
+#[test]
+fn a_burst_of_cross_thread_writes_larger_than_one_drain_is_delivered() {
+    // More commands than one inbox drain takes: the reactor must come back for the rest
+    // without any other event to wake it.
+    let (srv, events) = probe(config(1, true));
+    let mut c = client(srv.addr);
+    let id = events.open();
+    // While the reactor naps in a callback, queue far more commands than one drain takes.
+    c.write_all(b"nap").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..10_000 {
+        srv.handle.write(id, b"x").unwrap();
+    }
+    let mut got = vec![0u8; 10_000];
+    c.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == b'x'));
+    srv.stop_within(5 * SEC);
+}
+
+/// A listener whose accept queue is full, so the kernel drops further SYNs until the queue
+/// drains (the dropped SYN is retried about a second later).
+fn saturated_listener() -> (socket2::Socket, std::net::SocketAddr, Vec<socket2::Socket>) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    (l, addr, fillers)
+}
+
+#[test]
+fn writes_made_before_an_outbound_connect_completes_are_sent() {
+    let (srv, events) = probe(config(1, true));
+    let (upstream, addr, fillers) = saturated_listener();
+    // The handshake cannot complete yet, so this write meets a socket still connecting.
+    let id = srv.handle.connect(addr).unwrap();
+    srv.handle.write(id, b"early request").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Make room: the retried SYN then completes the connection.
+    let mut accepted = Vec::new();
+    upstream.set_nonblocking(true).unwrap();
+    let t0 = Instant::now();
+    let mut peer = loop {
+        assert!(t0.elapsed() < 10 * SEC, "connection never arrived");
+        match upstream.accept() {
+            Ok((s, from)) => {
+                if fillers.iter().any(|f| f.local_addr().unwrap() == from) {
+                    accepted.push(s);
+                    continue;
+                }
+                break std::net::TcpStream::from(s);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    assert_eq!(events.open(), id);
+    peer.set_nonblocking(false).unwrap();
+    peer.set_read_timeout(Some(5 * SEC)).unwrap();
+    let mut got = [0u8; 13];
+    peer.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early request");
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn a_timer_cancelled_by_a_callback_of_the_same_tick_is_not_delivered() {
+    let (srv, events) = probe(config(1, true));
+    let mut c = client(srv.addr);
+    let id = events.open();
+    c.write_all(b"race").unwrap();
+    let first = events.wait(5 * SEC, |e| match e {
+        Event::Timer(i, t) if *i == id => Some(*t),
+        _ => None,
+    });
+    assert!(first == 20 || first == 21);
+    std::thread::sleep(Duration::from_millis(200));
+    let later: Vec<_> = events
+        .drain()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Timer(..)))
+        .collect();
+    assert!(later.is_empty(), "cancelled timer delivered: {later:?}");
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn a_panicking_state_default_drops_only_that_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    struct Fragile;
+    impl Default for Fragile {
+        fn default() -> Self {
+            if MADE.fetch_add(1, Ordering::SeqCst) == 1 {
+                panic!("second state fails");
+            }
+            Fragile
+        }
+    }
+    struct H;
+    impl Handler for H {
+        type State = Fragile;
+        fn on_data(&self, conn: &mut Conn<'_>, _: &mut Fragile, d: &[u8]) -> usize {
+            let _ = conn.write(d);
+            d.len()
+        }
+    }
+    let srv = Running::start(config(1, true), H);
+    let mut a = client(srv.addr);
+    assert_eq!(roundtrip(&mut a, b"a"), b"a");
+    let mut b = client(srv.addr);
+    let (_, end) = read_to_end(&mut b, 5 * SEC);
+    assert_ne!(end, ReadEnd::TimedOut);
+    let mut c = client(srv.addr);
+    assert_eq!(roundtrip(&mut c, b"c"), b"c");
+    assert_eq!(roundtrip(&mut a, b"a2"), b"a2");
+    assert_eq!(srv.handle.stats().handler_failures, 1);
+    srv.stop_within(5 * SEC);
 }
 
 #[test]

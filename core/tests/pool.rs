@@ -45,6 +45,15 @@ impl Handler for SlowEcho {
         if data == b"boom" {
             panic!("boom on a worker");
         }
+        if data == b"order" {
+            // Written from the callback's own thread while it runs: must follow the
+            // callback's output, not overtake it.
+            let _ = conn.write(b"A");
+            conn.handle().write(conn.id(), b"B").unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let _ = conn.write(b"C");
+            return data.len();
+        }
         if data == b"timer" {
             conn.set_timer(Duration::from_millis(20), 5);
             return data.len();
@@ -437,4 +446,93 @@ fn pool_mode_echo_integrity_under_load() {
     let bytes = echo_many(srv.addr, 300, 2, 256 << 10, 11, Duration::from_secs(120));
     assert!(eventually(SEC, || srv.handle.stats().bytes_out == bytes));
     srv.stop_within(10 * SEC);
+}
+
+#[test]
+fn cross_thread_writes_during_a_job_follow_its_output() {
+    let (srv, _events, _) = slow_echo(pool_config(1, 2, 16), Duration::ZERO);
+    let mut c = client(srv.addr);
+    c.write_all(b"order").unwrap();
+    let mut got = [0u8; 3];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ACB");
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn end_of_stream_during_backpressure_is_not_lost() {
+    // A slow worker and a small max_pending_input: reading pauses while the peer's data and
+    // FIN arrive; both must be seen when reading resumes.
+    let cfg = pool_config(1, 1, 16).max_pending_input(1024);
+    let (srv, events, _) = slow_echo(cfg, Duration::from_millis(30));
+    let mut c = client(srv.addr);
+    let id = events.open();
+    let msg = Rng(3).bytes(200_000);
+    let mut w = c.try_clone().unwrap();
+    let m = msg.clone();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&m).unwrap();
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let (got, end) = read_to_end(&mut c, 20 * SEC);
+    writer.join().unwrap();
+    assert_eq!(end, ReadEnd::Eof);
+    assert!(
+        got == msg,
+        "echo differs ({} of {} bytes)",
+        got.len(),
+        msg.len()
+    );
+    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::PeerClosed);
+    srv.stop_within(5 * SEC);
+}
+
+/// Consumes only whole messages framed by a 4-byte big-endian length, echoing each.
+struct Framed;
+
+impl Handler for Framed {
+    type State = ();
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        let mut at = 0;
+        while data.len() - at >= 4 {
+            let n = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if data.len() - at - 4 < n {
+                break;
+            }
+            let _ = conn.write(&data[at..at + 4 + n]);
+            at += 4 + n;
+        }
+        at
+    }
+}
+
+#[test]
+fn a_partial_message_larger_than_max_pending_input_completes() {
+    let cfg = pool_config(1, 1, 16).max_pending_input(64 << 10);
+    let srv = Running::start(cfg, Framed);
+    let mut c = client(srv.addr);
+    let body = Rng(8).bytes(150_000);
+    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    c.write_all(&msg[..100_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    c.write_all(&msg[100_000..]).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    c.read_exact(&mut got).unwrap();
+    assert!(got == msg);
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
+fn huge_durations_do_not_overflow() {
+    let cfg = pool_config(1, 1, 16)
+        .handler_timeout(Some(Duration::MAX))
+        .shutdown_grace(Duration::MAX)
+        .accept_backoff(Duration::MAX)
+        .idle_timeout(Some(Duration::MAX));
+    let (srv, _events, _) = slow_echo(cfg, Duration::ZERO);
+    let mut c = client(srv.addr);
+    assert_eq!(roundtrip(&mut c, b"fine"), b"fine");
+    drop(c);
+    srv.stop_within(5 * SEC);
 }

@@ -1,5 +1,6 @@
 //! A reactor's inbox: how other threads reach it.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -51,6 +52,9 @@ pub(crate) struct Remote {
     /// commands costs one `eventfd` write, not one per command.
     notified: AtomicBool,
     pub(crate) slots: SlotTable,
+    /// Set (under the lock) once the reactor took its last command; `Connect` is sent under
+    /// the same lock, so an issued id is either refused or certain to get its `on_close`.
+    exited: Mutex<bool>,
 }
 
 /// The reactor's side.
@@ -67,6 +71,7 @@ pub(crate) fn channel(waker: Waker) -> (Remote, Inbox) {
             waker,
             notified: AtomicBool::new(false),
             slots: SlotTable::default(),
+            exited: Mutex::new(false),
         },
         Inbox { rx },
     )
@@ -79,6 +84,21 @@ impl Remote {
         self.tx.send(cmd).map_err(|e| e.0)?;
         self.wake();
         Ok(())
+    }
+
+    /// Sends a command that must not be lost once accepted (an outbound connect, whose id
+    /// was already handed out): refused once the reactor has exited.
+    pub(crate) fn send_guarded(&self, cmd: Command) -> Result<(), Command> {
+        let exited = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        if *exited {
+            return Err(cmd);
+        }
+        self.send(cmd)
+    }
+
+    /// Refuses further guarded commands (the reactor's final drain follows).
+    pub(crate) fn close_inbox(&self) {
+        *self.exited.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
 
     /// Wakes the reactor without a command (results from workers, queue space).
@@ -95,9 +115,15 @@ impl Remote {
         self.notified.load(Ordering::SeqCst) && self.notified.swap(false, Ordering::SeqCst)
     }
 
-    /// Leaves the flag set so the reactor comes back to a partially drained inbox.
+    /// Leaves the flag set so the reactor comes back to a partially drained inbox (its next
+    /// `poll` does not block while the flag is set).
     pub(crate) fn renotify(&self) {
         self.notified.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a wake-up is pending.
+    pub(crate) fn is_notified(&self) -> bool {
+        self.notified.load(Ordering::SeqCst)
     }
 }
 

@@ -60,6 +60,9 @@ const INPUT_PAUSED: u16 = 1 << 7;
 /// Pool mode: reading is paused because the connection's job waits in the reactor's backlog
 /// (the shared queue is full).
 const QUEUE_HELD: u16 = 1 << 8;
+/// The peer's end-of-stream or an error was reported: read to the end when reading resumes
+/// (edge-triggered epoll reports it only once).
+const HUP_SEEN: u16 = 1 << 9;
 /// Any reason not to read now.
 const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD;
 
@@ -119,6 +122,12 @@ pub(crate) struct Connection {
     /// Pool mode: peer and local address, for callbacks on workers (which never touch the
     /// socket).
     addrs: Option<Box<(SocketAddr, SocketAddr)>>,
+    /// Pool mode: bytes at the front of `input` that the handler already saw and left
+    /// unconsumed (they do not count as input waiting for the worker).
+    tail_len: usize,
+    /// Pool mode: writes from other threads that arrived while a job ran; they follow the
+    /// job's own output, so a callback's writes keep their place in the stream.
+    held_writes: Vec<Vec<u8>>,
 }
 
 /// The live connection named by `id` (slot and generation both match).
@@ -535,7 +544,9 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || self.accept_more {
+        // A set flag means work is waiting but its wake-up was already spent (a drain that
+        // stopped at its budget): do not block.
+        if !self.ready.is_empty() || self.accept_more || self.remote().is_notified() {
             return Some(Duration::ZERO);
         }
         let next = self.core.timers.next_deadline()?;
@@ -680,7 +691,10 @@ impl<H: Handler> Reactor<H> {
         );
         bump(&self.core.stats().accept_paused_emfile, 1);
         self.paused_emfile = true;
-        let at = self.core.now + ticks(self.config.accept_backoff);
+        let at = self
+            .core
+            .now
+            .saturating_add(ticks(self.config.accept_backoff));
         self.core.timers.insert(at, TimerEvent::AcceptRetry);
     }
 
@@ -701,6 +715,13 @@ impl<H: Handler> Reactor<H> {
 
     fn install(&mut self, id: ConnId, mut stream: TcpStream, outbound: bool) {
         let slot = id.slot();
+        let Some(state) = self.new_state() else {
+            // No state, so no callbacks at all for this connection.
+            drop(stream);
+            self.remote().slots.release(slot);
+            self.shared().release_reserved();
+            return;
+        };
         if !outbound && let Err(e) = configure_stream(&stream, &self.config) {
             log::debug!("socket options on {id:?}: {e}");
         }
@@ -742,8 +763,10 @@ impl<H: Handler> Reactor<H> {
             job_seq: 0,
             job_timer: None,
             addrs: None,
+            tail_len: 0,
+            held_writes: Vec::new(),
         });
-        self.states[s] = Some(H::State::default());
+        self.states[s] = Some(state);
         self.live += 1;
         self.core.arm(slot);
         if !outbound {
@@ -776,7 +799,7 @@ impl<H: Handler> Reactor<H> {
 
     fn finish_connect(&mut self, id: ConnId) -> bool {
         let now = self.core.now;
-        let Some(c) = self.core.get_mut(id) else {
+        let Some(c) = lookup(&mut self.core.conns, id) else {
             return false;
         };
         let err = match c.stream.take_error() {
@@ -799,6 +822,10 @@ impl<H: Handler> Reactor<H> {
         }
         c.flags &= !CONNECTING;
         c.last_active = now;
+        // Writes made while connecting wait for this moment.
+        if !c.out.is_empty() {
+            Core::mark_dirty(&mut self.core.dirty, c);
+        }
         if let Err(e) = configure_stream(&c.stream, &self.config) {
             log::debug!("socket options on {id:?}: {e}");
         }
@@ -830,6 +857,14 @@ impl<H: Handler> Reactor<H> {
     /// Reads until the socket is drained, the budget is spent, or reading must pause.
     fn read(&mut self, id: ConnId, hup: bool) {
         let now = self.core.now;
+        let hup = match self.core.get_mut(id) {
+            Some(c) if hup => {
+                c.flags |= HUP_SEEN;
+                true
+            }
+            Some(c) => c.flags & HUP_SEEN != 0,
+            None => return,
+        };
         for _ in 0..self.core.limits.read_budget {
             let Some(c) = self.core.get_mut(id) else {
                 return;
@@ -1138,8 +1173,9 @@ impl<H: Handler> Reactor<H> {
             self.zombies.insert(id, reason);
             return;
         }
-        let state = self.states[slot].take().unwrap_or_default();
-        self.finish_close(id, state, reason);
+        if let Some(state) = self.states[slot].take() {
+            self.finish_close(id, state, reason);
+        }
     }
 
     /// Runs `on_close`: on a worker in pool mode, here otherwise.
@@ -1175,7 +1211,9 @@ impl<H: Handler> Reactor<H> {
     /// `on_close` for an id that never got a connection entry (its connect could not start).
     fn call_close_detached(&mut self, id: ConnId, reason: CloseReason) {
         bump(&self.core.stats().closed[reason.index()], 1);
-        self.finish_close(id, H::State::default(), reason);
+        if let Some(state) = self.new_state() {
+            self.finish_close(id, state, reason);
+        }
     }
 
     // ---- timers ----
@@ -1190,9 +1228,11 @@ impl<H: Handler> Reactor<H> {
                     let Some(c) = self.core.get_mut(id) else {
                         continue;
                     };
-                    if let Some(i) = c.user_timers.iter().position(|&(_, k)| k == key) {
-                        c.user_timers.swap_remove(i);
-                    }
+                    // Cancelled by a callback of this same batch: not delivered.
+                    let Some(i) = c.user_timers.iter().position(|&(_, k)| k == key) else {
+                        continue;
+                    };
+                    c.user_timers.swap_remove(i);
                     if c.flags & CONNECTING != 0 {
                         continue;
                     }
@@ -1217,7 +1257,10 @@ impl<H: Handler> Reactor<H> {
                 TimerEvent::JobDeadline { id, seq } => self.check_job_deadline(id, seq),
                 TimerEvent::ShutdownGrace => {
                     self.close_all(CloseReason::Shutdown);
-                    let at = self.core.now + ticks(self.config.shutdown_grace);
+                    let at = self
+                        .core
+                        .now
+                        .saturating_add(ticks(self.config.shutdown_grace));
                     self.core.timers.insert(at, TimerEvent::ShutdownLimit);
                 }
                 TimerEvent::ShutdownLimit => {
@@ -1272,6 +1315,20 @@ impl<H: Handler> Reactor<H> {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Write { id, data } => {
+                if let Some(c) = lookup(&mut self.core.conns, id)
+                    && c.job_seq != 0
+                    && c.close_req.is_none()
+                    && c.closing.is_none()
+                {
+                    let held: usize = c.held_writes.iter().map(Vec::len).sum();
+                    if c.out.len() + held + data.len() > self.core.limits.max_write_buffer {
+                        self.core
+                            .request_close(id, CloseReason::WriteOverflow, true);
+                    } else {
+                        c.held_writes.push(data);
+                    }
+                    return;
+                }
                 let _ = self.core.write_owned(id, data);
             }
             Command::Close { id, abort } => {
@@ -1348,6 +1405,7 @@ impl<H: Handler> Reactor<H> {
         let events = JobEvents {
             open: c.pending & P_OPEN != 0,
             data: if c.pending & P_DATA != 0 {
+                c.tail_len = 0;
                 std::mem::take(&mut c.input)
             } else {
                 Vec::new()
@@ -1360,7 +1418,7 @@ impl<H: Handler> Reactor<H> {
         let seq = pool.shared.next_seq();
         c.job_seq = seq;
         if let Some(t) = self.core.limits.handler_timeout {
-            let at = self.core.now + t;
+            let at = self.core.now.saturating_add(t);
             c.job_timer = Some(
                 self.core
                     .timers
@@ -1433,12 +1491,21 @@ impl<H: Handler> Reactor<H> {
         let shared = pool.shared.clone();
         let mut retried = false;
         while let Some(mut job) = self.backlog.pop_front() {
-            // A connection closed while its job waited here: only `on_close` remains to run.
+            // A connection closed while its job waited here: its input and other events are
+            // moot. If the job would open the connection, `on_open` still runs (and the close
+            // follows when it returns); otherwise only `on_close` remains.
             if let JobKind::Events(ev) = &mut job.kind
-                && let Some(reason) = self.zombies.remove(&job.id)
+                && self.zombies.contains_key(&job.id)
             {
                 self.core.pool.put(std::mem::take(&mut ev.data));
-                job.kind = JobKind::Close(reason);
+                if ev.open {
+                    *ev = JobEvents {
+                        open: true,
+                        ..JobEvents::default()
+                    };
+                } else if let Some(reason) = self.zombies.remove(&job.id) {
+                    job.kind = JobKind::Close(reason);
+                }
             }
             let id = job.id;
             let pool = self.pool.as_ref().expect("pool mode");
@@ -1482,7 +1549,7 @@ impl<H: Handler> Reactor<H> {
         let Some(c) = self.core.get_mut(id) else {
             return;
         };
-        let over = c.input.len() > max;
+        let over = c.input.len().saturating_sub(c.tail_len) > max;
         if over && c.flags & INPUT_PAUSED == 0 {
             c.flags |= INPUT_PAUSED;
             bump(&self.core.stats().backpressure_pauses, 1);
@@ -1561,6 +1628,7 @@ impl<H: Handler> Reactor<H> {
                 tail_overflow = data.len() - k > limits.max_read_buffer;
                 let mut tail = data;
                 tail.drain(..k);
+                c.tail_len = tail.len();
                 tail.extend_from_slice(&c.input);
                 self.core.pool.put(std::mem::replace(&mut c.input, tail));
                 if k > 0 || c.input_since == NEVER {
@@ -1578,6 +1646,7 @@ impl<H: Handler> Reactor<H> {
             }
             None => self.core.pool.put(data),
         }
+        let held = std::mem::take(&mut c.held_writes);
         if out.is_empty() {
             self.core.pool.put(out);
         } else if c.out.len() + out.len() > limits.max_write_buffer {
@@ -1587,6 +1656,9 @@ impl<H: Handler> Reactor<H> {
         } else {
             c.out.push_owned(out, &mut self.core.pool);
             Core::mark_dirty(&mut self.core.dirty, c);
+        }
+        for data in held {
+            let _ = self.core.write_owned(id, data);
         }
         if overconsumed {
             bump(&self.core.stats().handler_failures, 1);
@@ -1638,7 +1710,7 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let at = match started {
-            Some(t) if now >= t + timeout => {
+            Some(t) if now >= t.saturating_add(timeout) => {
                 log::warn!(
                     "handler on connection {id:?} ran past handler_timeout; closing the connection"
                 );
@@ -1646,9 +1718,9 @@ impl<H: Handler> Reactor<H> {
                 self.close_now(id, CloseReason::HandlerTimeout);
                 return;
             }
-            Some(t) => t + timeout,
+            Some(t) => t.saturating_add(timeout),
             // Still queued (or just finished): the deadline counts from its start.
-            None => now + timeout,
+            None => now.saturating_add(timeout),
         };
         c.job_timer = Some(
             self.core
@@ -1669,7 +1741,10 @@ impl<H: Handler> Reactor<H> {
             let _ = self.poll.registry().deregister(&mut l);
         }
         self.shared().forget_waiter(self.core.index);
-        let grace = self.core.now + ticks(self.config.shutdown_grace);
+        let grace = self
+            .core
+            .now
+            .saturating_add(ticks(self.config.shutdown_grace));
         self.core.timers.insert(grace, TimerEvent::ShutdownGrace);
         for slot in 0..self.core.conns.len() {
             let Some(c) = self.core.conns[slot].as_ref() else {
@@ -1695,16 +1770,35 @@ impl<H: Handler> Reactor<H> {
 
     /// After the loop: nothing may be left without its `on_close`.
     pub(crate) fn finish(&mut self) {
+        // Nothing more goes to the workers: whatever remains runs here, so every connection
+        // still gets its `on_close` (jobs still running when shutdown gave up are the only
+        // exception; their state is on a worker).
+        let backlog = std::mem::take(&mut self.backlog);
+        if let Some(pool) = self.pool.take() {
+            pool.shared.unstall(self.core.index);
+        }
         self.close_all(CloseReason::Shutdown);
+        for job in backlog {
+            let reason = match job.kind {
+                JobKind::Close(r) => r,
+                JobKind::Events(_) => self
+                    .zombies
+                    .remove(&job.id)
+                    .unwrap_or(CloseReason::Shutdown),
+            };
+            self.call_on_close(job.id, job.state, reason);
+        }
+        // After this no `connect` can hand this reactor a socket; drain what already came.
+        self.remote().close_inbox();
         while let Some(cmd) = self.inbox.try_recv() {
             match cmd {
                 Command::Connect { id, stream } => {
-                    // The loop is over (or never ran): no worker will take a job from here,
-                    // so this last `on_close` runs on this thread.
                     drop(stream);
                     self.remote().slots.release(id.slot());
                     bump(&self.core.stats().closed[CloseReason::Shutdown.index()], 1);
-                    self.call_on_close(id, H::State::default(), CloseReason::Shutdown);
+                    if let Some(state) = self.new_state() {
+                        self.call_on_close(id, state, CloseReason::Shutdown);
+                    }
                 }
                 Command::Adopt { stream } => {
                     drop(stream);
@@ -1715,6 +1809,21 @@ impl<H: Handler> Reactor<H> {
         }
         self.publish_stats();
         log::debug!("reactor {} stopped", self.core.index);
+    }
+
+    /// A fresh handler state; `None` (logged and counted) if `Default` panicked.
+    fn new_state(&self) -> Option<H::State> {
+        match catch_unwind(H::State::default) {
+            Ok(s) => Some(s),
+            Err(payload) => {
+                log::error!(
+                    "handler state Default panicked: {}",
+                    panic_message(&*payload)
+                );
+                bump(&self.core.stats().handler_failures, 1);
+                None
+            }
+        }
     }
 }
 

@@ -157,10 +157,13 @@ impl<T> TimerWheel<T> {
             if occupied == 0 {
                 continue;
             }
+            // Search from the slot after the current one: a lower level never holds the current
+            // slot (its timers already cascaded), and at the top level the current slot can
+            // only hold timers a full turn ahead, so it comes last.
             let now_slot = slot_for(self.elapsed, level);
-            let slot = (now_slot
-                + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
-                % SLOTS;
+            let start = (now_slot + 1) % SLOTS;
+            let slot =
+                (start + occupied.rotate_right(start as u32).trailing_zeros() as usize) % SLOTS;
             let slot_range = 1u64 << (level * SLOT_BITS);
             let level_range = slot_range << SLOT_BITS;
             let level_start = self.elapsed & !(level_range - 1);
@@ -334,6 +337,21 @@ mod tests {
         assert_eq!(v, vec![1, 3]);
         assert_eq!(w.cancel(a), None);
         assert_eq!(w.cancel(c), None);
+    }
+
+    #[test]
+    fn a_timer_a_full_turn_ahead_does_not_hide_nearer_ones() {
+        let mut w = TimerWheel::new();
+        let mut buf = Vec::new();
+        w.advance(1000, &mut buf);
+        w.insert(u64::MAX, 1u32);
+        w.advance((1 << 30) - 10, &mut buf);
+        assert!(buf.is_empty());
+        w.insert((1 << 30) + 5, 2);
+        let d = w.next_deadline().unwrap();
+        assert!(d <= (1 << 30) + 5, "next deadline {d}");
+        w.advance((1 << 30) + 100_000, &mut buf);
+        assert_eq!(values(&buf), vec![2]);
     }
 
     #[test]

@@ -121,6 +121,17 @@ impl Handler for Probe {
             conn.set_timer(Duration::from_millis(100), 8);
             return data.len();
         }
+        if data == b"nap" {
+            // Blocks the reactor so that commands pile up in its inbox.
+            std::thread::sleep(Duration::from_millis(300));
+            return data.len();
+        }
+        if data == b"race" {
+            // Two timers due in the same tick; whichever fires first cancels the other.
+            conn.set_timer(Duration::from_millis(50), 20);
+            conn.set_timer(Duration::from_millis(50), 21);
+            return data.len();
+        }
         if data == b"disarm" {
             let n = conn.cancel_timer(9);
             let _ = conn.write(format!("cancelled {n}\n").as_bytes());
@@ -149,6 +160,9 @@ impl Handler for Probe {
 
     fn on_timer(&self, conn: &mut shoal_core::Conn<'_>, _: &mut (), tag: u64) {
         self.rec.send(Event::Timer(conn.id(), tag));
+        if tag == 20 || tag == 21 {
+            conn.cancel_timer(41 - tag);
+        }
         let _ = conn.write(format!("timer {tag}\n").as_bytes());
     }
 
