@@ -78,6 +78,9 @@ pub struct Config {
     /// After `stop()`, how long queued output may take to flush before the remaining
     /// connections are closed. Default 5 s.
     pub shutdown_grace: Duration,
+    /// How long a lingering close (`Conn::shutdown`) waits for the peer to close after the
+    /// write side was shut down. Default 2 s.
+    pub linger_timeout: Duration,
     /// How long accepting pauses after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`. Default 100 ms.
     pub accept_backoff: Duration,
     /// Readiness events taken per `epoll_wait`. Default 1024.
@@ -121,6 +124,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_connections: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
+            linger_timeout: Duration::from_secs(2),
             accept_backoff: Duration::from_millis(100),
             events_capacity: 1024,
             read_budget: 16,
@@ -194,6 +198,8 @@ impl Config {
         max_connections: usize,
         /// Sets [`Config::shutdown_grace`].
         shutdown_grace: Duration,
+        /// Sets [`Config::linger_timeout`].
+        linger_timeout: Duration,
         /// Sets [`Config::accept_backoff`].
         accept_backoff: Duration,
         /// Sets [`Config::events_capacity`].

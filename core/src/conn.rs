@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::pool::{TimerOp, WorkerCtx};
-use crate::reactor::Core;
+use crate::reactor::{CloseMode, Core};
 use crate::server::ServerHandle;
 
 const SLOT_BITS: u32 = 24;
@@ -228,18 +228,57 @@ impl<'a> Conn<'a> {
 
     /// Closes gracefully once queued output is flushed; no more input is delivered.
     pub fn close(&mut self) {
-        self.request_close(crate::CloseReason::Closed, false);
+        self.close_with(crate::CloseReason::Closed, CloseMode::Flush);
+    }
+
+    /// Closes in two steps so the peer reads everything even while it is still sending:
+    /// flush queued output, shut down the write side, discard input until the peer closes (or
+    /// `linger_timeout` passes), then close. Without the second step a close with unread
+    /// input makes the kernel send a reset, which can destroy the last response in transit.
+    pub fn shutdown(&mut self) {
+        self.close_with(crate::CloseReason::Closed, CloseMode::Linger);
     }
 
     /// Closes at once, discarding queued output.
     pub fn abort(&mut self) {
-        self.request_close(crate::CloseReason::Aborted, true);
+        self.close_with(crate::CloseReason::Aborted, CloseMode::Abort);
     }
 
-    fn request_close(&mut self, reason: crate::CloseReason, abort: bool) {
+    /// Closes with a given reason (protocol layers: `ProtocolError`, timeouts).
+    pub(crate) fn close_with(&mut self, reason: crate::CloseReason, mode: CloseMode) {
         match &mut self.inner {
-            Inner::Reactor(core) => core.request_close(self.id, reason, abort),
-            Inner::Worker(ctx) => ctx.request_close(reason, abort),
+            Inner::Reactor(core) => core.request_close(self.id, reason, mode),
+            Inner::Worker(ctx) => ctx.request_close(reason, mode),
+        }
+    }
+
+    /// Stops reading and delivering input (flow control: the kernel pushes back on the peer)
+    /// until [`Conn::resume_input`] or `ServerHandle::resume_input`. Timers, writes and closes
+    /// still work. Unconsumed input is kept.
+    pub fn pause_input(&mut self) {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.pause_input(self.id),
+            Inner::Worker(ctx) => ctx.input(false),
+        }
+    }
+
+    /// Resumes input: the unconsumed input is presented again through `Handler::on_resume`
+    /// once the output queued so far is flushed, then reading continues. Called right after
+    /// `pause_input` in the same callback, it yields: the rest of the input is handled on the
+    /// next loop turn.
+    pub fn resume_input(&mut self) {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.resume_input(self.id),
+            Inner::Worker(ctx) => ctx.input(true),
+        }
+    }
+
+    /// The reactor's time at the start of this loop turn (coarse, free); the current time on a
+    /// worker.
+    pub fn now(&self) -> std::time::Instant {
+        match &self.inner {
+            Inner::Reactor(core) => core.now_instant,
+            Inner::Worker(_) => std::time::Instant::now(),
         }
     }
 

@@ -33,6 +33,17 @@ pub trait Handler: Send + Sync + 'static {
     /// `data.len()` is a handler failure.
     fn on_data(&self, conn: &mut Conn<'_>, state: &mut Self::State, data: &[u8]) -> usize;
 
+    /// Input paused with [`Conn::pause_input`] was resumed: `data` is the unconsumed input
+    /// (possibly empty). Returns the bytes consumed, as `on_data`. The default presents
+    /// non-empty input to `on_data`.
+    fn on_resume(&self, conn: &mut Conn<'_>, state: &mut Self::State, data: &[u8]) -> usize {
+        if data.is_empty() {
+            0
+        } else {
+            self.on_data(conn, state, data)
+        }
+    }
+
     /// The peer shut down its sending side. Return `true` to keep the connection open for
     /// writing (finish answering, then call [`Conn::close`]); the default, `false`, closes it
     /// gracefully with [`CloseReason::PeerClosed`] once queued output is flushed.

@@ -16,7 +16,7 @@ use crate::conn::ConnId;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::pool::{PoolParts, PoolShared, WorkerPool};
-use crate::reactor::{self, Command, Reactor, Remote, WAKER};
+use crate::reactor::{self, CloseMode, Command, Reactor, Remote, WAKER};
 use crate::stats::{ReactorStats, Stats};
 
 /// State shared by all reactors and handles of one server.
@@ -145,12 +145,42 @@ impl ServerHandle {
 
     /// Closes `id` gracefully: queued output is flushed first.
     pub fn close(&self, id: ConnId) -> Result<()> {
-        self.send(id, Command::Close { id, abort: false })
+        self.send(
+            id,
+            Command::Close {
+                id,
+                mode: CloseMode::Flush,
+            },
+        )
+    }
+
+    /// Closes `id` in two steps, as [`crate::Conn::shutdown`]: flush, shut down writing,
+    /// discard input until the peer closes or `linger_timeout`, then close.
+    pub fn shutdown(&self, id: ConnId) -> Result<()> {
+        self.send(
+            id,
+            Command::Close {
+                id,
+                mode: CloseMode::Linger,
+            },
+        )
     }
 
     /// Closes `id` at once, discarding queued output.
     pub fn abort(&self, id: ConnId) -> Result<()> {
-        self.send(id, Command::Close { id, abort: true })
+        self.send(
+            id,
+            Command::Close {
+                id,
+                mode: CloseMode::Abort,
+            },
+        )
+    }
+
+    /// Resumes input paused by [`crate::Conn::pause_input`]: the unconsumed input is
+    /// presented again through `Handler::on_resume`, then reading continues.
+    pub fn resume_input(&self, id: ConnId) -> Result<()> {
+        self.send(id, Command::Resume { id })
     }
 
     /// Arms a timer on `id` that calls `Handler::on_timer` with `tag` after `after`.

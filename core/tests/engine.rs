@@ -247,6 +247,52 @@ both_modes! {
         srv.stop_within(5 * SEC);
     }
 
+    paused_input_is_presented_again_on_resume(1, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        c.write_all(b"hold").unwrap();
+        let mut l = [0u8; 5];
+        c.read_exact(&mut l).unwrap();
+        assert_eq!(&l, b"held\n");
+        // Sent while input is held: neither read nor delivered.
+        c.write_all(b"later").unwrap();
+        assert!(silent_for(&mut c, Duration::from_millis(200)));
+        srv.handle.resume_input(id).unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"later");
+        assert!(events.drain().iter().any(|e| matches!(e, Event::Resume(i, _) if *i == id)));
+        assert_eq!(roundtrip(&mut c, b"again"), b"again");
+        srv.stop_within(5 * SEC);
+    }
+
+    shutdown_lets_the_peer_read_the_answer_while_it_keeps_sending(1, cfg) {
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        // The request comes with more data behind it, still unread when the server closes:
+        // a plain close would make the kernel answer with a reset.
+        let mut burst = b"bye".to_vec();
+        burst.extend(std::iter::repeat_n(b'j', 512 * 1024));
+        let mut w = c.try_clone().unwrap();
+        let sender = std::thread::spawn(move || {
+            let _ = w.write_all(&burst);
+            for _ in 0..4 {
+                if w.write_all(&[b'j'; 64 * 1024]).is_err() {
+                    break;
+                }
+            }
+        });
+        let (got, end) = read_to_end(&mut c, 5 * SEC);
+        assert_eq!(got, b"goodbye\n");
+        assert_eq!(end, ReadEnd::Eof, "the answer arrives, then end-of-stream, not a reset");
+        sender.join().unwrap();
+        drop(c);
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::Closed);
+        srv.stop_within(5 * SEC);
+    }
+
     write_timeout_closes_a_client_that_never_reads(2, cfg) {
         let cfg = cfg
             .write_timeout(Some(Duration::from_millis(300)))

@@ -536,3 +536,53 @@ fn huge_durations_do_not_overflow() {
     drop(c);
     srv.stop_within(5 * SEC);
 }
+
+/// Pauses on `hold`, echoes otherwise; reports resumes.
+struct Holder(Recorder);
+
+impl Handler for Holder {
+    type State = ();
+    fn on_open(&self, conn: &mut Conn<'_>, _: &mut ()) {
+        self.0.send(Event::Open(conn.id()));
+    }
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        if data.starts_with(b"hold") {
+            let _ = conn.write(b"held\n");
+            conn.pause_input();
+            return 4;
+        }
+        let _ = conn.write(data);
+        data.len()
+    }
+    fn on_resume(&self, conn: &mut Conn<'_>, s: &mut (), data: &[u8]) -> usize {
+        self.0.send(Event::Resume(conn.id(), data.len()));
+        self.on_data(conn, s, data)
+    }
+}
+
+#[test]
+fn pause_and_resume_input_on_workers() {
+    let (rec, events) = recorder();
+    let srv = Running::start(pool_config(1, 2, 16), Holder(rec));
+    let mut c = client(srv.addr);
+    let id = events.open();
+    // "hold" and what follows arrive together: the tail waits for the resume.
+    c.write_all(b"holdpending").unwrap();
+    let mut l = [0u8; 5];
+    c.read_exact(&mut l).unwrap();
+    assert_eq!(&l, b"held\n");
+    assert!(silent_for(&mut c, Duration::from_millis(200)));
+    srv.handle.resume_input(id).unwrap();
+    let mut got = [0u8; 7];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pending");
+    assert_eq!(
+        events.wait(5 * SEC, |e| match e {
+            Event::Resume(i, n) if *i == id => Some(*n),
+            _ => None,
+        }),
+        7
+    );
+    assert_eq!(roundtrip(&mut c, b"after"), b"after");
+    srv.stop_within(5 * SEC);
+}

@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::conn::{Conn, ConnId};
 use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
+use crate::reactor::CloseMode;
 use crate::server::ServerHandle;
 
 /// A timer request made from a worker, applied by the reactor.
@@ -41,7 +42,9 @@ pub(crate) enum TimerOp {
 /// What a worker's callbacks asked for, applied by the reactor when the job is done.
 #[derive(Debug, Default)]
 pub(crate) struct Actions {
-    pub(crate) close: Option<(CloseReason, bool)>,
+    pub(crate) close: Option<(CloseReason, CloseMode)>,
+    /// The last `pause_input` (false) or `resume_input` (true) request.
+    pub(crate) input: Option<bool>,
     pub(crate) failed: bool,
     pub(crate) timers: Vec<TimerOp>,
     /// `on_eof` asked to keep the connection open.
@@ -57,6 +60,8 @@ pub(crate) struct JobEvents {
     pub(crate) timers: Vec<u64>,
     pub(crate) drain: bool,
     pub(crate) eof: bool,
+    /// `data` is input presented again after `resume_input` (`on_resume`, even if empty).
+    pub(crate) resume: bool,
 }
 
 #[derive(Debug)]
@@ -228,7 +233,7 @@ impl WorkerCtx {
             return Err(Error::Closed);
         }
         if self.queued + self.out.len() + len > self.shared.max_write_buffer {
-            self.actions.close = Some((CloseReason::WriteOverflow, true));
+            self.actions.close = Some((CloseReason::WriteOverflow, CloseMode::Abort));
             return Err(Error::WriteOverflow);
         }
         Ok(())
@@ -252,17 +257,19 @@ impl WorkerCtx {
         self.queued + self.out.len()
     }
 
-    pub(crate) fn request_close(&mut self, reason: CloseReason, abort: bool) {
-        match self.actions.close {
-            Some((_, true)) => {}
-            Some((_, false)) if !abort => {}
-            _ => self.actions.close = Some((reason, abort)),
+    pub(crate) fn request_close(&mut self, reason: CloseReason, mode: CloseMode) {
+        if !matches!(self.actions.close, Some((_, m)) if m >= mode) {
+            self.actions.close = Some((reason, mode));
         }
     }
 
     pub(crate) fn fail(&mut self) {
         self.actions.failed = true;
-        self.actions.close = Some((CloseReason::HandlerFailed, true));
+        self.actions.close = Some((CloseReason::HandlerFailed, CloseMode::Abort));
+    }
+
+    pub(crate) fn input(&mut self, resume: bool) {
+        self.actions.input = Some(resume);
     }
 
     pub(crate) fn timer(&mut self, op: TimerOp) {
@@ -361,7 +368,9 @@ impl<H: Handler> Worker<H> {
                     if ev.open {
                         handler.on_open(&mut conn, &mut state);
                     }
-                    if !data.is_empty() && !conn.is_closing() {
+                    if ev.resume && !conn.is_closing() {
+                        consumed = Some(handler.on_resume(&mut conn, &mut state, data));
+                    } else if !data.is_empty() && !conn.is_closing() {
                         consumed = Some(handler.on_data(&mut conn, &mut state, data));
                     }
                     for &tag in &ev.timers {

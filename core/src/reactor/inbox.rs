@@ -17,7 +17,11 @@ pub(crate) enum Command {
     },
     Close {
         id: ConnId,
-        abort: bool,
+        mode: super::CloseMode,
+    },
+    /// `resume_input` from another thread.
+    Resume {
+        id: ConnId,
     },
     SetTimer {
         id: ConnId,

@@ -60,17 +60,41 @@ const INPUT_PAUSED: u16 = 1 << 7;
 /// Pool mode: reading is paused because the connection's job waits in the reactor's backlog
 /// (the shared queue is full).
 const QUEUE_HELD: u16 = 1 << 8;
+/// The handler paused input (`Conn::pause_input`): nothing is read or delivered.
+const INPUT_HELD: u16 = 1 << 10;
+/// Input was resumed: present the unconsumed input again (`Handler::on_resume`).
+const REDELIVER: u16 = 1 << 11;
+/// A lingering close: output is flushed and the write side shut down; input is read and
+/// discarded until the peer closes or `linger_timeout` passes.
+const LINGER: u16 = 1 << 12;
 /// The peer's end-of-stream or an error was reported: read to the end when reading resumes
 /// (edge-triggered epoll reports it only once).
 const HUP_SEEN: u16 = 1 << 9;
 /// Any reason not to read now.
-const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD;
+const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD | INPUT_HELD;
 
 // Pending events of a connection in pool mode (`Connection::pending`).
 const P_OPEN: u8 = 1 << 0;
 const P_DATA: u8 = 1 << 1;
 const P_DRAIN: u8 = 1 << 2;
 const P_EOF: u8 = 1 << 3;
+/// Present the unconsumed input again through `on_resume`.
+const P_RESUME: u8 = 1 << 4;
+/// A resume requested from another thread while a job ran: applied after the job's own
+/// pause/resume requests.
+const P_RESUME_LATER: u8 = 1 << 5;
+
+/// How a requested close proceeds; a stronger mode overrides a weaker one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CloseMode {
+    /// Flush queued output, then close.
+    Flush,
+    /// Flush, shut down the write side, discard input until the peer closes (bounded by
+    /// `linger_timeout`), then close: the peer reads everything even if it was still sending.
+    Linger,
+    /// Close now, discarding queued output.
+    Abort,
+}
 
 /// Why a timer was set.
 #[derive(Debug, Clone, Copy)]
@@ -109,10 +133,13 @@ pub(crate) struct Connection {
     input_since: u64,
     /// Tick since which queued output has made no progress.
     stall_since: u64,
-    /// A close requested during a callback or by a command: (reason, abort).
-    close_req: Option<(CloseReason, bool)>,
-    /// Set once a graceful close is under way: close with this reason when output is flushed.
-    closing: Option<CloseReason>,
+    /// A close requested during a callback or by a command.
+    close_req: Option<(CloseReason, CloseMode)>,
+    /// Set once a graceful close is under way: close with this reason when output is flushed
+    /// (lingering first if the flag says so).
+    closing: Option<(CloseReason, bool)>,
+    /// When a lingering close gives up waiting for the peer.
+    linger_at: u64,
     /// Pool mode: events waiting for the next job (`P_*`) and fired timer tags.
     pending: u8,
     pending_timers: Vec<u64>,
@@ -153,6 +180,7 @@ struct Limits {
     flush_at: usize,
     max_pending_input: usize,
     handler_timeout: Option<u64>,
+    linger: u64,
 }
 
 /// A delay in wheel ticks, never short: rounded up to whole milliseconds, plus one tick because
@@ -169,7 +197,11 @@ fn ticks(d: Duration) -> u64 {
 
 /// Milliseconds since `epoch`, plus one: the wheel's tick 0 is its origin.
 pub(crate) fn tick_since(epoch: Instant) -> u64 {
-    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    tick_at(epoch, Instant::now())
+}
+
+fn tick_at(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// The part of a reactor that callbacks reach through [`Conn`]: connections, timers, pool.
@@ -181,7 +213,11 @@ pub(crate) struct Core {
     timers: TimerWheel<TimerEvent>,
     pool: BufferPool,
     now: u64,
+    /// The time `now` was read (for `Conn::now`).
+    pub(crate) now_instant: Instant,
     dirty: Vec<u32>,
+    /// Connections to read (budget spent, or reading resumed) or to present input again.
+    ready: VecDeque<ConnId>,
     limits: Limits,
     pub(crate) handle: ServerHandle,
 }
@@ -224,7 +260,7 @@ impl Core {
             return Err(Error::Closed);
         }
         if c.out.len().saturating_add(extra) > max {
-            c.close_req = Some((CloseReason::WriteOverflow, true));
+            c.close_req = Some((CloseReason::WriteOverflow, CloseMode::Abort));
             Self::mark_dirty(&mut self.dirty, c);
             return Err(Error::WriteOverflow);
         }
@@ -274,33 +310,59 @@ impl Core {
             .is_none_or(|c| c.close_req.is_some() || c.closing.is_some())
     }
 
-    /// Records a close to be carried out once the current callback returns. An abort
-    /// overrides a pending graceful close; the first reason of each kind wins.
-    pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason, abort: bool) {
-        let Some(c) = self
-            .conns
-            .get_mut(id.slot() as usize)
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
-        else {
+    /// Records a close to be carried out once the current callback returns. A stronger mode
+    /// overrides a weaker pending one; the first reason of a mode wins; once a graceful close
+    /// is under way only an abort changes it.
+    pub(crate) fn request_close(&mut self, id: ConnId, reason: CloseReason, mode: CloseMode) {
+        let Some(c) = lookup(&mut self.conns, id) else {
             return;
         };
-        match c.close_req {
-            Some((_, true)) => return,
-            Some((_, false)) if !abort => return,
-            _ => {}
-        }
-        if !abort && c.closing.is_some() {
+        if matches!(c.close_req, Some((_, m)) if m >= mode) {
             return;
         }
-        c.close_req = Some((reason, abort));
+        if mode != CloseMode::Abort && c.closing.is_some() {
+            return;
+        }
+        c.close_req = Some((reason, mode));
         Self::mark_dirty(&mut self.dirty, c);
+    }
+
+    /// Stops reading and delivering input until `resume_input`.
+    pub(crate) fn pause_input(&mut self, id: ConnId) {
+        if let Some(c) = lookup(&mut self.conns, id) {
+            c.flags |= INPUT_HELD;
+            c.flags &= !REDELIVER;
+        }
+    }
+
+    /// Resumes input: the unconsumed input is presented again (`on_resume`) on the next loop
+    /// turn, after the output queued so far is flushed; reading continues after it.
+    pub(crate) fn resume_input(&mut self, id: ConnId) {
+        let Some(c) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        if c.job_seq != 0 {
+            // A worker runs this connection's callbacks: act once its job is done, after any
+            // pause it requested.
+            c.pending |= P_RESUME_LATER;
+            return;
+        }
+        c.flags &= !INPUT_HELD;
+        c.flags |= REDELIVER;
+        Self::enqueue_ready(&mut self.ready, c);
+    }
+
+    fn enqueue_ready(ready: &mut VecDeque<ConnId>, c: &mut Connection) {
+        if c.flags & IN_READY == 0 {
+            c.flags |= IN_READY;
+            ready.push_back(c.id);
+        }
     }
 
     pub(crate) fn fail(&mut self, id: ConnId) {
         if self.get(id).is_some() {
             bump(&self.stats().handler_failures, 1);
-            self.request_close(id, CloseReason::HandlerFailed, true);
+            self.request_close(id, CloseReason::HandlerFailed, CloseMode::Abort);
         }
     }
 
@@ -341,6 +403,10 @@ impl Core {
     /// The earliest built-in deadline of a connection and the reason it would close with.
     fn deadline(limits: &Limits, c: &Connection) -> Option<(u64, CloseReason)> {
         let mut best: Option<(u64, CloseReason)> = None;
+        if c.flags & LINGER != 0 {
+            let reason = c.closing.map_or(CloseReason::Closed, |(r, _)| r);
+            return Some((c.linger_at, reason));
+        }
         let mut consider = |at: u64, r: CloseReason| {
             if best.is_none_or(|(b, _)| at < b) {
                 best = Some((at, r));
@@ -400,7 +466,6 @@ pub(crate) struct Reactor<H: Handler> {
     listener: Option<TcpListener>,
     inbox: Inbox,
     scratch: Vec<u8>,
-    ready: VecDeque<ConnId>,
     fired: Vec<(TimerId, TimerEvent)>,
     epoch: Instant,
     accept_more: bool,
@@ -494,6 +559,7 @@ impl<H: Handler> Reactor<H> {
             flush_at: config.read_buffer_size,
             max_pending_input: config.max_pending_input,
             handler_timeout: config.handler_timeout.map(ticks),
+            linger: ticks(config.linger_timeout),
         };
         Ok(Reactor {
             core: Core {
@@ -502,7 +568,9 @@ impl<H: Handler> Reactor<H> {
                 timers: TimerWheel::new(),
                 pool: BufferPool::new(config.pool_buffer_size, config.pool_max_free),
                 now: 0,
+                now_instant: epoch,
                 dirty: Vec::new(),
+                ready: VecDeque::new(),
                 limits,
                 handle,
             },
@@ -514,7 +582,6 @@ impl<H: Handler> Reactor<H> {
             listener,
             inbox,
             scratch: vec![0; config.read_buffer_size],
-            ready: VecDeque::new(),
             fired: Vec::new(),
             epoch,
             paused_limit: false,
@@ -546,7 +613,7 @@ impl<H: Handler> Reactor<H> {
     fn poll_timeout(&self) -> Option<Duration> {
         // A set flag means work is waiting but its wake-up was already spent (a drain that
         // stopped at its budget): do not block.
-        if !self.ready.is_empty() || self.accept_more || self.remote().is_notified() {
+        if !self.core.ready.is_empty() || self.accept_more || self.remote().is_notified() {
             return Some(Duration::ZERO);
         }
         let next = self.core.timers.next_deadline()?;
@@ -565,7 +632,8 @@ impl<H: Handler> Reactor<H> {
                 log::error!("reactor {}: epoll_wait failed: {e}", self.core.index);
                 break;
             }
-            self.core.now = self.clock();
+            self.core.now_instant = Instant::now();
+            self.core.now = tick_at(self.epoch, self.core.now_instant);
             let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
             for ev in events.iter() {
                 match ev.token() {
@@ -758,6 +826,7 @@ impl<H: Handler> Reactor<H> {
             stall_since: NEVER,
             close_req: None,
             closing: None,
+            linger_at: NEVER,
             pending: 0,
             pending_timers: Vec::new(),
             job_seq: 0,
@@ -865,6 +934,10 @@ impl<H: Handler> Reactor<H> {
             Some(c) => c.flags & HUP_SEEN != 0,
             None => return,
         };
+        if self.core.get(id).is_some_and(|c| c.flags & LINGER != 0) {
+            self.drain_linger(id);
+            return;
+        }
         for _ in 0..self.core.limits.read_budget {
             let Some(c) = self.core.get_mut(id) else {
                 return;
@@ -910,29 +983,49 @@ impl<H: Handler> Reactor<H> {
     }
 
     fn make_ready(&mut self, id: ConnId) {
-        if let Some(c) = self.core.get_mut(id) {
+        if let Some(c) = lookup(&mut self.core.conns, id) {
             c.flags |= READ_READY;
-            if c.flags & IN_READY == 0 {
-                c.flags |= IN_READY;
-                self.ready.push_back(id);
-            }
+            Core::enqueue_ready(&mut self.core.ready, c);
         }
     }
 
     fn run_ready(&mut self) {
-        for _ in 0..self.ready.len() {
-            let Some(id) = self.ready.pop_front() else {
+        for _ in 0..self.core.ready.len() {
+            let Some(id) = self.core.ready.pop_front() else {
                 break;
             };
             let Some(c) = self.core.get_mut(id) else {
                 continue;
             };
             c.flags &= !IN_READY;
-            if c.flags & READ_READY != 0 && c.flags & NO_READ == 0 {
-                self.read(id, false);
-                self.service_dirty();
+            if c.flags & REDELIVER != 0 {
+                c.flags &= !REDELIVER;
+                self.redeliver(id);
             }
+            let Some(c) = self.core.get_mut(id) else {
+                continue;
+            };
+            if c.flags & LINGER != 0 || (c.flags & READ_READY != 0 && c.flags & NO_READ == 0) {
+                self.read(id, false);
+            }
+            self.service_dirty();
         }
+    }
+
+    /// Presents the unconsumed input again after `resume_input` (`Handler::on_resume`).
+    fn redeliver(&mut self, id: ConnId) {
+        if self.pool.is_some() {
+            self.post(id, P_RESUME);
+            return;
+        }
+        let Some(c) = self.core.get_mut(id) else {
+            return;
+        };
+        if c.close_req.is_some() || c.closing.is_some() {
+            return;
+        }
+        let input = std::mem::take(&mut c.input);
+        self.present(id, input, true);
     }
 
     /// Presents the bytes just read (at the front of `scratch`), after any unconsumed tail.
@@ -974,38 +1067,65 @@ impl<H: Handler> Reactor<H> {
         } else {
             c.input.extend_from_slice(&self.scratch[..n]);
             let input = std::mem::take(&mut c.input);
-            let consumed = invoke(
+            self.present(id, input, false);
+        }
+        let limits = &self.core.limits;
+        let c = self.core.conns[slot].as_mut().expect("live");
+        if c.input.len() > limits.max_read_buffer {
+            self.core
+                .request_close(id, CloseReason::ReadOverflow, CloseMode::Abort);
+        } else if c.out.len() >= limits.flush_at {
+            self.service_dirty();
+        }
+    }
+
+    /// Calls `on_data` (or `on_resume`) with input held by the connection, keeping what the
+    /// handler left unconsumed.
+    fn present(&mut self, id: ConnId, input: Vec<u8>, resume: bool) {
+        let slot = id.slot() as usize;
+        let now = self.core.now;
+        let consumed = if resume {
+            invoke(
+                &mut self.core,
+                &mut self.states,
+                &*self.handler,
+                id,
+                "on_resume",
+                |h, c, s| h.on_resume(c, s, &input),
+            )
+        } else {
+            invoke(
                 &mut self.core,
                 &mut self.states,
                 &*self.handler,
                 id,
                 "on_data",
                 |h, c, s| h.on_data(c, s, &input),
-            );
-            let consumed = self.check_consumed(id, consumed, input.len());
-            let c = self.core.conns[slot].as_mut().expect("live");
-            match consumed {
-                Some(k) if k == input.len() => {
-                    c.input_since = NEVER;
-                    self.core.pool.put(input);
-                }
-                Some(k) => {
-                    let mut input = input;
-                    input.drain(..k);
-                    if k > 0 {
-                        c.input_since = now;
-                    }
-                    c.input = input;
-                }
-                None => self.core.pool.put(input),
-            }
-        }
-        let limits = &self.core.limits;
+            )
+        };
+        let consumed = self.check_consumed(id, consumed, input.len());
         let c = self.core.conns[slot].as_mut().expect("live");
-        if c.input.len() > limits.max_read_buffer {
-            self.core.request_close(id, CloseReason::ReadOverflow, true);
-        } else if c.out.len() >= limits.flush_at {
-            self.service_dirty();
+        match consumed {
+            Some(k) if k == input.len() => {
+                c.input_since = NEVER;
+                self.core.pool.put(input);
+            }
+            Some(k) => {
+                let mut input = input;
+                input.drain(..k);
+                if k > 0 || c.input_since == NEVER {
+                    c.input_since = now;
+                    self.core.arm(id.slot());
+                }
+                let c = self.core.conns[slot].as_mut().expect("live");
+                c.input = input;
+            }
+            None => self.core.pool.put(input),
+        }
+        let c = self.core.conns[slot].as_mut().expect("live");
+        if c.input.len() > self.core.limits.max_read_buffer {
+            self.core
+                .request_close(id, CloseReason::ReadOverflow, CloseMode::Abort);
         }
     }
 
@@ -1042,7 +1162,8 @@ impl<H: Handler> Reactor<H> {
             |h, c, s| h.on_eof(c, s),
         );
         if keep != Some(true) {
-            self.core.request_close(id, CloseReason::PeerClosed, false);
+            self.core
+                .request_close(id, CloseReason::PeerClosed, CloseMode::Flush);
         }
     }
 
@@ -1059,12 +1180,12 @@ impl<H: Handler> Reactor<H> {
             }
             c.flags &= !DIRTY;
             let id = c.id;
-            if let Some((reason, abort)) = c.close_req.take() {
-                if abort {
+            if let Some((reason, mode)) = c.close_req.take() {
+                if mode == CloseMode::Abort {
                     self.close_now(id, reason);
                     continue;
                 }
-                c.closing = Some(reason);
+                c.closing = Some((reason, mode == CloseMode::Linger));
             }
             self.flush(id);
         }
@@ -1098,10 +1219,15 @@ impl<H: Handler> Reactor<H> {
         if queued == 0 {
             c.stall_since = NEVER;
             // A job still running may produce output: a graceful close waits for it.
-            if let Some(reason) = c.closing
+            if let Some((reason, linger)) = c.closing
                 && c.job_seq == 0
+                && c.flags & LINGER == 0
             {
-                self.close_now(id, reason);
+                if linger && c.flags & READ_CLOSED == 0 {
+                    self.start_linger(id);
+                } else {
+                    self.close_now(id, reason);
+                }
                 return;
             }
         } else if c.stall_since == NEVER {
@@ -1131,6 +1257,53 @@ impl<H: Handler> Reactor<H> {
                 self.make_ready(id);
             }
         }
+    }
+
+    /// Output is flushed: shut down the write side (the peer reads end-of-stream after the
+    /// last byte) and discard input until the peer closes or `linger_timeout` passes.
+    fn start_linger(&mut self, id: ConnId) {
+        let at = self.core.now.saturating_add(self.core.limits.linger);
+        let Some(c) = self.core.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = socket2::SockRef::from(&c.stream).shutdown(std::net::Shutdown::Write) {
+            let reason = c.closing.map_or(CloseReason::Closed, |(r, _)| r);
+            log::debug!("shutdown on {id:?}: {e}");
+            self.close_now(id, reason);
+            return;
+        }
+        c.flags |= LINGER;
+        c.linger_at = at;
+        if let Some(t) = c.timer.take() {
+            self.core.timers.cancel(t);
+        }
+        self.core.arm(id.slot());
+        // Input may already be waiting (its edge was consumed earlier): look now.
+        self.make_ready(id);
+    }
+
+    /// Reads and discards input of a lingering connection; closes it at end-of-stream.
+    fn drain_linger(&mut self, id: ConnId) {
+        for _ in 0..self.core.limits.read_budget {
+            let Some(c) = self.core.get_mut(id) else {
+                return;
+            };
+            let reason = c.closing.map_or(CloseReason::Closed, |(r, _)| r);
+            match (&c.stream).read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close_now(id, reason);
+                    return;
+                }
+                Ok(n) => bump(&self.core.stats().bytes_in, n as u64),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_now(id, reason);
+                    return;
+                }
+            }
+        }
+        self.make_ready(id);
     }
 
     /// Closes a connection now: releases its socket, buffers, timer and slot, then calls
@@ -1323,7 +1496,7 @@ impl<H: Handler> Reactor<H> {
                     let held: usize = c.held_writes.iter().map(Vec::len).sum();
                     if c.out.len() + held + data.len() > self.core.limits.max_write_buffer {
                         self.core
-                            .request_close(id, CloseReason::WriteOverflow, true);
+                            .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
                     } else {
                         c.held_writes.push(data);
                     }
@@ -1331,14 +1504,15 @@ impl<H: Handler> Reactor<H> {
                 }
                 let _ = self.core.write_owned(id, data);
             }
-            Command::Close { id, abort } => {
-                let reason = if abort {
+            Command::Close { id, mode } => {
+                let reason = if mode == CloseMode::Abort {
                     CloseReason::Aborted
                 } else {
                     CloseReason::Closed
                 };
-                self.core.request_close(id, reason, abort);
+                self.core.request_close(id, reason, mode);
             }
+            Command::Resume { id } => self.core.resume_input(id),
             Command::SetTimer { id, after, tag } => self.core.set_user_timer(id, after, tag),
             Command::CancelTimer { id, tag } => {
                 self.core.cancel_user_timers(id, tag);
@@ -1392,10 +1566,17 @@ impl<H: Handler> Reactor<H> {
         let Some(c) = lookup(&mut self.core.conns, id) else {
             return;
         };
+        // While input is held, input events wait; the others still run.
+        let mask = if c.flags & INPUT_HELD != 0 {
+            !(P_DATA | P_EOF | P_RESUME | P_RESUME_LATER)
+        } else {
+            !P_RESUME_LATER
+        };
+        let due = c.pending & mask;
         if c.job_seq != 0
             || c.close_req.is_some()
             || c.closing.is_some()
-            || (c.pending == 0 && c.pending_timers.is_empty())
+            || (due == 0 && c.pending_timers.is_empty())
         {
             return;
         }
@@ -1403,18 +1584,19 @@ impl<H: Handler> Reactor<H> {
             return;
         };
         let events = JobEvents {
-            open: c.pending & P_OPEN != 0,
-            data: if c.pending & P_DATA != 0 {
+            open: due & P_OPEN != 0,
+            data: if due & (P_DATA | P_RESUME) != 0 {
                 c.tail_len = 0;
                 std::mem::take(&mut c.input)
             } else {
                 Vec::new()
             },
             timers: std::mem::take(&mut c.pending_timers),
-            drain: c.pending & P_DRAIN != 0,
-            eof: c.pending & P_EOF != 0,
+            drain: due & P_DRAIN != 0,
+            eof: due & P_EOF != 0,
+            resume: due & P_RESUME != 0,
         };
-        c.pending = 0;
+        c.pending &= !due;
         let seq = pool.shared.next_seq();
         c.job_seq = seq;
         if let Some(t) = self.core.limits.handler_timeout {
@@ -1652,7 +1834,7 @@ impl<H: Handler> Reactor<H> {
         } else if c.out.len() + out.len() > limits.max_write_buffer {
             self.core.pool.put(out);
             self.core
-                .request_close(id, CloseReason::WriteOverflow, true);
+                .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
         } else {
             c.out.push_owned(out, &mut self.core.pool);
             Core::mark_dirty(&mut self.core.dirty, c);
@@ -1674,17 +1856,33 @@ impl<H: Handler> Reactor<H> {
                 }
             }
         }
-        if failed {
+        if overconsumed {
             self.core
-                .request_close(id, CloseReason::HandlerFailed, true);
-        } else if let Some((reason, abort)) = actions.close {
-            self.core.request_close(id, reason, abort);
+                .request_close(id, CloseReason::HandlerFailed, CloseMode::Abort);
+        } else if let Some((reason, mode)) = actions.close {
+            self.core.request_close(id, reason, mode);
+        } else if failed {
+            self.core
+                .request_close(id, CloseReason::HandlerFailed, CloseMode::Abort);
+        }
+        match actions.input {
+            Some(false) => self.core.pause_input(id),
+            Some(true) => self.core.resume_input(id),
+            None => {}
+        }
+        if let Some(c) = self.core.get_mut(id)
+            && c.pending & P_RESUME_LATER != 0
+        {
+            c.pending &= !P_RESUME_LATER;
+            self.core.resume_input(id);
         }
         if eof && !actions.keep_open {
-            self.core.request_close(id, CloseReason::PeerClosed, false);
+            self.core
+                .request_close(id, CloseReason::PeerClosed, CloseMode::Flush);
         }
         if tail_overflow {
-            self.core.request_close(id, CloseReason::ReadOverflow, true);
+            self.core
+                .request_close(id, CloseReason::ReadOverflow, CloseMode::Abort);
         }
         // A graceful close that waited for this job can now complete.
         if let Some(c) = lookup(&mut self.core.conns, id)
@@ -1754,7 +1952,8 @@ impl<H: Handler> Reactor<H> {
             if c.flags & CONNECTING != 0 {
                 self.close_now(id, CloseReason::Shutdown);
             } else {
-                self.core.request_close(id, CloseReason::Shutdown, false);
+                self.core
+                    .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
             }
         }
         self.service_dirty();

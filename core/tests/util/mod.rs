@@ -18,6 +18,7 @@ pub enum Event {
     Close(ConnId, CloseReason),
     Timer(ConnId, u64),
     Drain(ConnId),
+    Resume(ConnId, usize),
 }
 
 /// A channel of [`Event`]s shared by a handler and the test.
@@ -121,6 +122,19 @@ impl Handler for Probe {
             conn.set_timer(Duration::from_millis(100), 8);
             return data.len();
         }
+        if data.starts_with(b"hold") {
+            // Echo this, then take no more input until resumed from outside.
+            let _ = conn.write(b"held\n");
+            conn.pause_input();
+            return 4;
+        }
+        if data.starts_with(b"bye") {
+            // Answer, then close lingering: the peer reads the answer even if it keeps
+            // sending.
+            let _ = conn.write(b"goodbye\n");
+            conn.shutdown();
+            return data.len();
+        }
         if data == b"nap" {
             // Blocks the reactor so that commands pile up in its inbox.
             std::thread::sleep(Duration::from_millis(300));
@@ -152,6 +166,15 @@ impl Handler for Probe {
         }
         let _ = conn.write(data);
         data.len()
+    }
+
+    fn on_resume(&self, conn: &mut shoal_core::Conn<'_>, s: &mut (), data: &[u8]) -> usize {
+        self.rec.send(Event::Resume(conn.id(), data.len()));
+        if data.is_empty() {
+            0
+        } else {
+            self.on_data(conn, s, data)
+        }
     }
 
     fn on_drain(&self, conn: &mut shoal_core::Conn<'_>, _: &mut ()) {
