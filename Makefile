@@ -4,13 +4,18 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all run test lint test-rust bench-echo bench-echo-quick clean
+.PHONY: all run run-echo test lint test-rust bench-echo bench-echo-quick clean
 
 all:
 	$(CARGO) build --release --workspace --examples
 
-## Build in release mode and start the main example server on 127.0.0.1:9000.
+## Build in release mode and start the main example server (HTTP hello) on 127.0.0.1:8080.
 run:
+	$(CARGO) build --release -p shoal-core --example http_hello
+	./target/release/examples/http_hello --host 127.0.0.1 --port 8080
+
+## The echo example on 127.0.0.1:9000.
+run-echo:
 	$(CARGO) build --release -p shoal-core --example echo
 	./target/release/examples/echo --host 127.0.0.1 --port 9000
 

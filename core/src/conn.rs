@@ -273,6 +273,18 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Counts a handler failure and closes gracefully with `HandlerFailed`, so a protocol
+    /// layer can first answer the failure (an HTTP 500).
+    pub(crate) fn fail_gracefully(&mut self) {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.fail_gracefully(self.id),
+            Inner::Worker(ctx) => {
+                ctx.actions_failed();
+                ctx.request_close(crate::CloseReason::HandlerFailed, CloseMode::Linger);
+            }
+        }
+    }
+
     /// The reactor's time at the start of this loop turn (coarse, free); the current time on a
     /// worker.
     pub fn now(&self) -> std::time::Instant {

@@ -20,6 +20,10 @@ pub enum Error {
     /// The server was already started.
     #[error("server is already running")]
     AlreadyStarted,
+    /// A response could not be sent as asked (an invalid header, a response already started);
+    /// nothing was written.
+    #[error("invalid response: {0}")]
+    InvalidResponse(&'static str),
     /// A configuration value is out of range; the message names it.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -43,6 +43,7 @@ mod config;
 mod conn;
 mod error;
 mod handler;
+pub mod http;
 mod pool;
 mod reactor;
 mod server;

@@ -268,6 +268,10 @@ impl WorkerCtx {
         self.actions.close = Some((CloseReason::HandlerFailed, CloseMode::Abort));
     }
 
+    pub(crate) fn actions_failed(&mut self) {
+        self.actions.failed = true;
+    }
+
     pub(crate) fn input(&mut self, resume: bool) {
         self.actions.input = Some(resume);
     }

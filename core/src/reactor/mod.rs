@@ -366,6 +366,15 @@ impl Core {
         }
     }
 
+    /// Counts a handler failure and closes gracefully (lingering), so a protocol layer can
+    /// answer the failure (an HTTP 500) before the connection goes.
+    pub(crate) fn fail_gracefully(&mut self, id: ConnId) {
+        if self.get(id).is_some() {
+            bump(&self.stats().handler_failures, 1);
+            self.request_close(id, CloseReason::HandlerFailed, CloseMode::Linger);
+        }
+    }
+
     pub(crate) fn set_user_timer(&mut self, id: ConnId, after: Duration, tag: u64) {
         let when = self.now.saturating_add(ticks(after));
         let Some(c) = lookup(&mut self.conns, id) else {
@@ -1839,8 +1848,19 @@ impl<H: Handler> Reactor<H> {
             c.out.push_owned(out, &mut self.core.pool);
             Core::mark_dirty(&mut self.core.dirty, c);
         }
+        // Writes accepted while the job ran keep their place even if a close arrived after
+        // them (a deferred error answer followed by its close).
         for data in held {
-            let _ = self.core.write_owned(id, data);
+            let Some(c) = lookup(&mut self.core.conns, id) else {
+                break;
+            };
+            if c.out.len() + data.len() > limits.max_write_buffer {
+                self.core
+                    .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
+                break;
+            }
+            c.out.push_owned(data, &mut self.core.pool);
+            Core::mark_dirty(&mut self.core.dirty, c);
         }
         if overconsumed {
             bump(&self.core.stats().handler_failures, 1);

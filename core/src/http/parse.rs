@@ -1,0 +1,605 @@
+//! Request heads: tokenized by `httparse`, then checked against the framing and validity rules
+//! of RFC 9112 that a tokenizer leaves to its caller (the request-smuggling lessons of hyper,
+//! Go's net/http, nginx and llhttp).
+
+use std::mem::MaybeUninit;
+
+/// Most header fields a request may carry (the `max_headers` setting is capped by it).
+pub const MAX_HEADERS: usize = 256;
+
+/// Why a request was rejected. Each maps to one status code and one stats counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Malformed method, target or version token, or several spaces between them
+    /// (RFC 9112 §3).
+    BadRequestLine,
+    /// A field line without a colon, an empty or non-token field name, whitespace before
+    /// the colon, obs-fold, or a control byte in a value (RFC 9112 §5, §5.1, §5.2).
+    BadHeader,
+    /// A line ending in a bare LF, or a bare CR (RFC 9112 §2.2: not accepted here).
+    BareLineFeed,
+    /// The head is larger than `max_header_bytes` (431).
+    HeadTooLarge,
+    /// More than `max_headers` fields (431).
+    TooManyHeaders,
+    /// The request target is longer than `max_target_len` (414).
+    UriTooLong,
+    /// An HTTP major version other than 1 (505).
+    UnsupportedVersion,
+    /// HTTP/1.1 without a Host field (RFC 9112 §3.2).
+    MissingHost,
+    /// More than one Host field (RFC 9112 §3.2).
+    DuplicateHost,
+    /// A Content-Length that is not 1*DIGIT, overflows, or appears more than once or as a
+    /// list (RFC 9112 §6.3).
+    BadContentLength,
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.1, §6.3).
+    ContentLengthWithTransferEncoding,
+    /// `chunked` not last, repeated, or Transfer-Encoding in an HTTP/1.0 request
+    /// (RFC 9112 §6.1): the body length cannot be determined.
+    BadTransferEncoding,
+    /// A transfer coding other than `chunked` (501).
+    UnsupportedTransferEncoding,
+    /// An Expect other than `100-continue` (417).
+    UnsupportedExpectation,
+    /// A declared or accumulated body larger than `max_body_size` (413).
+    BodyTooLarge,
+    /// A malformed chunk-size line, chunk data not followed by CRLF, or a bad trailer
+    /// section (RFC 9112 §7.1).
+    BadChunk,
+    /// A chunk-size line (extensions included) longer than `max_chunk_line`.
+    ChunkLineTooLong,
+}
+
+impl ParseError {
+    /// Number of kinds.
+    pub const COUNT: usize = 17;
+
+    /// Every kind, in [`ParseError::index`] order.
+    pub const ALL: [ParseError; Self::COUNT] = [
+        ParseError::BadRequestLine,
+        ParseError::BadHeader,
+        ParseError::BareLineFeed,
+        ParseError::HeadTooLarge,
+        ParseError::TooManyHeaders,
+        ParseError::UriTooLong,
+        ParseError::UnsupportedVersion,
+        ParseError::MissingHost,
+        ParseError::DuplicateHost,
+        ParseError::BadContentLength,
+        ParseError::ContentLengthWithTransferEncoding,
+        ParseError::BadTransferEncoding,
+        ParseError::UnsupportedTransferEncoding,
+        ParseError::UnsupportedExpectation,
+        ParseError::BodyTooLarge,
+        ParseError::BadChunk,
+        ParseError::ChunkLineTooLong,
+    ];
+
+    /// A dense index in `0..COUNT`.
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|e| *e == self).unwrap_or(0)
+    }
+
+    /// The status code the server answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            ParseError::HeadTooLarge | ParseError::TooManyHeaders => 431,
+            ParseError::UriTooLong => 414,
+            ParseError::UnsupportedVersion => 505,
+            ParseError::UnsupportedTransferEncoding => 501,
+            ParseError::UnsupportedExpectation => 417,
+            ParseError::BodyTooLarge => 413,
+            _ => 400,
+        }
+    }
+
+    /// A short snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParseError::BadRequestLine => "bad_request_line",
+            ParseError::BadHeader => "bad_header",
+            ParseError::BareLineFeed => "bare_line_feed",
+            ParseError::HeadTooLarge => "head_too_large",
+            ParseError::TooManyHeaders => "too_many_headers",
+            ParseError::UriTooLong => "uri_too_long",
+            ParseError::UnsupportedVersion => "unsupported_version",
+            ParseError::MissingHost => "missing_host",
+            ParseError::DuplicateHost => "duplicate_host",
+            ParseError::BadContentLength => "bad_content_length",
+            ParseError::ContentLengthWithTransferEncoding => {
+                "content_length_with_transfer_encoding"
+            }
+            ParseError::BadTransferEncoding => "bad_transfer_encoding",
+            ParseError::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            ParseError::UnsupportedExpectation => "unsupported_expectation",
+            ParseError::BodyTooLarge => "body_too_large",
+            ParseError::BadChunk => "bad_chunk",
+            ParseError::ChunkLineTooLong => "chunk_line_too_long",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What the server needs to know about a parsed head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    /// Bytes of the head, final CRLF included.
+    pub(crate) len: usize,
+    /// Minor version: 0 or 1.
+    pub(crate) version: u8,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) is_head: bool,
+}
+
+/// The limits a head is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) max_target_len: usize,
+    pub(crate) max_body_size: u64,
+    pub(crate) max_chunk_line: usize,
+}
+
+/// A parsed request head: the tokenizer's view plus the checked facts.
+pub(crate) struct Parsed<'h, 'b> {
+    pub(crate) req: httparse::Request<'h, 'b>,
+    pub(crate) head: Head,
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Every LF must follow a CR (httparse accepts bare LF line endings; shoal does not, so a
+/// head means the same to shoal as to any strict intermediary).
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// What an `httparse` version error means: another major version (505), a version token
+/// still arriving that may become one (wait), or garbage (400).
+#[derive(Debug, PartialEq, Eq)]
+enum VersionError {
+    OtherMajor,
+    Incomplete,
+    Malformed,
+}
+
+fn classify_version(buf: &[u8]) -> VersionError {
+    let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let v = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    let pattern = |i: usize, b: u8| match i {
+        0..=4 => b == b"HTTP/"[i],
+        5 | 7 => b.is_ascii_digit(),
+        6 => b == b'.',
+        _ => false,
+    };
+    let prefix_ok = v.iter().enumerate().all(|(i, &b)| pattern(i, b));
+    if prefix_ok && v.len() == 8 && line_end.is_some() && v[5] != b'1' {
+        VersionError::OtherMajor
+    } else if prefix_ok && v.len() < 8 && line_end.is_none() {
+        VersionError::Incomplete
+    } else if prefix_ok && v.len() == 8 && line_end.is_none() && v[5] != b'1' {
+        // The whole token is here; only the line end is missing.
+        VersionError::Incomplete
+    } else {
+        VersionError::Malformed
+    }
+}
+
+/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, wait for more
+/// (the size limits are already enforced on what is buffered).
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
+    limits: &Limits,
+) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
+    let mut req = httparse::Request::new(&mut []);
+    let max = limits.max_headers.min(headers.len());
+    let len = match req.parse_with_uninit_headers(buf, &mut headers[..max]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            // Enforce the limits on what is buffered, before reading more.
+            let line = buf.iter().position(|&b| b == b'\n');
+            if line.is_none() && buf.len() > limits.max_target_len + 32 {
+                return Err(ParseError::UriTooLong);
+            }
+            if line.is_some_and(|l| l > limits.max_target_len + 32) {
+                return Err(ParseError::UriTooLong);
+            }
+            if buf.len() > limits.max_header_bytes {
+                return Err(ParseError::HeadTooLarge);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
+        Err(httparse::Error::Version) => match classify_version(buf) {
+            VersionError::OtherMajor => return Err(ParseError::UnsupportedVersion),
+            VersionError::Incomplete if buf.len() <= limits.max_header_bytes => return Ok(None),
+            _ => return Err(ParseError::BadRequestLine),
+        },
+        Err(httparse::Error::Token) => return Err(ParseError::BadRequestLine),
+        Err(httparse::Error::NewLine) if !buf.contains(&b'\n') => {
+            return Err(ParseError::BareLineFeed);
+        }
+        Err(_) => {
+            // A field-level error; a bare CR anywhere reads as a line-ending problem.
+            let first_line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            return Err(if req.version.is_none() || first_line >= buf.len() {
+                ParseError::BadRequestLine
+            } else {
+                ParseError::BadHeader
+            });
+        }
+    };
+    if len > limits.max_header_bytes {
+        return Err(ParseError::HeadTooLarge);
+    }
+    if has_bare_lf(&buf[..len]) {
+        return Err(ParseError::BareLineFeed);
+    }
+    let version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("");
+    if target.len() > limits.max_target_len {
+        return Err(ParseError::UriTooLong);
+    }
+    let mut hosts = 0;
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked_count = 0;
+    let mut chunked_last = false;
+    let mut other_coding = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // 1*DIGIT, once: no sign, no list, no repeat (even of the same value).
+            if content_length.is_some()
+                || h.value.is_empty()
+                || !h.value.iter().all(u8::is_ascii_digit)
+            {
+                return Err(ParseError::BadContentLength);
+            }
+            let mut n: u64 = 0;
+            for &d in h.value {
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d - b'0')))
+                    .ok_or(ParseError::BadContentLength)?;
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            te_seen = true;
+            for coding in h.value.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if coding.is_empty() {
+                    continue;
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_count += 1;
+                    chunked_last = true;
+                } else {
+                    other_coding = true;
+                    chunked_last = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(h.value, "close");
+            keep_alive_token |= has_token(h.value, "keep-alive");
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(ParseError::UnsupportedExpectation);
+            }
+        }
+    }
+    if hosts > 1 {
+        return Err(ParseError::DuplicateHost);
+    }
+    if version == 1 && hosts == 0 {
+        return Err(ParseError::MissingHost);
+    }
+    let framing = if te_seen {
+        if content_length.is_some() {
+            return Err(ParseError::ContentLengthWithTransferEncoding);
+        }
+        if version == 0 || chunked_count > 1 || (chunked_count == 1 && !chunked_last) {
+            return Err(ParseError::BadTransferEncoding);
+        }
+        if other_coding || chunked_count == 0 {
+            return Err(ParseError::UnsupportedTransferEncoding);
+        }
+        Framing::Chunked
+    } else if let Some(n) = content_length {
+        if n > limits.max_body_size {
+            return Err(ParseError::BodyTooLarge);
+        }
+        if n == 0 {
+            Framing::None
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        Framing::None
+    };
+    let keep_alive = if version == 1 {
+        !close
+    } else {
+        keep_alive_token && !close
+    };
+    let is_head = req.method == Some("HEAD");
+    Ok(Some(Parsed {
+        req,
+        head: Head {
+            len,
+            version,
+            framing,
+            keep_alive,
+            expect_continue,
+            is_head,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_header_bytes: 8192,
+        max_headers: 64,
+        max_target_len: 2048,
+        max_body_size: 1 << 20,
+        max_chunk_line: 1024,
+    };
+
+    fn parse(buf: &[u8]) -> Result<Option<Head>, ParseError> {
+        let mut h = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        parse_head(buf, &mut h, &LIMITS).map(|p| p.map(|p| p.head))
+    }
+
+    #[test]
+    fn simple_get() {
+        let h = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.len, 32);
+        assert_eq!(h.framing, Framing::None);
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn partial_head_waits() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHo").unwrap().map(|h| h.len), None);
+    }
+
+    #[test]
+    fn framing_rules() {
+        let cl = parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(cl.unwrap().framing, Framing::Length(5));
+        let te = parse(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(te.unwrap().unwrap().framing, Framing::Chunked);
+        for (req, err) in [
+            (&b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"[..], ParseError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", ParseError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", ParseError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", ParseError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::ContentLengthWithTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", ParseError::BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", ParseError::UnsupportedTransferEncoding),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", ParseError::BodyTooLarge),
+        ] {
+            assert_eq!(parse(req).map(|h| h.map(|h| h.framing)), Err(err), "{}", String::from_utf8_lossy(req));
+        }
+    }
+
+    #[test]
+    fn line_and_field_rules() {
+        for (req, err) in [
+            (
+                &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+                ParseError::BareLineFeed,
+            ),
+            (b"GET / HTTP/1.1\r\nHost: x\n\r\n", ParseError::BareLineFeed),
+            (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", ParseError::BadHeader),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+                ParseError::BadHeader,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n",
+                ParseError::BadHeader,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
+                ParseError::BadHeader,
+            ),
+            (b"GET / HTTP/1.1\r\n: empty\r\n\r\n", ParseError::BadHeader),
+            (
+                b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+                ParseError::UnsupportedVersion,
+            ),
+            (
+                b"GET / HTTX/1.1\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", ParseError::MissingHost),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                ParseError::DuplicateHost,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nExpect: tea\r\n\r\n",
+                ParseError::UnsupportedExpectation,
+            ),
+        ] {
+            assert_eq!(
+                parse(req).map(|h| h.is_some()),
+                Err(err),
+                "{}",
+                String::from_utf8_lossy(req)
+            );
+        }
+    }
+
+    #[test]
+    fn size_limits_apply_to_partial_heads() {
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 3000));
+        assert_eq!(parse(&long).map(|_| ()), Err(ParseError::UriTooLong));
+        let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        while big.len() < 9000 {
+            big.extend_from_slice(b"X-Filler: ");
+            big.extend(std::iter::repeat_n(b'a', 1000));
+            big.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(parse(&big).map(|_| ()), Err(ParseError::HeadTooLarge));
+        let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..70 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many).map(|_| ()), Err(ParseError::TooManyHeaders));
+    }
+
+    #[test]
+    fn another_major_version_is_recognised_even_when_split() {
+        let full = b"GET / HTTP/2.0\r\nHost: x\r\n\r\n";
+        assert_eq!(parse(full).map(|_| ()), Err(ParseError::UnsupportedVersion));
+        for at in 7..15 {
+            assert_eq!(
+                parse(&full[..at]).map(|h| h.is_none()),
+                Ok(true),
+                "prefix {at}"
+            );
+        }
+        assert_eq!(
+            parse(b"GET / HTTP/2.x\r\n").map(|_| ()),
+            Err(ParseError::BadRequestLine)
+        );
+        assert_eq!(
+            parse(b"GET / HTTQ").map(|_| ()),
+            Err(ParseError::BadRequestLine)
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let h = |r: &[u8]| parse(r).unwrap().unwrap().keep_alive;
+        assert!(h(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!h(
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!h(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(h(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn statuses_and_indices() {
+        for (i, e) in ParseError::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i);
+            assert!([400, 413, 414, 417, 431, 501, 505].contains(&e.status()));
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn token() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}"
+        }
+
+        fn head() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::sample::select(vec!["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"]),
+                "/[a-z0-9/._~-]{0,40}(\\?[a-z0-9=&]{0,20})?",
+                proptest::collection::vec((token(), "[ -~]{0,30}"), 0..10),
+                any::<bool>(),
+            )
+                .prop_map(|(method, path, fields, v11)| {
+                    let mut h = format!(
+                        "{method} {path} HTTP/1.{}\r\nHost: example\r\n",
+                        u8::from(v11)
+                    );
+                    for (n, v) in fields {
+                        let lower = n.to_ascii_lowercase();
+                        if [
+                            "host",
+                            "content-length",
+                            "transfer-encoding",
+                            "expect",
+                            "connection",
+                        ]
+                        .contains(&lower.as_str())
+                        {
+                            continue;
+                        }
+                        h.push_str(&format!("{n}: {}\r\n", v.trim()));
+                    }
+                    h.push_str("\r\n");
+                    h.into_bytes()
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn a_valid_head_parses_the_same_whatever_arrived_first(
+                h in head(),
+                at in any::<proptest::sample::Index>(),
+            ) {
+                let whole = parse(&h).unwrap().unwrap();
+                prop_assert_eq!(whole.len, h.len());
+                let at = at.index(h.len());
+                // A strict prefix is never complete and never an error.
+                prop_assert!(parse(&h[..at]).unwrap().is_none());
+                let again = parse(&h).unwrap().unwrap();
+                prop_assert_eq!(again.len, whole.len);
+                prop_assert_eq!(again.keep_alive, whole.keep_alive);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = parse(&input);
+            }
+        }
+    }
+}

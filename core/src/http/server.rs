@@ -1,0 +1,756 @@
+//! The HTTP/1.1 server: a stream [`Handler`] that parses requests out of each connection's
+//! input, calls an [`HttpHandler`] per request, and keeps the connection's HTTP state
+//! (keep-alive, pipelining, bodies, timeouts) in the handler state.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::chunked::{ChunkedDecoder, Progress};
+use super::date::with_date;
+use super::parse::{Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
+use super::request::Request;
+use super::response::{Body, Info, Outcome, Response, write_head};
+use super::stats::{Counters, HttpStats, TimeoutKind, inc};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::error::{CloseReason, Error, Result};
+use crate::handler::Handler;
+use crate::reactor::CloseMode;
+use crate::server::{Server, ServerHandle};
+use crate::stats::Stats;
+
+/// Answers requests. Called once per request, with the connection's callbacks (on its
+/// reactor thread, or a worker in pool mode).
+pub trait HttpHandler: Send + Sync + 'static {
+    /// Answers `req` through `res`: at once ([`Response::send`]), streamed
+    /// ([`Response::start_chunked`]), or later from any thread ([`Response::defer`]). A panic
+    /// is answered with 500 and closes this connection only.
+    fn handle(&self, req: &Request<'_>, res: &mut Response<'_, '_>);
+}
+
+impl<F> HttpHandler for F
+where
+    F: Fn(&Request<'_>, &mut Response<'_, '_>) + Send + Sync + 'static,
+{
+    fn handle(&self, req: &Request<'_>, res: &mut Response<'_, '_>) {
+        self(req, res)
+    }
+}
+
+/// HTTP limits and timeouts, plus the engine configuration underneath.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The engine's configuration (address, threads, dispatch, buffers, write timeout…).
+    pub engine: Config,
+    /// Largest request head (request line and fields); more is answered 431. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields (at most 256); more is answered 431. Default 64.
+    pub max_headers: usize,
+    /// Longest request target; longer is answered 414. Default 8 KiB.
+    pub max_target_len: usize,
+    /// Largest request body, declared or de-chunked; larger is answered 413 (before the body
+    /// is read when declared). Default 16 MiB.
+    pub max_body_size: usize,
+    /// Longest chunk-size line, extensions included. Default 4 KiB.
+    pub max_chunk_line: usize,
+    /// Requests handled per batch of input before other connections get a turn; also the most
+    /// responses a pipelining client can have queued by one read. Default 64.
+    pub max_pipelined: usize,
+    /// Close a connection after this many requests (the last response says so). Default none.
+    pub max_requests_per_connection: Option<u64>,
+    /// A request head must arrive within this time of its first byte (slowloris); also the
+    /// time a new connection has to send its first request. Answered 408. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Longest wait between two reads of a request body. Answered 408. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// Longest idle time between requests; never counts toward the next head's time.
+    /// Default 60 s.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            engine: Config::default(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_target_len: 8 * 1024,
+            max_body_size: 16 * 1024 * 1024,
+            max_chunk_line: 4096,
+            max_pipelined: 64,
+            max_requests_per_connection: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$m:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$m])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl HttpConfig {
+    /// The defaults, on the engine configuration `engine`.
+    pub fn new(engine: Config) -> Self {
+        HttpConfig {
+            engine,
+            ..HttpConfig::default()
+        }
+    }
+
+    setters! {
+        /// Sets [`HttpConfig::engine`].
+        engine: Config,
+        /// Sets [`HttpConfig::max_header_bytes`].
+        max_header_bytes: usize,
+        /// Sets [`HttpConfig::max_headers`].
+        max_headers: usize,
+        /// Sets [`HttpConfig::max_target_len`].
+        max_target_len: usize,
+        /// Sets [`HttpConfig::max_body_size`].
+        max_body_size: usize,
+        /// Sets [`HttpConfig::max_chunk_line`].
+        max_chunk_line: usize,
+        /// Sets [`HttpConfig::max_pipelined`].
+        max_pipelined: usize,
+        /// Sets [`HttpConfig::max_requests_per_connection`].
+        max_requests_per_connection: Option<u64>,
+        /// Sets [`HttpConfig::header_read_timeout`].
+        header_read_timeout: Duration,
+        /// Sets [`HttpConfig::body_read_timeout`].
+        body_read_timeout: Duration,
+        /// Sets [`HttpConfig::keepalive_timeout`].
+        keepalive_timeout: Duration,
+    }
+
+    /// Checks every value; the error names the first one out of range.
+    pub fn validate(&self) -> Result<()> {
+        self.engine.validate()?;
+        let bad = |m: &str| Err(Error::InvalidConfig(m.to_owned()));
+        if self.max_header_bytes < 64 {
+            return bad("max_header_bytes must be at least 64");
+        }
+        if self.max_headers == 0 || self.max_headers > MAX_HEADERS {
+            return bad("max_headers must be in 1..=256");
+        }
+        if self.max_target_len == 0 {
+            return bad("max_target_len must be positive");
+        }
+        if self.max_chunk_line < 8 {
+            return bad("max_chunk_line must be at least 8");
+        }
+        if self.max_pipelined == 0 {
+            return bad("max_pipelined must be positive");
+        }
+        if self.max_requests_per_connection == Some(0) {
+            return bad("max_requests_per_connection must be positive");
+        }
+        for (name, t) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if t.is_zero() {
+                return Err(Error::InvalidConfig(format!("{name} must be positive")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Timer tag of the HTTP read deadline on each connection.
+const DEADLINE_TAG: u64 = u64::MAX - 0x4854_5450; // "HTTP"
+
+/// Where a connection is between requests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing buffered; waiting for a request.
+    #[default]
+    Idle,
+    /// Part of a head is buffered.
+    Head,
+    /// A head is complete; its body is not.
+    Body,
+    /// A response is outstanding (deferred).
+    Busy,
+}
+
+/// Per-connection HTTP state.
+#[derive(Debug, Default)]
+pub(crate) struct HttpConn {
+    requests: u64,
+    phase: Phase,
+    /// A deferred response is outstanding; input is paused until it completes.
+    awaiting: bool,
+    /// Parsing stopped because the client does not read its responses; `on_drain` resumes.
+    backpressured: bool,
+    /// Parsing yielded once to let queued output flush before deciding to wait for drain.
+    flush_yield: bool,
+    /// The client shut down its side; close once the outstanding response is sent.
+    peer_closed: bool,
+    continue_sent: bool,
+    chunked: Option<ChunkedDecoder>,
+    /// The head of a request whose chunked body is being decoded, and that body.
+    head_buf: Vec<u8>,
+    body: Vec<u8>,
+    deadline: Option<(Instant, TimeoutKind)>,
+    armed: Option<Instant>,
+}
+
+/// The stream handler that serves HTTP with an [`HttpHandler`].
+#[derive(Debug)]
+pub(crate) struct Http<H> {
+    handler: H,
+    limits: Limits,
+    max_pipelined: usize,
+    max_requests: Option<u64>,
+    high_watermark: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    keepalive_timeout: Duration,
+    stats: Arc<[Counters]>,
+}
+
+/// What the request loop does after a request.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Sends a minimal response from shoal itself (an error, or a 408) and closes after it.
+fn send_own(conn: &mut Conn<'_>, counters: &Counters, status: u16) {
+    let info = Info {
+        version: 1,
+        head: false,
+        keep_alive: false,
+    };
+    let body = super::response::reason(status).as_bytes();
+    let mut out = Vec::with_capacity(160);
+    let no_headers: [(&str, &str); 0] = [];
+    if with_date(conn.now(), |d| {
+        write_head(
+            &mut out,
+            &info,
+            status,
+            &no_headers,
+            Body::Length(body.len()),
+            d,
+        )
+    })
+    .is_ok()
+    {
+        out.extend_from_slice(body);
+        let _ = conn.write(&out);
+        counters.response(status);
+    }
+}
+
+impl<H: HttpHandler> Http<H> {
+    fn counters(&self, conn: &Conn<'_>) -> &Counters {
+        &self.stats[conn.id().reactor()]
+    }
+
+    fn timeout(&self, kind: TimeoutKind) -> Duration {
+        match kind {
+            TimeoutKind::Header => self.header_timeout,
+            TimeoutKind::Body => self.body_timeout,
+            TimeoutKind::KeepAlive => self.keepalive_timeout,
+        }
+    }
+
+    /// Moves the connection's read deadline. One timer per connection: it is re-armed only
+    /// when the deadline moves earlier; when it fires early it re-arms itself. Steady
+    /// keep-alive traffic costs no timer operation.
+    fn set_deadline(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: Option<TimeoutKind>) {
+        let Some(kind) = kind else {
+            st.deadline = None;
+            return;
+        };
+        let now = conn.now();
+        let after = self.timeout(kind);
+        let at = now + after;
+        st.deadline = Some((at, kind));
+        if st.armed.is_none_or(|a| at < a) {
+            conn.cancel_timer(DEADLINE_TAG);
+            conn.set_timer(after, DEADLINE_TAG);
+            st.armed = Some(at);
+        }
+    }
+
+    /// Rejects a malformed request: the error status with `Connection: close`, then a
+    /// lingering close so the client reads it instead of a reset.
+    fn reject(&self, conn: &mut Conn<'_>, st: &mut HttpConn, e: ParseError) {
+        let counters = self.counters(conn);
+        inc(&counters.parse_errors[e.index()]);
+        log::debug!("rejecting request on {:?}: {e}", conn.id());
+        send_own(conn, counters, e.status());
+        conn.close_with(CloseReason::ProtocolError, CloseMode::Linger);
+        st.chunked = None;
+        st.phase = Phase::Busy;
+        st.deadline = None;
+    }
+
+    /// Runs the handler for one complete request.
+    fn dispatch(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        req: &Request<'_>,
+        head: &Head,
+    ) -> Flow {
+        st.requests += 1;
+        st.continue_sent = false;
+        let counters = &self.stats[conn.id().reactor()];
+        inc(&counters.requests);
+        if st.requests > 1 {
+            inc(&counters.keepalive_reuses);
+        }
+        let last = self.max_requests.is_some_and(|m| st.requests >= m);
+        let info = Info {
+            version: head.version,
+            head: head.is_head,
+            keep_alive: head.keep_alive && !st.peer_closed && !last,
+        };
+        let (result, outcome) = {
+            let mut res = Response::new(conn, info, counters, &self.stats);
+            let handler = &self.handler;
+            let result = catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
+            // A stream the handler started but did not end is ended for it.
+            if result.is_ok() && matches!(res.outcome, Outcome::Streaming { .. }) {
+                let _ = res.finish();
+            }
+            (result, res.outcome)
+        };
+        let failed = match (&result, outcome) {
+            (Err(payload), _) => {
+                log::error!(
+                    "HTTP handler panicked on connection {:?}: {}",
+                    conn.id(),
+                    crate::pool::panic_message(&**payload)
+                );
+                true
+            }
+            (Ok(()), Outcome::Fresh) => {
+                log::error!(
+                    "HTTP handler returned without answering {} {} on connection {:?}",
+                    req.method(),
+                    req.target(),
+                    conn.id()
+                );
+                true
+            }
+            _ => false,
+        };
+        if failed {
+            inc(&counters.handler_failures);
+            if outcome == Outcome::Fresh {
+                send_own(conn, counters, 500);
+                conn.fail_gracefully();
+            } else {
+                // Part of a response is on its way: it cannot be fixed, only cut.
+                conn.fail();
+            }
+            return Flow::Stop;
+        }
+        match outcome {
+            Outcome::Sent { close: true } | Outcome::Streaming { close: true, .. } => {
+                conn.shutdown();
+                Flow::Stop
+            }
+            Outcome::Deferred => {
+                st.awaiting = true;
+                conn.pause_input();
+                Flow::Stop
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    /// Handles the requests in `data`; returns the bytes consumed.
+    fn process(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut served = 0;
+        let mut partial_body = false;
+        loop {
+            if st.awaiting || conn.is_closing() {
+                break;
+            }
+            if st.chunked.is_some() {
+                let decoder = st.chunked.as_mut().expect("checked");
+                match decoder.decode(&data[pos..], &mut st.body) {
+                    Ok((n, Progress::NeedMore)) => {
+                        pos += n;
+                        partial_body = true;
+                        break;
+                    }
+                    Ok((n, Progress::Done)) => {
+                        pos += n;
+                        st.chunked = None;
+                        served += 1;
+                        if let Flow::Stop = self.dispatch_chunked(conn, st) {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.reject(conn, st, e);
+                        return data.len();
+                    }
+                }
+            }
+            let buf = &data[pos..];
+            if buf.is_empty() {
+                break;
+            }
+            if served >= self.max_pipelined {
+                // Yield: the rest is presented again on the next loop turn.
+                conn.pause_input();
+                conn.resume_input();
+                break;
+            }
+            if conn.queued() > self.high_watermark {
+                // Too much output queued: first let it flush (yield); if it is still above the
+                // watermark after that, the client is not reading, and parsing waits for
+                // `on_drain`, so memory stays flat.
+                conn.pause_input();
+                if st.flush_yield {
+                    st.backpressured = true;
+                } else {
+                    st.flush_yield = true;
+                    conn.resume_input();
+                }
+                break;
+            }
+            st.flush_yield = false;
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let parsed = match parse_head(buf, &mut fields, &self.limits) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    self.reject(conn, st, e);
+                    return data.len();
+                }
+            };
+            let head = parsed.head;
+            let req = Request {
+                method: parsed.req.method.unwrap_or(""),
+                target: parsed.req.path.unwrap_or(""),
+                version: head.version,
+                headers: parsed.req.headers,
+                body: b"",
+            };
+            match head.framing {
+                Framing::None => {
+                    pos += head.len;
+                    served += 1;
+                    if let Flow::Stop = self.dispatch(conn, st, &req, &head) {
+                        break;
+                    }
+                }
+                Framing::Length(n) => {
+                    let end = head.len + n as usize;
+                    if buf.len() < end {
+                        self.send_continue(conn, st, &head);
+                        partial_body = true;
+                        break;
+                    }
+                    let req = Request {
+                        body: &buf[head.len..end],
+                        ..req
+                    };
+                    pos += end;
+                    served += 1;
+                    if let Flow::Stop = self.dispatch(conn, st, &req, &head) {
+                        break;
+                    }
+                }
+                Framing::Chunked => {
+                    st.head_buf.clear();
+                    st.head_buf.extend_from_slice(&buf[..head.len]);
+                    st.body.clear();
+                    st.chunked = Some(ChunkedDecoder::new(&self.limits));
+                    self.send_continue(conn, st, &head);
+                    pos += head.len;
+                }
+            }
+        }
+        // The read deadline for what comes next.
+        if st.awaiting || conn.is_closing() {
+            st.phase = Phase::Busy;
+            self.set_deadline(conn, st, None);
+        } else if partial_body {
+            st.phase = Phase::Body;
+            self.set_deadline(conn, st, Some(TimeoutKind::Body));
+        } else if pos < data.len() {
+            if st.phase != Phase::Head {
+                st.phase = Phase::Head;
+                self.set_deadline(conn, st, Some(TimeoutKind::Header));
+            }
+        } else if !st.backpressured && !st.flush_yield {
+            st.phase = Phase::Idle;
+            self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive));
+        }
+        pos
+    }
+
+    fn send_continue(&self, conn: &mut Conn<'_>, st: &mut HttpConn, head: &Head) {
+        if head.expect_continue && head.version == 1 && !st.continue_sent {
+            st.continue_sent = true;
+            if conn.write(b"HTTP/1.1 100 Continue\r\n\r\n").is_ok() {
+                let counters = self.counters(conn);
+                inc(&counters.continues);
+                counters.response(100);
+            }
+        }
+    }
+
+    /// Dispatches a request whose chunked body is complete: the head is parsed again from
+    /// the copy kept when its body started.
+    fn dispatch_chunked(&self, conn: &mut Conn<'_>, st: &mut HttpConn) -> Flow {
+        let head_buf = std::mem::take(&mut st.head_buf);
+        let body = std::mem::take(&mut st.body);
+        let flow = {
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            match parse_head(&head_buf, &mut fields, &self.limits) {
+                Ok(Some(parsed)) => {
+                    let req = Request {
+                        method: parsed.req.method.unwrap_or(""),
+                        target: parsed.req.path.unwrap_or(""),
+                        version: parsed.head.version,
+                        headers: parsed.req.headers,
+                        body: &body,
+                    };
+                    let head = parsed.head;
+                    self.dispatch(conn, st, &req, &head)
+                }
+                // It parsed when its body began; it cannot fail now.
+                _ => {
+                    self.reject(conn, st, ParseError::BadRequestLine);
+                    Flow::Stop
+                }
+            }
+        };
+        st.head_buf = head_buf;
+        st.body = body;
+        st.body.clear();
+        flow
+    }
+
+    fn expire(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: TimeoutKind) {
+        let counters = self.counters(conn);
+        counters.timeout(kind);
+        match kind {
+            TimeoutKind::KeepAlive => conn.close_with(CloseReason::IdleTimeout, CloseMode::Flush),
+            TimeoutKind::Header | TimeoutKind::Body => {
+                send_own(conn, counters, 408);
+                conn.close_with(CloseReason::ReadTimeout, CloseMode::Linger);
+            }
+        }
+        st.deadline = None;
+        st.phase = Phase::Busy;
+    }
+}
+
+impl<H: HttpHandler> Handler for Http<H> {
+    type State = HttpConn;
+
+    fn on_open(&self, conn: &mut Conn<'_>, st: &mut HttpConn) {
+        // A new connection has header_read_timeout to send its first request.
+        self.set_deadline(conn, st, Some(TimeoutKind::Header));
+        st.phase = Phase::Idle;
+    }
+
+    fn on_data(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
+        self.process(conn, st, data)
+    }
+
+    fn on_resume(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
+        if st.awaiting {
+            // The deferred response went out: on to the next request, or close.
+            st.awaiting = false;
+            if st.peer_closed {
+                conn.close();
+                return data.len();
+            }
+        }
+        st.backpressured = false;
+        self.process(conn, st, data)
+    }
+
+    fn on_eof(&self, conn: &mut Conn<'_>, st: &mut HttpConn) -> bool {
+        if st.awaiting {
+            // Half-close after a complete request: answer fully, then close.
+            st.peer_closed = true;
+            return true;
+        }
+        if st.chunked.is_some() || matches!(st.phase, Phase::Head | Phase::Body) {
+            // A request cut short: never delivered as complete.
+            inc(&self.counters(conn).incomplete);
+        }
+        false
+    }
+
+    fn on_drain(&self, conn: &mut Conn<'_>, st: &mut HttpConn) {
+        if st.backpressured {
+            st.backpressured = false;
+            st.flush_yield = false;
+            conn.resume_input();
+        }
+    }
+
+    fn on_timer(&self, conn: &mut Conn<'_>, st: &mut HttpConn, tag: u64) {
+        if tag != DEADLINE_TAG {
+            return;
+        }
+        st.armed = None;
+        let Some((at, kind)) = st.deadline else {
+            return;
+        };
+        let now = conn.now();
+        if now + Duration::from_millis(1) >= at {
+            self.expire(conn, st, kind);
+        } else {
+            conn.set_timer(at - now, DEADLINE_TAG);
+            st.armed = Some(at);
+        }
+    }
+}
+
+/// An HTTP/1.1 server: the engine's reactors (and optional worker pool) serving an
+/// [`HttpHandler`].
+///
+/// ```no_run
+/// use shoal_core::Config;
+/// use shoal_core::http::{HttpConfig, HttpServer, Request, Response};
+///
+/// let config = HttpConfig::new(Config::new("127.0.0.1:8080".parse().unwrap()));
+/// let server = HttpServer::bind(config, |_req: &Request<'_>, res: &mut Response<'_, '_>| {
+///     let _ = res.send(200, &[("Content-Type", "text/plain")], b"Hello, World!");
+/// })
+/// .unwrap();
+/// server.run().unwrap();
+/// ```
+pub struct HttpServer<H: HttpHandler> {
+    server: Server<Http<H>>,
+    stats: Arc<[Counters]>,
+}
+
+impl<H: HttpHandler> std::fmt::Debug for HttpServer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: HttpHandler> HttpServer<H> {
+    /// Validates `config` and binds (see [`Server::bind`]). The engine's `max_read_buffer` is
+    /// raised to hold a largest head and body.
+    pub fn bind(config: HttpConfig, handler: H) -> Result<Self> {
+        config.validate()?;
+        let mut engine = config.engine.clone();
+        engine.max_read_buffer = engine
+            .max_read_buffer
+            .max(config.max_header_bytes + config.max_body_size + 64 * 1024);
+        let stats: Arc<[Counters]> = (0..engine.threads).map(|_| Counters::default()).collect();
+        let http = Http {
+            handler,
+            limits: Limits {
+                max_header_bytes: config.max_header_bytes,
+                max_headers: config.max_headers,
+                max_target_len: config.max_target_len,
+                max_body_size: config.max_body_size as u64,
+                max_chunk_line: config.max_chunk_line,
+            },
+            max_pipelined: config.max_pipelined,
+            max_requests: config.max_requests_per_connection,
+            high_watermark: engine.write_high_watermark,
+            header_timeout: config.header_read_timeout,
+            body_timeout: config.body_read_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            stats: stats.clone(),
+        };
+        Ok(HttpServer {
+            server: Server::bind(engine, http)?,
+            stats,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// A handle for use from any thread (stop, stats, writes to connections).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Starts the reactor (and worker) threads and returns.
+    pub fn start(&mut self) -> Result<()> {
+        self.server.start()
+    }
+
+    /// Waits for the threads to finish after `stop`.
+    pub fn wait(&mut self) -> Result<()> {
+        self.server.wait()
+    }
+
+    /// Starts and blocks until stopped.
+    pub fn run(self) -> Result<()> {
+        self.server.run()
+    }
+
+    /// Stops the server (see [`ServerHandle::stop`]).
+    pub fn stop(&self) {
+        self.server.stop();
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> Stats {
+        self.server.handle().stats()
+    }
+
+    /// The HTTP counters, summed over reactors.
+    pub fn http_stats(&self) -> HttpStats {
+        let mut s = HttpStats::default();
+        for c in self.stats.iter() {
+            s.add(c);
+        }
+        s
+    }
+
+    /// A cloneable view of the HTTP counters, readable from any thread.
+    pub fn http_stats_handle(&self) -> HttpStatsHandle {
+        HttpStatsHandle(self.stats.clone())
+    }
+}
+
+/// Reads an [`HttpServer`]'s HTTP counters from any thread.
+#[derive(Debug, Clone)]
+pub struct HttpStatsHandle(Arc<[Counters]>);
+
+impl HttpStatsHandle {
+    /// A snapshot summed over reactors.
+    pub fn get(&self) -> HttpStats {
+        let mut s = HttpStats::default();
+        for c in self.0.iter() {
+            s.add(c);
+        }
+        s
+    }
+}

@@ -1,0 +1,548 @@
+//! The HTTP server's behaviour through real sockets: pipelining, bodies in both framings,
+//! deferred and streamed responses, HEAD, 100-continue, HTTP/1.0, half-close, staged closes,
+//! slow-client timeouts, handler failures, pool dispatch, and a third-party client.
+
+mod http_util;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use http_util::*;
+use shoal_core::http::{HttpConfig, Request, Response, Version};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// The test application: routes exercising every response style.
+fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
+    let text = [("Content-Type", "text/plain")];
+    match req.path() {
+        "/echo" => res.send(200, &text, req.body()).unwrap(),
+        "/version" => {
+            let v = match req.version() {
+                Version::Http10 => "1.0",
+                Version::Http11 => "1.1",
+            };
+            res.send(200, &text, v.as_bytes()).unwrap();
+        }
+        "/defer" => {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                d.send(200, &[("X-From", "thread")], b"deferred").unwrap();
+            });
+        }
+        "/defer-stream" => {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                let mut body = d.start_chunked(200, &[("X-From", "thread")]).unwrap();
+                for part in [&b"one,"[..], b"two,", b"three"] {
+                    std::thread::sleep(Duration::from_millis(5));
+                    body.write(part).unwrap();
+                }
+                body.finish().unwrap();
+            });
+        }
+        "/stream" => {
+            res.start_chunked(200, &text).unwrap();
+            for i in 0..5 {
+                res.write_chunk(format!("part{i};").as_bytes()).unwrap();
+            }
+            res.finish().unwrap();
+        }
+        "/panic" => panic!("handler fails on purpose"),
+        "/silent" => {}
+        "/drop-deferred" => {
+            let d = res.defer().unwrap();
+            drop(d);
+        }
+        "/bad-header" => {
+            let err = res
+                .send(200, &[("X-Evil", "a\r\nSet-Cookie: owned")], b"nope")
+                .unwrap_err();
+            res.send(500, &text, err.to_string().as_bytes()).unwrap();
+        }
+        "/close" => res.send(200, &[("Connection", "close")], b"bye").unwrap(),
+        "/big" => {
+            let n: usize = req
+                .query()
+                .and_then(|q| q.strip_prefix("bytes="))
+                .unwrap()
+                .parse()
+                .unwrap();
+            res.send(200, &text, &vec![b'b'; n]).unwrap();
+        }
+        _ => {
+            let body = format!("{} {}", req.method(), req.target());
+            res.send(200, &text, body.as_bytes()).unwrap();
+        }
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn a_hundred_pipelined_requests_get_ordered_responses_in_few_writes() {
+    for threads_workers in [(1, 0), (2, 2)] {
+        let mut cfg = config(threads_workers.0);
+        if threads_workers.1 > 0 {
+            cfg.engine = cfg.engine.workers(threads_workers.1, 64);
+        }
+        let srv = Http::start(cfg, app);
+        let mut c = Client::connect(srv.addr);
+        let mut batch = Vec::new();
+        for i in 0..100 {
+            batch.extend_from_slice(&get(&format!("/n{i}")));
+        }
+        c.send(&batch);
+        let rs = c.read(100, &[]);
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.status, 200);
+            assert_eq!(r.text(), format!("GET /n{i}"));
+        }
+        let st = srv.server.http_stats();
+        assert_eq!(st.requests, 100);
+        assert_eq!(st.keepalive_reuses, 99);
+    }
+}
+
+#[test]
+fn bodies_of_every_size_in_both_framings() {
+    let srv = Http::start(config(2), app);
+    let mut c = Client::connect(srv.addr);
+    for size in [0usize, 1, 8 << 20] {
+        let body: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        let mut req = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n")
+            .into_bytes();
+        req.extend_from_slice(&body);
+        c.send(&req);
+        let r = c.read(1, &[]).remove(0);
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "Content-Length body of {size} bytes");
+
+        let mut req =
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for piece in body.chunks(100_000) {
+            req.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+            req.extend_from_slice(piece);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\nTrailer: yes\r\n\r\n");
+        c.send(&req);
+        let r = c.read(1, &[]).remove(0);
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "chunked body of {size} bytes");
+    }
+}
+
+#[test]
+fn deferred_response_from_another_thread_keeps_pipelined_order() {
+    for workers in [0, 2] {
+        let mut cfg = config(1);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        let mut c = Client::connect(srv.addr);
+        let mut batch = get("/defer");
+        batch.extend_from_slice(&get("/after1"));
+        batch.extend_from_slice(&get("/after2"));
+        let t0 = Instant::now();
+        c.send(&batch);
+        let rs = c.read(3, &[]);
+        assert!(t0.elapsed() >= Duration::from_millis(20));
+        assert_eq!(rs[0].text(), "deferred");
+        assert_eq!(rs[0].header("x-from"), Some("thread"));
+        assert_eq!(rs[1].text(), "GET /after1");
+        assert_eq!(rs[2].text(), "GET /after2");
+        // Streamed from a thread, then the connection carries on.
+        c.send(&get("/defer-stream"));
+        let r = c.read(1, &[]).remove(0);
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r.text(), "one,two,three");
+        assert_eq!(c.get("/last").text(), "GET /last");
+        assert_eq!(srv.server.http_stats().deferred, 2);
+    }
+}
+
+#[test]
+fn inline_chunked_streaming() {
+    let srv = Http::start(config(1), app);
+    let mut c = Client::connect(srv.addr);
+    let r = c.get("/stream");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.text(), "part0;part1;part2;part3;part4;");
+    // HTTP/1.0 has no chunked coding: the body is close-delimited.
+    let ex = exchange(
+        srv.addr,
+        &[b"GET /stream HTTP/1.0\r\n\r\n"],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(ex.statuses(), vec![200]);
+    assert_eq!(ex.responses[0].header("transfer-encoding"), None);
+    assert_eq!(ex.responses[0].text(), "part0;part1;part2;part3;part4;");
+    assert!(ex.closed);
+}
+
+#[test]
+fn head_http10_and_connection_close() {
+    let srv = Http::start(config(1), app);
+    let mut c = Client::connect(srv.addr);
+    c.send(b"HEAD /x HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read(1, &[true]).remove(0);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(
+        r.header("content-length"),
+        Some("7"),
+        "HEAD keeps the GET length"
+    );
+    assert_eq!(c.get("/after-head").text(), "GET /after-head");
+
+    let ex = exchange(
+        srv.addr,
+        &[b"GET /version HTTP/1.0\r\n\r\n"],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(ex.responses[0].text(), "1.0");
+    assert_eq!(ex.responses[0].header("connection"), Some("close"));
+    assert!(ex.closed, "HTTP/1.0 without keep-alive closes");
+
+    let ex = exchange(
+        srv.addr,
+        &[b"GET /version HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /version HTTP/1.0\r\n\r\n"],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(ex.statuses(), vec![200, 200]);
+    assert_eq!(ex.responses[0].header("connection"), Some("keep-alive"));
+    assert!(ex.closed);
+
+    let ex = exchange(
+        srv.addr,
+        &[&get("/close"), &get("/never")],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(
+        ex.statuses(),
+        vec![200],
+        "a response's Connection: close ends the connection"
+    );
+    assert!(ex.closed && !ex.reset);
+}
+
+#[test]
+fn expect_100_continue() {
+    let srv = Http::start(config(1), app);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(5 * SEC)).unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").unwrap();
+    let ex = read_all(&mut s, Duration::from_millis(300), &[]);
+    assert_eq!(ex.statuses(), vec![200]);
+    assert_eq!(ex.responses[0].text(), "hello");
+    assert_eq!(srv.server.http_stats().continues, 1);
+    // Too large: 413 at once, no 100, the body is never read.
+    let ex = exchange(
+        srv.addr,
+        &[b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\n"],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(ex.statuses(), vec![413]);
+    assert!(ex.closed && !ex.reset);
+}
+
+#[test]
+fn half_close_after_a_request_gets_the_whole_answer() {
+    let srv = Http::start(config(1), app);
+    // Inline answer, then the client's end-of-stream.
+    let ex = exchange(
+        srv.addr,
+        &[&get("/big?bytes=300000")],
+        Duration::ZERO,
+        5 * SEC,
+        true,
+    );
+    assert_eq!(ex.statuses(), vec![200]);
+    assert_eq!(ex.responses[0].body.len(), 300_000);
+    assert!(ex.closed);
+    // A deferred answer still arrives after the client shut down its side.
+    let ex = exchange(srv.addr, &[&get("/defer")], Duration::ZERO, 5 * SEC, true);
+    assert_eq!(ex.statuses(), vec![200]);
+    assert_eq!(ex.responses[0].text(), "deferred");
+    assert!(ex.closed);
+}
+
+#[test]
+fn errors_are_read_by_the_client_not_reset_even_with_unread_input() {
+    let srv = Http::start(config(1).max_header_bytes(4096), app);
+    // 431 while the client is still sending a huge head.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = w.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n");
+        let line = format!("X-Filler: {}\r\n", "f".repeat(1000));
+        for _ in 0..2000 {
+            if w.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![431]);
+    assert!(!ex.reset, "the 431 is read, not lost to a reset");
+    sender.join().unwrap();
+    // 413 for a declared body, with the body arriving anyway.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = w.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n");
+        for _ in 0..64 {
+            if w.write_all(&[b'z'; 65536]).is_err() {
+                break;
+            }
+        }
+    });
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![413]);
+    assert!(!ex.reset);
+    sender.join().unwrap();
+    let st = srv.server.http_stats();
+    assert_eq!(st.responses[3], 2);
+}
+
+#[test]
+fn handler_failures_answer_500_and_close_only_that_connection() {
+    for workers in [0, 2] {
+        let mut cfg = config(1);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        let mut good = Client::connect(srv.addr);
+        assert_eq!(good.get("/ok").status, 200);
+        for path in ["/panic", "/silent", "/drop-deferred"] {
+            let ex = exchange(
+                srv.addr,
+                &[&get(path), &get("/never")],
+                Duration::ZERO,
+                5 * SEC,
+                false,
+            );
+            assert_eq!(ex.statuses(), vec![500], "{path}");
+            assert!(ex.closed, "{path}");
+        }
+        assert_eq!(good.get("/still-ok").status, 200);
+        let st = srv.server.http_stats();
+        assert_eq!(st.handler_failures, 3, "{st:?}");
+        assert_eq!(st.responses[4], 3);
+    }
+}
+
+#[test]
+fn header_injection_is_an_error_to_the_handler_never_on_the_wire() {
+    let srv = Http::start(config(1), app);
+    let mut c = Client::connect(srv.addr);
+    let r = c.get("/bad-header");
+    assert_eq!(r.status, 500);
+    assert!(r.text().contains("control byte"), "{}", r.text());
+    assert!(r.header("set-cookie").is_none());
+}
+
+#[test]
+fn slow_clients_meet_their_timeouts() {
+    let cfg = config(1)
+        .header_read_timeout(Duration::from_millis(300))
+        .body_read_timeout(Duration::from_millis(300))
+        .keepalive_timeout(Duration::from_millis(400));
+    let srv = Http::start(cfg, app);
+    // Header trickle: bytes keep coming, the head never completes.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let t0 = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let mut closed = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        if s.write_all(b"X-Slow: y\r\n").is_err() {
+            closed = Some(t0.elapsed());
+            break;
+        }
+        if srv.server.http_stats().header_timeouts == 1 {
+            closed = Some(t0.elapsed());
+            break;
+        }
+    }
+    let at = closed.expect("header timeout fired");
+    assert!(at >= Duration::from_millis(280) && at < 2 * SEC, "{at:?}");
+    let ex = read_all(&mut s, SEC, &[]);
+    assert_eq!(ex.statuses(), vec![408]);
+
+    // Body stalls between reads.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let ex = read_all(&mut s, 3 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![408]);
+    assert_eq!(srv.server.http_stats().body_timeouts, 1);
+
+    // Idle keep-alive: closed quietly, and its time never shortened the next head's.
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.get("/one").status, 200);
+    std::thread::sleep(Duration::from_millis(250));
+    c.send(b"GET /two HTTP/1.1\r\n");
+    std::thread::sleep(Duration::from_millis(250));
+    c.send(b"Host: t\r\n\r\n");
+    assert_eq!(c.read(1, &[]).remove(0).text(), "GET /two");
+    let t0 = Instant::now();
+    let ex = read_all(&mut c.s, 3 * SEC, &[]);
+    assert!(
+        ex.responses.is_empty() && ex.closed,
+        "idle connection closed without a response"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(350));
+    assert_eq!(srv.server.http_stats().keepalive_timeouts, 1);
+}
+
+#[test]
+fn a_client_that_pipelines_but_never_reads_is_contained() {
+    let mut cfg = config(1);
+    cfg.engine = cfg
+        .engine
+        .write_timeout(Some(Duration::from_millis(500)))
+        .write_high_watermark(256 << 10)
+        .write_low_watermark(64 << 10);
+    let srv = Http::start(cfg, app);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&srv.addr.into()).unwrap();
+    let s: TcpStream = s.into();
+    let one = get("/big?bytes=10000");
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        for _ in 0..20_000 {
+            if w.write_all(&one).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    // Meanwhile others are served.
+    let mut other = Client::connect(srv.addr);
+    for _ in 0..10 {
+        assert_eq!(other.get("/ok").status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The write timeout closes the pipeliner; parsing stopped at the high watermark, so the
+    // server answered only a few hundred of the 20,000 requests (never 200 MB of output).
+    let deadline = Instant::now() + 5 * SEC;
+    while srv
+        .server
+        .stats()
+        .closed(shoal_core::CloseReason::WriteTimeout)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "write timeout never closed the pipeliner: {:?} {:?}",
+            srv.server.stats(),
+            srv.server.http_stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = writer.join();
+    assert!(
+        srv.server.http_stats().requests < 2_000,
+        "{:?}",
+        srv.server.http_stats()
+    );
+    let _ = s.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn max_requests_per_connection_closes_after_the_last() {
+    let srv = Http::start(config(1).max_requests_per_connection(Some(3)), app);
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.extend_from_slice(&get(&format!("/r{i}")));
+    }
+    let ex = exchange(srv.addr, &[&batch], Duration::ZERO, 5 * SEC, false);
+    assert_eq!(ex.statuses(), vec![200, 200, 200]);
+    assert_eq!(ex.responses[2].header("connection"), Some("close"));
+    assert!(ex.closed && !ex.reset);
+}
+
+#[test]
+fn python_http_client_talks_to_it() {
+    let srv = Http::start(config(2), app);
+    let script = format!(
+        r#"
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+c.request("GET", "/hello?x=1")
+r = c.getresponse(); assert r.status == 200, r.status; assert r.read() == b"GET /hello?x=1"
+c.request("POST", "/echo", body=b"z" * 100000, headers={{"Content-Type": "application/x-test"}})
+r = c.getresponse(); assert r.status == 200; assert r.read() == b"z" * 100000
+c.request("GET", "/stream")
+r = c.getresponse(); assert r.read() == b"part0;part1;part2;part3;part4;"
+c.request("HEAD", "/x")
+r = c.getresponse(); assert r.getheader("Content-Length") == "7"; assert r.read() == b""
+print("ok")
+"#,
+        port = srv.addr.port()
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+#[test]
+fn the_date_header_is_present_and_well_formed() {
+    let srv = Http::start(config(1), app);
+    let mut c = Client::connect(srv.addr);
+    let r = c.get("/");
+    let d = r.header("date").expect("Date header");
+    assert_eq!(d.len(), 29);
+    assert!(d.ends_with(" GMT"));
+}
+
+#[test]
+fn invalid_http_config_is_rejected() {
+    assert!(HttpConfig::default().max_headers(0).validate().is_err());
+    assert!(HttpConfig::default().max_headers(257).validate().is_err());
+    assert!(
+        HttpConfig::default()
+            .header_read_timeout(Duration::ZERO)
+            .validate()
+            .is_err()
+    );
+    HttpConfig::default().validate().unwrap();
+}

@@ -1,0 +1,148 @@
+//! HTTP hello: `GET /` answers `Hello, World!`, `POST /echo` echoes the body, and
+//! `GET /big?bytes=N` sends N bytes (for slow-reader tests).
+//!
+//! ```text
+//! cargo run --release -p shoal-core --example http_hello -- --host 127.0.0.1 --port 8080
+//! ```
+
+#[path = "common/cli.rs"]
+mod cli;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use shoal_core::Config;
+use shoal_core::http::{HttpConfig, HttpServer, Request, Response};
+
+/// A megabyte of filler for `/big`, made once.
+fn filler() -> &'static [u8] {
+    static BIG: OnceLock<Vec<u8>> = OnceLock::new();
+    BIG.get_or_init(|| vec![b'x'; 1 << 20])
+}
+
+fn handle(req: &Request<'_>, res: &mut Response<'_, '_>, delay: Option<Duration>) {
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
+    let text = [("Content-Type", "text/plain")];
+    let result = match (req.method(), req.path()) {
+        ("GET" | "HEAD", "/") => res.send(200, &text, b"Hello, World!"),
+        ("POST", "/echo") => {
+            let ct = req
+                .header("content-type")
+                .unwrap_or(b"application/octet-stream");
+            res.send(200, &[("Content-Type".as_bytes(), ct)], req.body())
+        }
+        ("GET" | "HEAD", "/big") => {
+            let n = req
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("bytes=")))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1 << 20);
+            let fill = filler();
+            if n <= fill.len() {
+                res.send(200, &text, &fill[..n])
+            } else {
+                res.start_chunked(200, &text).and_then(|()| {
+                    let mut left = n;
+                    while left > 0 {
+                        let k = left.min(fill.len());
+                        res.write_chunk(&fill[..k])?;
+                        left -= k;
+                    }
+                    res.finish()
+                })
+            }
+        }
+        (_, "/" | "/echo" | "/big") => res.send(405, &[("Allow", "GET, HEAD, POST")], b""),
+        _ => res.send(404, &text, b"Not Found"),
+    };
+    if let Err(e) = result {
+        eprintln!("http_hello: response failed: {e}");
+    }
+}
+
+fn main() {
+    let args = cli::Args::parse(
+        "http_hello",
+        &[
+            (
+                "workers",
+                "run handlers on N worker threads (0 = inline, default)",
+            ),
+            ("queue", "worker queue capacity (default 1024)"),
+            (
+                "max-connections",
+                "pause accepting at this many connections",
+            ),
+            ("max-header-bytes", "largest request head (431 above)"),
+            ("max-body-bytes", "largest request body (413 above)"),
+            (
+                "max-requests-per-conn",
+                "close connections after this many requests",
+            ),
+            (
+                "header-timeout-ms",
+                "a request head must arrive within this time",
+            ),
+            (
+                "body-timeout-ms",
+                "longest wait between reads of a request body",
+            ),
+            ("keepalive-timeout-ms", "longest idle time between requests"),
+            (
+                "write-timeout-ms",
+                "close when output makes no progress this long",
+            ),
+            ("max-write-buffer", "most queued output per connection"),
+            ("handler-delay-ms", "sleep this long in each handler call"),
+        ],
+    );
+    let mut engine = Config::new(args.addr(8080)).write_timeout(args.millis("write-timeout-ms"));
+    if let Some(n) = args.num("threads") {
+        engine = engine.threads(n as usize);
+    }
+    if let Some(n) = args.num("workers").filter(|&n| n > 0) {
+        engine = engine.workers(n as usize, args.num("queue").unwrap_or(1024) as usize);
+    }
+    if let Some(n) = args.num("max-connections") {
+        engine = engine.max_connections(n as usize);
+    }
+    if let Some(n) = args.num("max-write-buffer") {
+        engine = engine.max_write_buffer(n as usize);
+    }
+    let mut config = HttpConfig::new(engine);
+    if let Some(n) = args.num("max-header-bytes") {
+        config = config.max_header_bytes(n as usize);
+    }
+    if let Some(n) = args.num("max-body-bytes") {
+        config = config.max_body_size(n as usize);
+    }
+    if let Some(n) = args.num("max-requests-per-conn") {
+        config = config.max_requests_per_connection(Some(n));
+    }
+    if let Some(d) = args.millis("header-timeout-ms") {
+        config = config.header_read_timeout(d);
+    }
+    if let Some(d) = args.millis("body-timeout-ms") {
+        config = config.body_read_timeout(d);
+    }
+    if let Some(d) = args.millis("keepalive-timeout-ms") {
+        config = config.keepalive_timeout(d);
+    }
+    let delay = args.millis("handler-delay-ms");
+    let server = HttpServer::bind(
+        config,
+        move |req: &Request<'_>, res: &mut Response<'_, '_>| handle(req, res, delay),
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("http_hello: {e}");
+        std::process::exit(1);
+    });
+    cli::stop_on_signals(server.handle());
+    cli::announce(server.local_addr());
+    if let Err(e) = server.run() {
+        eprintln!("http_hello: {e}");
+        std::process::exit(1);
+    }
+}
