@@ -196,6 +196,20 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Lets `f` write up to `max` bytes straight into the output queue (for serializers:
+    /// no intermediate buffer, one copy); `f` returns how many it wrote. Fails as
+    /// [`Conn::write`] would for `max` bytes.
+    pub fn write_in_place(
+        &mut self,
+        max: usize,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.write_in_place(self.id, max, f),
+            Inner::Worker(ctx) => ctx.write_in_place(max, f),
+        }
+    }
+
     /// Queues an owned buffer (without copying it again on the reactor thread).
     pub fn write_owned(&mut self, data: Vec<u8>) -> Result<()> {
         match &mut self.inner {

@@ -91,6 +91,10 @@ impl Shared {
         false
     }
 
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(SeqCst)
+    }
+
     pub(crate) fn forget_waiter(&self, index: usize) {
         if self.waiters[index].swap(false, SeqCst) {
             self.waiting.fetch_sub(1, SeqCst);
@@ -233,12 +237,15 @@ impl ServerHandle {
     /// Stops the server: accepting ends at once, queued output gets `shutdown_grace` to flush,
     /// then the remaining connections close with `Shutdown`. Idempotent; returns immediately
     /// (`Server::wait` or `Server::run` return once everything closed).
+    ///
+    /// Async-signal-safe: it only stores an atomic flag and writes each reactor's `eventfd`
+    /// (no allocation, no lock), so it may be called from a signal handler.
     pub fn stop(&self) {
         if self.shared.stopping.swap(true, SeqCst) {
             return;
         }
         for r in self.shared.remotes.iter() {
-            let _ = r.send(Command::Stop);
+            r.wake();
         }
     }
 

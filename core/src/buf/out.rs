@@ -76,6 +76,40 @@ impl OutQueue {
         }
     }
 
+    /// Appends up to `max` bytes written in place by `f` into the tail chunk (taking a fresh
+    /// pooled chunk when the tail has less than `max` bytes free). `f` returns how many bytes
+    /// it wrote; at most `max` are kept. Serializing straight into the queue saves building a
+    /// message elsewhere and copying it in.
+    pub(crate) fn append_with(
+        &mut self,
+        max: usize,
+        pool: &mut BufferPool,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> usize {
+        if self.head.capacity() == 0 && self.rest.is_empty() {
+            self.head = pool.get();
+            self.pos = 0;
+        }
+        let room = {
+            let t = self.tail();
+            t.capacity() - t.len()
+        };
+        if room < max {
+            let mut chunk = pool.get();
+            chunk.reserve(max);
+            self.push_chunk(chunk);
+        }
+        let tail = self.tail();
+        let start = tail.len();
+        // Zero-fill only the bytes we may write (a few hundred at most on the hot path), so
+        // `f` gets an initialized slice and no unsafe length juggling is needed.
+        tail.resize(start + max, 0);
+        let n = f(&mut tail[start..]).min(max);
+        tail.truncate(start + n);
+        self.len += n;
+        n
+    }
+
     /// Queues an owned buffer: it becomes the head of an empty queue as it is, a small one is
     /// copied into the tail chunk (and given to the pool), a large one is queued as a chunk.
     pub(crate) fn push_owned(&mut self, data: Vec<u8>, pool: &mut BufferPool) {

@@ -172,10 +172,39 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 /// Every LF must follow a CR (httparse accepts bare LF line endings; shoal does not, so a
 /// head means the same to shoal as to any strict intermediary).
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+///
+/// httparse stops every line at its terminator, so an LF can only sit where a line ends:
+/// among the empty lines before the request line, after the version, after each field value
+/// (past optional trailing whitespace), and at the very end. Checking those places costs a
+/// few comparisons per line instead of a pass over every byte.
+fn has_bare_lf(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> bool {
+    let offset = |p: *const u8| (p as usize).wrapping_sub(buf.as_ptr() as usize);
+    // A line ending at `at`: optional spaces or tabs, then CR LF.
+    let ends_with_crlf = |mut at: usize| {
+        while at < len && (buf[at] == b' ' || buf[at] == b'\t') {
+            at += 1;
+        }
+        at + 1 < len && buf[at] == b'\r' && buf[at + 1] == b'\n'
+    };
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return true;
+    };
+    // Empty lines before the request line come in CR LF pairs.
+    let start = offset(method.as_ptr());
+    if start > len || !buf[..start].chunks(2).all(|c| c == b"\r\n") {
+        return true;
+    }
+    // "<target> HTTP/1.x" then CR LF.
+    if !ends_with_crlf(offset(path.as_ptr()) + path.len() + 9) {
+        return true;
+    }
+    for h in req.headers.iter() {
+        if !ends_with_crlf(offset(h.value.as_ptr()) + h.value.len()) {
+            return true;
+        }
+    }
+    // The empty line that ends the head.
+    !buf[..len].ends_with(b"\r\n\r\n")
 }
 
 /// What an `httparse` version error means: another major version (505), a version token
@@ -258,7 +287,7 @@ pub(crate) fn parse_head<'h, 'b>(
     if len > limits.max_header_bytes {
         return Err(ParseError::HeadTooLarge);
     }
-    if has_bare_lf(&buf[..len]) {
+    if has_bare_lf(buf, len, &req) {
         return Err(ParseError::BareLineFeed);
     }
     let version = req.version.unwrap_or(1);
@@ -277,6 +306,10 @@ pub(crate) fn parse_head<'h, 'b>(
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        // Dispatch on length: most fields match none of the names below.
+        if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case(b"content-length") {

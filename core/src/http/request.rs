@@ -37,19 +37,28 @@ impl<'a> Request<'a> {
     /// target.
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        let t = match t.find("://") {
-            Some(i) if !t.starts_with('/') => {
-                let after = &t[i + 3..];
-                after.find('/').map_or("/", |j| &after[j..])
+        // Origin form (`/…`) is what nearly every request uses: no scheme to strip.
+        let t = if t.starts_with('/') {
+            t
+        } else {
+            match t.find("://") {
+                Some(i) => {
+                    let after = &t[i + 3..];
+                    after.find('/').map_or("/", |j| &after[j..])
+                }
+                None => t,
             }
-            _ => t,
         };
-        t.split_once('?').map_or(t, |(p, _)| p)
+        match t.bytes().position(|b| b == b'?') {
+            Some(q) => &t[..q],
+            None => t,
+        }
     }
 
     /// The query: the target after the first `?`, if any.
     pub fn query(&self) -> Option<&'a str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        let q = self.target.bytes().position(|b| b == b'?')?;
+        Some(&self.target[q + 1..])
     }
 
     /// The HTTP version.

@@ -1,13 +1,12 @@
 //! Responses, serialized straight into the connection's output queue: at once from the
 //! handler ([`Response`]), or later from any thread ([`Deferred`], [`ChunkedBody`]).
 
-use std::cell::RefCell;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::date::{DATE_LEN, with_date};
-use super::stats::{Counters, inc};
+use super::stats::{Counters, Tally, inc};
 use crate::conn::{Conn, ConnId};
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
@@ -76,8 +75,62 @@ pub(crate) fn reason(status: u16) -> &'static str {
     }
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Byte classes for header validation, one table lookup per byte.
+const TCHAR: u8 = 1;
+const FIELD_VCHAR: u8 = 2;
+
+const fn byte_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let tchar = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        // Field values: visible ASCII, space, tab and obs-text; never CR, LF, NUL or another
+        // control byte (RFC 9110 §5.5).
+        let vchar = c == b'\t' || (c >= 0x20 && c != 0x7f);
+        t[b] = (if tchar { TCHAR } else { 0 }) | (if vchar { FIELD_VCHAR } else { 0 });
+        b += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = byte_classes();
+
+fn all_in(bytes: &[u8], class: u8) -> bool {
+    bytes.iter().all(|&b| CLASSES[usize::from(b)] & class != 0)
+}
+
+/// The status line of the common statuses, ready to copy.
+fn status_line(status: u16) -> Option<&'static [u8]> {
+    Some(match status {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n",
+        302 => b"HTTP/1.1 302 Found\r\n",
+        304 => b"HTTP/1.1 304 Not Modified\r\n",
+        400 => b"HTTP/1.1 400 Bad Request\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        _ => return None,
+    })
 }
 
 /// How the body of a response is delimited.
@@ -92,94 +145,147 @@ fn has_body(status: u16) -> bool {
     !(status < 200 || status == 204 || status == 304)
 }
 
-/// Appends a status line and header block to `out`. User headers are validated (a token
-/// name; no CR, LF, NUL or other control byte in the value), framing headers are shoal's.
-/// Returns whether the connection must close after this response.
-pub(crate) fn write_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
+/// What serializing a head needs to know, found (and validated) before a byte is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) close: bool,
+    pub(crate) chunked: bool,
+    has_date: bool,
+    has_connection: bool,
+    /// An upper bound on the head's length.
+    pub(crate) bound: usize,
+}
+
+/// Validates the user headers (a token name; no CR, LF, NUL or other control byte in the
+/// value; Content-Length and Transfer-Encoding are shoal's) and decides the framing.
+pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     info: &Info,
     status: u16,
     headers: &[(N, V)],
     body: Body,
-    date: &[u8; DATE_LEN],
-) -> Result<(bool, bool)> {
+) -> Result<Plan> {
     if !(200..=999).contains(&status) {
         return Err(Error::InvalidResponse(
             "status must be in 200..=999 (interim responses are shoal's)",
         ));
     }
-    let start = out.len();
-    let result = write_head_inner(out, info, status, headers, body, date);
-    if result.is_err() {
-        out.truncate(start);
+    let mut p = Plan {
+        close: !info.keep_alive,
+        chunked: false,
+        has_date: false,
+        has_connection: false,
+        // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
+        bound: 48 + 8 + DATE_LEN + 40 + 26 + 2,
+    };
+    for (name, value) in headers {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        if name.is_empty() || !all_in(name, TCHAR) {
+            return Err(Error::InvalidResponse("header name is not a token"));
+        }
+        if !all_in(value, FIELD_VCHAR) {
+            return Err(Error::InvalidResponse(
+                "header value contains CR, LF, NUL or another control byte",
+            ));
+        }
+        // Only names of these lengths can be special: most headers skip the comparisons.
+        match name.len() {
+            14 | 17
+                if name.eq_ignore_ascii_case(b"content-length")
+                    || name.eq_ignore_ascii_case(b"transfer-encoding") =>
+            {
+                return Err(Error::InvalidResponse(
+                    "Content-Length and Transfer-Encoding are set by shoal",
+                ));
+            }
+            4 if name.eq_ignore_ascii_case(b"date") => p.has_date = true,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                p.has_connection = true;
+                if value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    p.close = true;
+                }
+            }
+            _ => {}
+        }
+        p.bound += name.len() + value.len() + 4;
     }
-    result
+    if has_body(status) && matches!(body, Body::Streamed) {
+        if info.version == 1 {
+            p.chunked = true;
+        } else {
+            // HTTP/1.0 has no chunked coding: the body ends when the connection closes.
+            p.close = true;
+        }
+    }
+    Ok(p)
 }
 
-fn write_head_inner<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    out: &mut Vec<u8>,
+/// Where a head is serialized: a growable buffer, or a slice sized by [`Plan::bound`].
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Writes into a slice; the plan's bound guarantees room.
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) at: usize,
+}
+
+impl Sink for Cursor<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.at + bytes.len();
+        self.buf[self.at..end].copy_from_slice(bytes);
+        self.at = end;
+    }
+}
+
+/// Serializes a planned head.
+pub(crate) fn emit<S: Sink, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut S,
+    plan: &Plan,
     info: &Info,
     status: u16,
     headers: &[(N, V)],
     body: Body,
     date: &[u8; DATE_LEN],
-) -> Result<(bool, bool)> {
-    let mut close = !info.keep_alive;
-    let mut has_date = false;
-    let mut has_connection = false;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-        b' ',
-    ]);
-    out.extend_from_slice(reason(status).as_bytes());
-    out.extend_from_slice(b"\r\n");
+) {
+    match status_line(status) {
+        Some(line) => out.put(line),
+        None => {
+            out.put(b"HTTP/1.1 ");
+            out.put(&[
+                b'0' + (status / 100) as u8,
+                b'0' + (status / 10 % 10) as u8,
+                b'0' + (status % 10) as u8,
+                b' ',
+            ]);
+            let r = reason(status).as_bytes();
+            out.put(&r[..r.len().min(32)]);
+            out.put(b"\r\n");
+        }
+    }
     for (name, value) in headers {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-            return Err(Error::InvalidResponse("header name is not a token"));
-        }
-        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-            return Err(Error::InvalidResponse(
-                "header value contains CR, LF, NUL or another control byte",
-            ));
-        }
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-        {
-            return Err(Error::InvalidResponse(
-                "Content-Length and Transfer-Encoding are set by shoal",
-            ));
-        }
-        if name.eq_ignore_ascii_case(b"date") {
-            has_date = true;
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            has_connection = true;
-            if value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
-                close = true;
-            }
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        out.put(name.as_ref());
+        out.put(b": ");
+        out.put(value.as_ref());
+        out.put(b"\r\n");
     }
-    if !has_date {
-        out.extend_from_slice(b"Date: ");
-        out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\n");
+    if !plan.has_date {
+        out.put(b"Date: ");
+        out.put(date);
+        out.put(b"\r\n");
     }
-    let mut chunked = false;
     if has_body(status) {
         match body {
             Body::Length(n) => {
-                out.extend_from_slice(b"Content-Length: ");
                 let mut digits = [0u8; 20];
                 let mut i = digits.len();
                 let mut v = n;
@@ -191,26 +297,38 @@ fn write_head_inner<N: AsRef<[u8]>, V: AsRef<[u8]>>(
                         break;
                     }
                 }
-                out.extend_from_slice(&digits[i..]);
-                out.extend_from_slice(b"\r\n");
+                out.put(b"Content-Length: ");
+                out.put(&digits[i..]);
+                out.put(b"\r\n");
             }
-            Body::Streamed if info.version == 1 => {
-                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-                chunked = true;
-            }
-            // HTTP/1.0 has no chunked coding: the body ends when the connection closes.
-            Body::Streamed => close = true,
+            Body::Streamed if plan.chunked => out.put(b"Transfer-Encoding: chunked\r\n"),
+            Body::Streamed => {}
         }
     }
-    if !has_connection {
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
+    if !plan.has_connection {
+        if plan.close {
+            out.put(b"Connection: close\r\n");
         } else if info.version == 0 {
-            out.extend_from_slice(b"Connection: keep-alive\r\n");
+            out.put(b"Connection: keep-alive\r\n");
         }
     }
-    out.extend_from_slice(b"\r\n");
-    Ok((close, chunked))
+    out.put(b"\r\n");
+}
+
+/// Appends a status line and header block to `out` (nothing on error). Returns whether the
+/// connection must close after this response, and whether the body is chunked.
+pub(crate) fn write_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    info: &Info,
+    status: u16,
+    headers: &[(N, V)],
+    body: Body,
+    date: &[u8; DATE_LEN],
+) -> Result<(bool, bool)> {
+    let p = plan(info, status, headers, body)?;
+    out.reserve(p.bound);
+    emit(out, &p, info, status, headers, body, date);
+    Ok((p.close, p.chunked))
 }
 
 /// Appends the framing of one chunk of `len` bytes: `len` in hex and CRLF.
@@ -230,10 +348,8 @@ fn chunk_prefix(len: usize, buf: &mut [u8; 18]) -> &[u8] {
     &buf[i..]
 }
 
-thread_local! {
-    /// The status line and headers of an inline response are built here, then queued.
-    static HEAD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
+/// Bodies up to this size are copied into the output queue together with the head.
+const INLINE_BODY: usize = 8 * 1024;
 
 /// The response to one request, given to the handler with it. Answer at once with
 /// [`Response::send`] (the fast path: serialized straight into the output queue), stream a
@@ -245,7 +361,7 @@ pub struct Response<'r, 'c> {
     conn: &'r mut Conn<'c>,
     info: Info,
     pub(crate) outcome: Outcome,
-    counters: &'r Counters,
+    tally: &'r mut Tally,
     stats: &'r Arc<[Counters]>,
 }
 
@@ -253,14 +369,14 @@ impl<'r, 'c> Response<'r, 'c> {
     pub(crate) fn new(
         conn: &'r mut Conn<'c>,
         info: Info,
-        counters: &'r Counters,
+        tally: &'r mut Tally,
         stats: &'r Arc<[Counters]>,
     ) -> Self {
         Response {
             conn,
             info,
             outcome: Outcome::Fresh,
-            counters,
+            tally,
             stats,
         }
     }
@@ -299,23 +415,38 @@ impl<'r, 'c> Response<'r, 'c> {
     ) -> Result<()> {
         self.fresh()?;
         let info = self.info;
+        // The head declares the body's length even when the body is not sent (HEAD).
+        let framing = Body::Length(body.len());
+        let p = plan(&info, status, headers, framing)?;
+        let payload = if info.head || !has_body(status) {
+            &[][..]
+        } else {
+            body
+        };
         let conn = &mut *self.conn;
         let now = conn.now();
-        let close = HEAD.with_borrow_mut(|head| {
-            head.clear();
-            let (close, _) = with_date(now, |d| {
-                write_head(head, &info, status, headers, Body::Length(body.len()), d)
-            })?;
-            let body = if info.head || !has_body(status) {
-                &[][..]
+        with_date(now, |d| {
+            if payload.len() <= INLINE_BODY {
+                // Head and body serialized straight into the output queue: one copy.
+                conn.write_in_place(p.bound + payload.len(), |buf| {
+                    let mut c = Cursor { buf, at: 0 };
+                    emit(&mut c, &p, &info, status, headers, framing, d);
+                    c.put(payload);
+                    c.at
+                })
+                .map(drop)
             } else {
-                body
-            };
-            conn.write_vectored(&[IoSlice::new(head), IoSlice::new(body)])?;
-            Ok::<_, Error>(close)
+                // A large body is queued in pooled chunks after the head.
+                conn.write_in_place(p.bound, |buf| {
+                    let mut c = Cursor { buf, at: 0 };
+                    emit(&mut c, &p, &info, status, headers, framing, d);
+                    c.at
+                })?;
+                conn.write(payload)
+            }
         })?;
-        self.counters.response(status);
-        self.outcome = Outcome::Sent { close };
+        self.tally.response(status);
+        self.outcome = Outcome::Sent { close: p.close };
         Ok(())
     }
 
@@ -329,18 +460,21 @@ impl<'r, 'c> Response<'r, 'c> {
     ) -> Result<()> {
         self.fresh()?;
         let info = self.info;
+        let p = plan(&info, status, headers, Body::Streamed)?;
         let conn = &mut *self.conn;
         let now = conn.now();
-        let (close, chunked) = HEAD.with_borrow_mut(|head| {
-            head.clear();
-            let r = with_date(now, |d| {
-                write_head(head, &info, status, headers, Body::Streamed, d)
-            })?;
-            conn.write(head)?;
-            Ok::<_, Error>(r)
+        with_date(now, |d| {
+            conn.write_in_place(p.bound, |buf| {
+                let mut c = Cursor { buf, at: 0 };
+                emit(&mut c, &p, &info, status, headers, Body::Streamed, d);
+                c.at
+            })
         })?;
-        self.counters.response(status);
-        self.outcome = Outcome::Streaming { close, chunked };
+        self.tally.response(status);
+        self.outcome = Outcome::Streaming {
+            close: p.close,
+            chunked: p.chunked,
+        };
         Ok(())
     }
 
@@ -383,7 +517,7 @@ impl<'r, 'c> Response<'r, 'c> {
     pub fn defer(&mut self) -> Result<Deferred> {
         self.fresh()?;
         self.outcome = Outcome::Deferred;
-        inc(&self.counters.deferred);
+        inc(&self.stats[self.conn.id().reactor()].deferred);
         Ok(Deferred {
             handle: self.conn.handle().clone(),
             id: self.conn.id(),

@@ -13,7 +13,7 @@ use super::date::with_date;
 use super::parse::{Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
 use super::response::{Body, Info, Outcome, Response, write_head};
-use super::stats::{Counters, HttpStats, TimeoutKind, inc};
+use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{CloseReason, Error, Result};
@@ -309,15 +309,16 @@ impl<H: HttpHandler> Http<H> {
         &self,
         conn: &mut Conn<'_>,
         st: &mut HttpConn,
+        tally: &mut Tally,
         req: &Request<'_>,
         head: &Head,
     ) -> Flow {
         st.requests += 1;
         st.continue_sent = false;
         let counters = &self.stats[conn.id().reactor()];
-        inc(&counters.requests);
+        tally.requests += 1;
         if st.requests > 1 {
-            inc(&counters.keepalive_reuses);
+            tally.reuses += 1;
         }
         let last = self.max_requests.is_some_and(|m| st.requests >= m);
         let info = Info {
@@ -326,7 +327,7 @@ impl<H: HttpHandler> Http<H> {
             keep_alive: head.keep_alive && !st.peer_closed && !last,
         };
         let (result, outcome) = {
-            let mut res = Response::new(conn, info, counters, &self.stats);
+            let mut res = Response::new(conn, info, tally, &self.stats);
             let handler = &self.handler;
             let result = catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
             // A stream the handler started but did not end is ended for it.
@@ -382,6 +383,19 @@ impl<H: HttpHandler> Http<H> {
 
     /// Handles the requests in `data`; returns the bytes consumed.
     fn process(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
+        let mut tally = Tally::default();
+        let pos = self.process_with(conn, st, data, &mut tally);
+        tally.flush(self.counters(conn));
+        pos
+    }
+
+    fn process_with(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        data: &[u8],
+        tally: &mut Tally,
+    ) -> usize {
         let mut pos = 0;
         let mut served = 0;
         let mut partial_body = false;
@@ -401,7 +415,7 @@ impl<H: HttpHandler> Http<H> {
                         pos += n;
                         st.chunked = None;
                         served += 1;
-                        if let Flow::Stop = self.dispatch_chunked(conn, st) {
+                        if let Flow::Stop = self.dispatch_chunked(conn, st, tally) {
                             break;
                         }
                         continue;
@@ -457,7 +471,7 @@ impl<H: HttpHandler> Http<H> {
                 Framing::None => {
                     pos += head.len;
                     served += 1;
-                    if let Flow::Stop = self.dispatch(conn, st, &req, &head) {
+                    if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
                         break;
                     }
                 }
@@ -474,7 +488,7 @@ impl<H: HttpHandler> Http<H> {
                     };
                     pos += end;
                     served += 1;
-                    if let Flow::Stop = self.dispatch(conn, st, &req, &head) {
+                    if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
                         break;
                     }
                 }
@@ -520,7 +534,7 @@ impl<H: HttpHandler> Http<H> {
 
     /// Dispatches a request whose chunked body is complete: the head is parsed again from
     /// the copy kept when its body started.
-    fn dispatch_chunked(&self, conn: &mut Conn<'_>, st: &mut HttpConn) -> Flow {
+    fn dispatch_chunked(&self, conn: &mut Conn<'_>, st: &mut HttpConn, tally: &mut Tally) -> Flow {
         let head_buf = std::mem::take(&mut st.head_buf);
         let body = std::mem::take(&mut st.body);
         let flow = {
@@ -535,7 +549,7 @@ impl<H: HttpHandler> Http<H> {
                         body: &body,
                     };
                     let head = parsed.head;
-                    self.dispatch(conn, st, &req, &head)
+                    self.dispatch(conn, st, tally, &req, &head)
                 }
                 // It parsed when its body began; it cannot fail now.
                 _ => {

@@ -47,6 +47,41 @@ impl Counters {
     }
 }
 
+/// Counts of one pass over a connection's input, added to the shared counters once per pass
+/// instead of one atomic operation per request.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) requests: u64,
+    pub(crate) reuses: u64,
+    pub(crate) responses: [u64; 5],
+}
+
+impl Tally {
+    pub(crate) fn response(&mut self, status: u16) {
+        if let Some(c) = self
+            .responses
+            .get_mut(usize::from(status / 100).wrapping_sub(1))
+        {
+            *c += 1;
+        }
+    }
+
+    pub(crate) fn flush(&mut self, c: &Counters) {
+        if self.requests > 0 {
+            c.requests.fetch_add(self.requests, Relaxed);
+        }
+        if self.reuses > 0 {
+            c.keepalive_reuses.fetch_add(self.reuses, Relaxed);
+        }
+        for (n, a) in self.responses.iter().zip(&c.responses) {
+            if *n > 0 {
+                a.fetch_add(*n, Relaxed);
+            }
+        }
+        *self = Tally::default();
+    }
+}
+
 /// A snapshot of the HTTP counters, summed over reactors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

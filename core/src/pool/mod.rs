@@ -245,6 +245,19 @@ impl WorkerCtx {
         Ok(())
     }
 
+    pub(crate) fn write_in_place(
+        &mut self,
+        max: usize,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        self.check_write(max)?;
+        let start = self.out.len();
+        self.out.resize(start + max, 0);
+        let n = f(&mut self.out[start..]).min(max);
+        self.out.truncate(start + n);
+        Ok(n)
+    }
+
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
         self.check_write(bufs.iter().map(|b| b.len()).sum())?;
         for b in bufs {

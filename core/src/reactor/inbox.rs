@@ -44,7 +44,6 @@ pub(crate) enum Command {
     },
     /// `max_connections` has room again.
     ResumeAccept,
-    Stop,
 }
 
 /// The sending side of a reactor's inbox plus its slot table, shared by every handle.
@@ -105,12 +104,12 @@ impl Remote {
         *self.exited.lock().unwrap_or_else(|e| e.into_inner()) = true;
     }
 
-    /// Wakes the reactor without a command (results from workers, queue space).
+    /// Wakes the reactor without a command (results from workers, queue space, stop).
+    /// Async-signal-safe: an atomic swap and an `eventfd` write, nothing else. (A failing
+    /// `eventfd` write leaves the counter full, which still wakes the reactor.)
     pub(crate) fn wake(&self) {
-        if !self.notified.swap(true, Ordering::SeqCst)
-            && let Err(e) = self.waker.wake()
-        {
-            log::error!("waking reactor failed: {e}");
+        if !self.notified.swap(true, Ordering::SeqCst) {
+            let _ = self.waker.wake();
         }
     }
 

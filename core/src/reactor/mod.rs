@@ -291,6 +291,21 @@ impl Core {
         Ok(())
     }
 
+    pub(crate) fn write_in_place(
+        &mut self,
+        id: ConnId,
+        max: usize,
+        f: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        self.writable(id, max)?;
+        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        let n = c.out.append_with(max, &mut self.pool, f);
+        if n > 0 {
+            Self::mark_dirty(&mut self.dirty, c);
+        }
+        Ok(n)
+    }
+
     pub(crate) fn write_owned(&mut self, id: ConnId, data: Vec<u8>) -> Result<()> {
         self.writable(id, data.len())?;
         let c = self.conns[id.slot() as usize].as_mut().expect("checked");
@@ -667,6 +682,9 @@ impl<H: Handler> Reactor<H> {
                 self.accept();
             }
             if self.remote().take_notified() {
+                if !self.stopping && self.shared().is_stopping() {
+                    self.begin_shutdown();
+                }
                 self.drain_inbox();
                 self.drain_done();
             }
@@ -1551,7 +1569,6 @@ impl<H: Handler> Reactor<H> {
                     self.accept_more = true;
                 }
             }
-            Command::Stop => self.begin_shutdown(),
         }
     }
 
