@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PYTHON ?= python3
 
-.PHONY: all run run-echo test lint test-rust bench-echo bench-echo-quick clean
+.PHONY: all run run-echo test lint test-rust bench-echo bench-echo-quick bench-http clean
 
 all:
 	$(CARGO) build --release --workspace --examples
@@ -36,6 +36,10 @@ bench-echo:
 
 bench-echo-quick:
 	$(PYTHON) bench/echo.py --quick --servers shoal,epoll
+
+## HTTP benchmark against the peers (bench/http.py; installs wrk, Go and fasthttp).
+bench-http:
+	$(PYTHON) bench/http.py --out bench/out/http.md
 
 clean:
 	$(CARGO) clean

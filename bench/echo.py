@@ -15,7 +15,8 @@ round trips per second. Then, per server: syscalls per round trip under
 that 10 000 idle connections add.
 
 A Markdown report goes to stdout (and to --out FILE); progress goes to stderr.
-Standard library only. Every child process has a timeout and is killed on the
+Standard library only; the plumbing shared with bench/http.py is in
+bench/harness.py. Every child process has a timeout and is killed on the
 way out; every server listens on 127.0.0.1 only.
 """
 
@@ -25,8 +26,6 @@ import argparse
 import datetime
 import json
 import os
-import re
-import select
 import shlex
 import shutil
 import signal
@@ -34,306 +33,46 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TARGET = ROOT / "target"
-HOST = "127.0.0.1"
+from harness import (
+    BUSY_THRESHOLD,
+    CLK_TCK,
+    HOST,
+    NOISE_THRESHOLD,
+    ROOT,
+    TARGET,
+    LineReader,
+    Server,
+    ServerSpec,
+    Tools,
+    cpu_model,
+    fmt_int,
+    kill_all_live,
+    kill_quietly,
+    log,
+    measure_with_retries,
+    on_sigterm,
+    parse_strace_summary,
+    proc_cpu_seconds,
+    proc_cpu_split,
+    run_build,
+    spawn,
+    spread,
+    system_busy_seconds,
+    tail,
+    vm_rss_kib,
+)
+
 WORKLOADS = [(64, 64), (512, 64)]  # (connections, message bytes)
 SERVER_ORDER = ["shoal", "shoal-pool", "epoll", "tokio"]
 REFERENCE = "epoll"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-BUSY_THRESHOLD = 0.90  # below this server-core share: load-generator bound
-NOISE_THRESHOLD = 0.10  # more CPU than this (in cores) used by others: noisy run
-
-BUILD_TIMEOUT = 1800
-START_TIMEOUT = 20
-STOP_TIMEOUT = 10
-LISTEN_RE = re.compile(r"^listening on (\S+):(\d+)$")
-
-LIVE: set[subprocess.Popen] = set()  # children to kill whatever happens
-
-
-def log(msg: str) -> None:
-    print(f"[echo.py {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------
-# processes
-
-
-class LineReader:
-    """Reads lines from a pipe with a timeout (select + os.read)."""
-
-    def __init__(self, stream) -> None:
-        self.fd = stream.fileno()
-        self.buf = b""
-        self.eof = False
-
-    def readline(self, timeout: float) -> str | None:
-        """The next line without its newline; None at EOF; TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 1 :]
-                return line.decode(errors="replace").rstrip("\r")
-            if self.eof:
-                if self.buf:
-                    line, self.buf = self.buf, b""
-                    return line.decode(errors="replace")
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no output line in time")
-            ready, _, _ = select.select([self.fd], [], [], left)
-            if ready:
-                chunk = os.read(self.fd, 65536)
-                if chunk:
-                    self.buf += chunk
-                else:
-                    self.eof = True
-
-    def drain_in_background(self) -> None:
-        """Keeps reading (and dropping) output so the child never blocks."""
-
-        def run() -> None:
-            try:
-                while os.read(self.fd, 65536):
-                    pass
-            except OSError:
-                pass
-
-        threading.Thread(target=run, daemon=True).start()
-
-
-def spawn(argv: list[str], *, stderr_path: Path, stdin=subprocess.DEVNULL) -> subprocess.Popen:
-    with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=stdin, stdout=subprocess.PIPE, stderr=err, bufsize=0
-        )
-    LIVE.add(proc)
-    return proc
-
-
-def kill_quietly(proc: subprocess.Popen | None) -> None:
-    if proc is None:
-        return
-    if proc.poll() is None:
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream:
-                stream.close()
-        except OSError:
-            pass
-    LIVE.discard(proc)
-
-
-def kill_all_live() -> None:
-    for proc in list(LIVE):
-        kill_quietly(proc)
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])
-
-
-def proc_cpu_split(pid: int) -> tuple[float, float]:
-    """(utime, stime) in seconds of a whole process (fields 14 and 15 of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process."""
-    return sum(proc_cpu_split(pid))
-
-
-def system_busy_seconds() -> float:
-    """CPU time all CPUs spent on anything but idle/iowait (first line of /proc/stat)."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def wait_for_quiet(max_wait: float) -> float:
-    """Waits (up to max_wait s) until the machine runs nothing else; returns the last busy share."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        b0, t0 = system_busy_seconds(), time.monotonic()
-        time.sleep(0.5)
-        busy = (system_busy_seconds() - b0) / (time.monotonic() - t0)
-        if busy < NOISE_THRESHOLD or time.monotonic() >= deadline:
-            return busy
-
-
-def vm_rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def child_pid(pid: int) -> int | None:
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return None
-    return int(kids[0]) if kids else None
-
-
-# --------------------------------------------------------------------------
-# configuration
-
-
-@dataclass
-class Tools:
-    loadgen: Path
-    server_cpu: str
-    loadgen_cpu: str
-    taskset: bool
-    tmp: Path
-
-    serial: int = 0
-
-    def scratch(self, name: str) -> Path:
-        """A fresh file name in the run's temporary directory."""
-        self.serial += 1
-        return self.tmp / f"{self.serial:04d}-{name}"
-
-    def pin(self, cpu: str) -> list[str]:
-        return ["taskset", "-c", cpu] if self.taskset else []
-
-
-@dataclass
-class ServerSpec:
-    name: str
-    binary: Path
-    missing: str | None = None  # why it cannot run
-    args: list[str] = field(default_factory=lambda: ["--host", HOST, "--port", "0", "--threads", "1"])
-
-
-class Server:
-    """One running server process (optionally under strace)."""
-
-    def __init__(self, spec: ServerSpec, tools: Tools, strace_out: Path | None = None) -> None:
-        self.spec = spec
-        self.stderr_path = tools.scratch(f"{spec.name}.stderr")
-        argv = tools.pin(tools.server_cpu)
-        if strace_out is not None:
-            argv += ["strace", "-f", "-c", "-o", str(strace_out), "--"]
-        argv += [str(spec.binary), *spec.args]
-        self.traced = strace_out is not None
-        self.proc = spawn(argv, stderr_path=self.stderr_path)
-        self.pid = self.proc.pid  # taskset execs the server: same pid
-        try:
-            self._wait_listening()
-        except BaseException:
-            self.kill()
-            raise
-
-    def _wait_listening(self) -> None:
-        spec = self.spec
-        reader = LineReader(self.proc.stdout)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                line = reader.readline(max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise RuntimeError(f"{spec.name}: no `listening on` line within {START_TIMEOUT}s") from None
-            if line is None:
-                rc = self.proc.wait(timeout=5)
-                raise RuntimeError(
-                    f"{spec.name}: exited (status {rc}) before listening: {tail(self.stderr_path)}"
-                )
-            m = LISTEN_RE.match(line.strip())
-            if m:
-                break
-        if m.group(1) != HOST:
-            raise RuntimeError(f"{spec.name}: listens on {m.group(1)}, not {HOST}")
-        self.port = int(m.group(2))
-        reader.drain_in_background()
-        if self.traced:
-            kid = None
-            for _ in range(100):
-                kid = child_pid(self.proc.pid)
-                if kid:
-                    break
-                time.sleep(0.01)
-            if kid is None:
-                raise RuntimeError(f"{spec.name}: cannot find the traced server's pid")
-            self.pid = kid
-
-    def stop(self) -> str | None:
-        """SIGTERM; returns a problem description, or None for a clean exit 0."""
-        if self.proc.poll() is not None:
-            rc = self.proc.returncode
-            LIVE.discard(self.proc)
-            return f"exited by itself during the run (status {rc}): {tail(self.stderr_path)}"
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            rc = self.proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            kill_quietly(self.proc)
-            return f"did not exit within {STOP_TIMEOUT}s of SIGTERM (killed)"
-        LIVE.discard(self.proc)
-        if rc != 0:
-            return f"exit status {rc} after SIGTERM (want 0): {tail(self.stderr_path, 2)}"
-        return None
-
-    def kill(self) -> None:
-        if self.traced:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        kill_quietly(self.proc)
 
 
 # --------------------------------------------------------------------------
 # building
-
-
-def run_build(cmd: list[str], cwd: Path, jobs: int | None) -> tuple[bool, str]:
-    if cmd[0] == "cargo" and jobs:
-        cmd = [*cmd, "-j", str(jobs)]
-    full = (["nice", "-n", "10"] if shutil.which("nice") else []) + cmd
-    log(f"build: {shlex.join(cmd)} (in {cwd.relative_to(ROOT) if cwd != ROOT else '.'})")
-    try:
-        res = subprocess.run(
-            full, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BUILD_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        return False, f"`{shlex.join(cmd)}` timed out after {BUILD_TIMEOUT}s"
-    except OSError as e:
-        return False, f"`{shlex.join(cmd)}`: {e}"
-    if res.returncode == 0:
-        return True, ""
-    lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error")] or lines[-3:]
-    return False, f"`{shlex.join(cmd)}` failed: " + " / ".join(errors[:3])
 
 
 def prepare(servers: list[str], args, problems: list[str]) -> tuple[Path | None, dict[str, ServerSpec]]:
@@ -486,24 +225,6 @@ class SyscallResult:
     problem: str | None = None
 
 
-def parse_strace_summary(path: Path) -> tuple[int, list[tuple[str, int]]]:
-    rows: list[tuple[str, int]] = []
-    total = None
-    for line in path.read_text(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) < 5 or not re.match(r"^\d+(\.\d+)?$", parts[0]):
-            continue
-        name, calls = parts[-1], int(parts[3])
-        if name == "total":
-            total = calls
-        else:
-            rows.append((name, calls))
-    if total is None:
-        total = sum(c for _, c in rows)
-    rows.sort(key=lambda r: -r[1])
-    return total, rows
-
-
 def run_syscalls(spec: ServerSpec, tools: Tools, count: int, conns: int) -> SyscallResult:
     res = SyscallResult(spec.name)
     out = tools.scratch(f"strace-{spec.name}.txt")
@@ -602,26 +323,6 @@ def run_memory(spec: ServerSpec, tools: Tools, conns: int) -> MemoryResult:
 
 # --------------------------------------------------------------------------
 # report
-
-
-def fmt_int(v: float) -> str:
-    return f"{v:,.0f}" if v == v else "n/a"
-
-
-def spread(values: list[float]) -> str:
-    if len(values) < 2:
-        return "–"
-    return f"{fmt_int(min(values))}–{fmt_int(max(values))}"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def report(args, cmdline: str, servers: list[str], specs, points: list[Point], sysres, memres, problems, settings) -> str:
@@ -783,10 +484,6 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
 # --------------------------------------------------------------------------
 
 
-def on_sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1 rep, 2 s measure, 1 s warm-up")
@@ -848,11 +545,8 @@ def main() -> int:
         for conns, size in WORKLOADS:
             for rep in range(1, reps + 1):
                 for name in runnable:
-                    best = None
-                    for attempt in range(args.retries + 1):
-                        busy = wait_for_quiet(args.quiet_wait)
-                        if busy >= NOISE_THRESHOLD:
-                            log(f"  machine still busy ({busy:.2f} cores used by others): running anyway")
+
+                    def one(attempt: int, name=name, conns=conns, size=size, rep=rep) -> Point:
                         log(f"echo {conns} conns x {size} B, rep {rep}/{reps}: {name}" + (f" (retry {attempt})" if attempt else ""))
                         pt = run_echo_point(specs[name], tools, conns, size, rep, duration, warmup)
                         if pt.ok:
@@ -863,12 +557,14 @@ def main() -> int:
                             )
                         else:
                             log(f"  FAILED: {pt.problem}")
-                        if best is None or (pt.ok and (not best.ok or pt.other_util < best.other_util)):
-                            best = pt
-                        if not pt.ok or pt.other_util < NOISE_THRESHOLD:
-                            break
-                        log("  other processes used the CPUs meanwhile: noisy, measuring again")
-                    points.append(best)
+                        return pt
+
+                    points.append(
+                        measure_with_retries(
+                            one, ok=lambda p: p.ok, others=lambda p: p.other_util,
+                            retries=args.retries, quiet_wait=args.quiet_wait,
+                        )  # fmt: skip
+                    )
 
         settings = {
             "loadavg": " ".join(loadavg), "reps": reps, "duration": duration, "warmup": warmup,

@@ -1,16 +1,19 @@
-//! `loadgen`: the load generator of shoal's echo benchmarks.
+//! `loadgen`: the load generator of shoal's echo benchmarks, and the
+//! fixed-count HTTP client of its HTTP benchmark.
 //!
 //! ```text
 //! loadgen echo --host H --port P --conns N --size S (--duration SECS | --count K)
 //!              [--warmup SECS] [--threads T]
 //! loadgen idle --host H --port P --conns N [--sources K]
+//! loadgen http --host H --port P --conns N --requests K [--pipeline D] [--timeout SECS]
 //! ```
 //!
-//! See `bench/echo.py` for the harness that drives it.
+//! See `bench/echo.py` and `bench/http.py` for the harnesses that drive it.
 
 mod args;
 mod echo;
 mod hist;
+mod http;
 mod idle;
 mod sys;
 
@@ -26,13 +29,20 @@ usage:
   loadgen idle --host H --port P --conns N [--sources K]
       Opens N connections from 127.0.0.1..127.0.0.K (round-robin), echoes 64
       bytes once on each, prints `ready N`, and holds them until stdin gives a
-      line or reaches EOF.";
+      line or reaches EOF.
+  loadgen http --host H --port P --conns N --requests K [--pipeline D] [--timeout SECS]
+      N keep-alive connections, each writing D `GET /` requests at a time and
+      waiting for their D responses (Content-Length framing). Stops after
+      exactly K responses and prints a JSON line with responses, rps,
+      p50/p90/p99 latency (us), non-2xx responses and errors; gives up after
+      --timeout SECS (default 120).";
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let result = match argv.first().map(String::as_str) {
         Some("echo") => echo::run(&argv[1..]),
         Some("idle") => idle::run(&argv[1..]),
+        Some("http") => http::run(&argv[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(0)
