@@ -1,20 +1,40 @@
 # shoal — top-level commands. `make run` starts the main example server; `make test` runs
-# every test and check of the project (what CI runs).
+# every test and check of the project (what CI runs); `make` builds libshoal and the examples.
 
 CARGO ?= cargo
 PYTHON ?= python3
+CC ?= cc
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIBDIR := target/release
+C_EXAMPLES := echo http_hello chat
+C_FLAGS := -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude
 
-.PHONY: all run run-echo test lint test-rust bench-echo bench-echo-quick bench-http clean
+.PHONY: all lib examples run run-echo test lint test-rust header install \
+	bench-echo bench-echo-quick bench-http clean
 
-all:
-	$(CARGO) build --release --workspace --examples
+all: lib examples
+
+## libshoal.so (SONAME libshoal.so.$(MAJOR)) and libshoal.a in target/release.
+lib:
+	$(CARGO) build --release -p shoal-capi
+	ln -sf libshoal.so $(LIBDIR)/libshoal.so.$(MAJOR)
+
+## The examples: Rust ones in target/release/examples, C ones (linked to libshoal.so) in
+## target/c.
+examples: lib $(addprefix target/c/,$(wildcard $(C_EXAMPLES:%=examples/c/%.c)))
+	$(CARGO) build --release -p shoal-core --examples
+
+target/c/%: examples/c/%.c include/shoal.h lib
+	@mkdir -p target/c
+	$(CC) $(C_FLAGS) $< -o $@ -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lshoal -lpthread
 
 ## Build in release mode and start the main example server (HTTP hello) on 127.0.0.1:8080.
 run:
 	$(CARGO) build --release -p shoal-core --example http_hello
 	./target/release/examples/http_hello --host 127.0.0.1 --port 8080
 
-## The echo example on 127.0.0.1:9000.
 run-echo:
 	$(CARGO) build --release -p shoal-core --example echo
 	./target/release/examples/echo --host 127.0.0.1 --port 9000
@@ -27,8 +47,26 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --workspace
 
+# The C tests (capi/tests) need libshoal.so next to the test binaries; cargo builds it with
+# the library, and capi/tests/c.rs builds it itself if it is missing.
 test-rust:
+	$(CARGO) build -p shoal-capi
 	$(CARGO) test --workspace
+
+## Regenerate include/shoal.h from capi/src (make test fails when it is stale).
+header:
+	SHOAL_WRITE_HEADER=1 $(CARGO) test -p shoal-capi --test header header_matches_the_sources
+
+## Install the libraries, the header and a pkg-config file under PREFIX.
+install: lib
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 0755 $(LIBDIR)/libshoal.so $(DESTDIR)$(PREFIX)/lib/libshoal.so.$(VERSION)
+	ln -sf libshoal.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libshoal.so.$(MAJOR)
+	ln -sf libshoal.so.$(MAJOR) $(DESTDIR)$(PREFIX)/lib/libshoal.so
+	install -m 0644 $(LIBDIR)/libshoal.a $(DESTDIR)$(PREFIX)/lib/libshoal.a
+	install -m 0644 include/shoal.h $(DESTDIR)$(PREFIX)/include/shoal.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' capi/shoal.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shoal.pc
 
 ## Echo benchmark against the peers (bench/echo.py; see bench/RESULTS.md).
 bench-echo:

@@ -392,6 +392,11 @@ impl<'r, 'c> Response<'r, 'c> {
         self.info.keep_alive
     }
 
+    /// Whether an answer was started: sent, streaming, or deferred.
+    pub fn is_started(&self) -> bool {
+        self.outcome != Outcome::Fresh
+    }
+
     /// Whether this answers a HEAD request (the body is not sent; Content-Length still is).
     pub fn is_head(&self) -> bool {
         self.info.head

@@ -1,0 +1,202 @@
+//! Status codes: 0 is success, OS errors are `-errno`, shoal's own codes live in
+//! -1000..-1099 and never change meaning once released.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char, c_int};
+
+use shoal_core::Error;
+
+use crate::boundary::ffi_guard;
+
+/// The result of every fallible function: `SHOAL_OK` (0) or a negative error code.
+#[allow(non_camel_case_types)]
+pub type shoal_status = c_int;
+
+/// Success.
+pub const SHOAL_OK: shoal_status = 0;
+/// The connection id names no live connection (closed, reused slot, or never issued).
+pub const SHOAL_ERR_CLOSED: shoal_status = -1001;
+/// The server was stopped (or is stopping) and takes no new work.
+pub const SHOAL_ERR_STOPPED: shoal_status = -1002;
+/// The write would take the connection's output above `max_write_buffer`; it is closing.
+pub const SHOAL_ERR_WRITE_OVERFLOW: shoal_status = -1003;
+/// A required pointer argument was NULL.
+pub const SHOAL_ERR_NULL: shoal_status = -1004;
+/// A configuration value is out of range (see shoal_last_error()).
+pub const SHOAL_ERR_INVALID_CONFIG: shoal_status = -1005;
+/// The server is running: stop it (and let shoal_server_run()/shoal_server_wait() return)
+/// first.
+pub const SHOAL_ERR_BUSY: shoal_status = -1006;
+/// The server was already started.
+pub const SHOAL_ERR_ALREADY_STARTED: shoal_status = -1007;
+/// shoal caught an internal panic; the call had no effect (see shoal_last_error()).
+pub const SHOAL_ERR_PANIC: shoal_status = -1008;
+/// An argument is invalid: a bad option number, a malformed address, a buffer too small, a
+/// size field too small (see shoal_last_error()).
+pub const SHOAL_ERR_INVALID_ARG: shoal_status = -1009;
+/// A response could not be sent as asked (a header with CR/LF/NUL, a response already
+/// started); nothing was written.
+pub const SHOAL_ERR_INVALID_RESPONSE: shoal_status = -1010;
+/// The function does not apply to this object (an HTTP call on a stream server, or the
+/// reverse).
+pub const SHOAL_ERR_WRONG_KIND: shoal_status = -1011;
+/// The requested item does not exist (a header that is absent).
+pub const SHOAL_ERR_NOT_FOUND: shoal_status = -1012;
+/// An operating-system error without an errno.
+pub const SHOAL_ERR_IO: shoal_status = -1013;
+/// The server was not started.
+pub const SHOAL_ERR_NOT_STARTED: shoal_status = -1014;
+
+thread_local! {
+    static LAST: RefCell<CString> = RefCell::new(CString::default());
+}
+
+/// Records the calling thread's last error message.
+pub(crate) fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST.with(|l| *l.borrow_mut() = c);
+}
+
+/// `SHOAL_ERR_NULL`, with a message naming the argument.
+pub(crate) fn null_arg(name: &str) -> shoal_status {
+    set_last_error(&format!("{name} is NULL"));
+    SHOAL_ERR_NULL
+}
+
+/// `SHOAL_ERR_INVALID_ARG`, with a message.
+pub(crate) fn invalid_arg(msg: &str) -> shoal_status {
+    set_last_error(msg);
+    SHOAL_ERR_INVALID_ARG
+}
+
+/// Maps an engine error to a status (and records its message).
+pub(crate) fn status_of(e: &Error) -> shoal_status {
+    set_last_error(&e.to_string());
+    match e {
+        Error::Closed => SHOAL_ERR_CLOSED,
+        Error::Stopped => SHOAL_ERR_STOPPED,
+        Error::WriteOverflow => SHOAL_ERR_WRITE_OVERFLOW,
+        Error::AlreadyStarted => SHOAL_ERR_ALREADY_STARTED,
+        Error::InvalidConfig(_) => SHOAL_ERR_INVALID_CONFIG,
+        Error::InvalidResponse(_) => SHOAL_ERR_INVALID_RESPONSE,
+        Error::ReactorPanicked(_) => SHOAL_ERR_PANIC,
+        Error::Io(io) => match io.raw_os_error() {
+            Some(errno) if errno > 0 => -errno,
+            _ => SHOAL_ERR_IO,
+        },
+        _ => SHOAL_ERR_IO,
+    }
+}
+
+/// `SHOAL_OK` or the mapped error.
+pub(crate) fn result(r: shoal_core::Result<()>) -> shoal_status {
+    match r {
+        Ok(()) => SHOAL_OK,
+        Err(e) => status_of(&e),
+    }
+}
+
+const NAMES: &[(shoal_status, &CStr, &CStr)] = &[
+    (SHOAL_OK, c"SHOAL_OK", c"success"),
+    (
+        SHOAL_ERR_CLOSED,
+        c"SHOAL_ERR_CLOSED",
+        c"connection is closed or the id is stale",
+    ),
+    (
+        SHOAL_ERR_STOPPED,
+        c"SHOAL_ERR_STOPPED",
+        c"server is stopped",
+    ),
+    (
+        SHOAL_ERR_WRITE_OVERFLOW,
+        c"SHOAL_ERR_WRITE_OVERFLOW",
+        c"output queue would exceed max_write_buffer",
+    ),
+    (
+        SHOAL_ERR_NULL,
+        c"SHOAL_ERR_NULL",
+        c"a required pointer argument is NULL",
+    ),
+    (
+        SHOAL_ERR_INVALID_CONFIG,
+        c"SHOAL_ERR_INVALID_CONFIG",
+        c"a configuration value is out of range",
+    ),
+    (SHOAL_ERR_BUSY, c"SHOAL_ERR_BUSY", c"server is running"),
+    (
+        SHOAL_ERR_ALREADY_STARTED,
+        c"SHOAL_ERR_ALREADY_STARTED",
+        c"server was already started",
+    ),
+    (
+        SHOAL_ERR_PANIC,
+        c"SHOAL_ERR_PANIC",
+        c"internal panic caught at the C boundary",
+    ),
+    (
+        SHOAL_ERR_INVALID_ARG,
+        c"SHOAL_ERR_INVALID_ARG",
+        c"invalid argument",
+    ),
+    (
+        SHOAL_ERR_INVALID_RESPONSE,
+        c"SHOAL_ERR_INVALID_RESPONSE",
+        c"invalid response",
+    ),
+    (
+        SHOAL_ERR_WRONG_KIND,
+        c"SHOAL_ERR_WRONG_KIND",
+        c"not applicable to this kind of server",
+    ),
+    (SHOAL_ERR_NOT_FOUND, c"SHOAL_ERR_NOT_FOUND", c"not found"),
+    (SHOAL_ERR_IO, c"SHOAL_ERR_IO", c"operating-system error"),
+    (
+        SHOAL_ERR_NOT_STARTED,
+        c"SHOAL_ERR_NOT_STARTED",
+        c"server was not started",
+    ),
+];
+
+/// A static, human-readable description of a status code (for `-errno`, the C library's
+/// description). Never NULL; the string lives for the whole program.
+#[unsafe(no_mangle)]
+pub extern "C" fn shoal_strerror(status: shoal_status) -> *const c_char {
+    ffi_guard!(c"unknown error".as_ptr(), {
+        if let Some((_, _, text)) = NAMES.iter().find(|(c, _, _)| *c == status) {
+            return text.as_ptr();
+        }
+        if (-4095..0).contains(&status) {
+            // SAFETY: strerror returns a pointer to a static or thread-local string for any
+            // errno value.
+            let p = unsafe { libc::strerror(-status) };
+            if !p.is_null() {
+                return p.cast_const();
+            }
+        }
+        c"unknown error".as_ptr()
+    })
+}
+
+/// The symbolic name of a status code ("SHOAL_ERR_CLOSED", or "ERRNO" for `-errno`). Never
+/// NULL; the string lives for the whole program.
+#[unsafe(no_mangle)]
+pub extern "C" fn shoal_err_name(status: shoal_status) -> *const c_char {
+    ffi_guard!(c"UNKNOWN".as_ptr(), {
+        if let Some((_, name, _)) = NAMES.iter().find(|(c, _, _)| *c == status) {
+            return name.as_ptr();
+        }
+        if (-4095..0).contains(&status) {
+            c"ERRNO".as_ptr()
+        } else {
+            c"UNKNOWN".as_ptr()
+        }
+    })
+}
+
+/// The calling thread's last error message (empty if none). Valid until the next shoal
+/// call on this thread; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn shoal_last_error() -> *const c_char {
+    ffi_guard!(c"".as_ptr(), { LAST.with(|l| l.borrow().as_ptr()) })
+}

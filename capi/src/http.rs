@@ -1,0 +1,540 @@
+//! HTTP from C: request getters, responses now, later, or streamed.
+
+use std::ffi::{c_char, c_void};
+
+use shoal_core::http::{ChunkedBody, Deferred, Request, Response, Version};
+
+use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or};
+use crate::callbacks::shoal_conn_id;
+use crate::error::{SHOAL_ERR_NOT_FOUND, SHOAL_OK, null_arg, result, shoal_status};
+
+/// The request an `on_request` callback answers. Valid, with every pointer read from it, only
+/// during that callback.
+#[derive(Debug)]
+pub struct shoal_request {
+    _private: [u8; 0],
+}
+
+/// The response to that request. Valid only during `on_request`; take a shoal_deferred with
+/// shoal_response_defer() to answer later.
+#[derive(Debug)]
+pub struct shoal_response {
+    _private: [u8; 0],
+}
+
+/// A response answered later, from any thread. Owned by the caller: free it with
+/// shoal_deferred_free() (which sends a 500 if it was never answered).
+#[derive(Debug)]
+pub struct shoal_deferred {
+    inner: Deferred,
+}
+
+/// The body of a streamed response sent from any thread. Owned by the caller: end it with
+/// shoal_chunked_finish(), then free it with shoal_chunked_free() (freeing an unfinished body
+/// aborts the connection).
+#[derive(Debug)]
+pub struct shoal_chunked {
+    inner: Option<ChunkedBody>,
+}
+
+/// A response header field: name and value as (pointer, length) pairs. Names must be tokens;
+/// values must not contain CR, LF, NUL or other control bytes (else
+/// SHOAL_ERR_INVALID_RESPONSE). Content-Length and Transfer-Encoding are written by shoal.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct shoal_header {
+    /// Field name bytes.
+    pub name: *const c_char,
+    /// Length of the name.
+    pub name_len: usize,
+    /// Field value bytes.
+    pub value: *const c_char,
+    /// Length of the value.
+    pub value_len: usize,
+}
+
+macro_rules! req_or {
+    ($p:expr) => {
+        ref_or!($p.cast::<Request<'_>>())
+    };
+}
+
+macro_rules! res_or {
+    ($p:expr) => {
+        mut_or!($p.cast::<Response<'_, '_>>())
+    };
+}
+
+/// Header fields borrowed from the caller's array.
+type Fields<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+/// Reads `count` header fields into borrowed pairs.
+///
+/// # Safety
+/// `headers` readable for `count` entries whose pointers are readable for their lengths.
+unsafe fn headers<'a>(
+    headers: *const shoal_header,
+    count: usize,
+) -> Result<Fields<'a>, shoal_status> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if headers.is_null() {
+        return Err(null_arg("headers"));
+    }
+    // SAFETY: non-null with `count` entries per the contract.
+    let entries = unsafe { std::slice::from_raw_parts(headers, count) };
+    let mut out = Vec::with_capacity(count);
+    for h in entries {
+        let check = |p: *const u8, n: usize, what: &str| -> Result<&'a [u8], shoal_status> {
+            if n == 0 {
+                Ok(&[])
+            } else if p.is_null() {
+                Err(null_arg(what))
+            } else {
+                // SAFETY: non-null with `n` readable bytes per the contract.
+                Ok(unsafe { std::slice::from_raw_parts(p, n) })
+            }
+        };
+        out.push((
+            check(h.name.cast::<u8>(), h.name_len, "header name")?,
+            check(h.value.cast::<u8>(), h.value_len, "header value")?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes a borrowed string into (`*ptr`, `*len`).
+///
+/// # Safety
+/// `ptr` and `len` writable.
+unsafe fn out_str(s: &[u8], ptr: *mut *const c_char, len: *mut usize) -> shoal_status {
+    if ptr.is_null() || len.is_null() {
+        return null_arg("output pointer");
+    }
+    // SAFETY: both non-null and writable per the contract.
+    unsafe {
+        *ptr = s.as_ptr().cast::<c_char>();
+        *len = s.len();
+    }
+    SHOAL_OK
+}
+
+/// The method (`*ptr` points into the request; not NUL-terminated).
+///
+/// # Safety
+/// `req` is the running on_request's; `ptr`, `len` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_method(
+    req: *const shoal_request,
+    ptr: *mut *const c_char,
+    len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        // SAFETY: forwarded contract.
+        unsafe { out_str(r.method().as_bytes(), ptr, len) }
+    })
+}
+
+/// The request target as sent.
+///
+/// # Safety
+/// As shoal_request_method().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_target(
+    req: *const shoal_request,
+    ptr: *mut *const c_char,
+    len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        // SAFETY: forwarded contract.
+        unsafe { out_str(r.target().as_bytes(), ptr, len) }
+    })
+}
+
+/// The path (the target up to `?`).
+///
+/// # Safety
+/// As shoal_request_method().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_path(
+    req: *const shoal_request,
+    ptr: *mut *const c_char,
+    len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        // SAFETY: forwarded contract.
+        unsafe { out_str(r.path().as_bytes(), ptr, len) }
+    })
+}
+
+/// The query (after `?`); SHOAL_ERR_NOT_FOUND when the target has none.
+///
+/// # Safety
+/// As shoal_request_method().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_query(
+    req: *const shoal_request,
+    ptr: *mut *const c_char,
+    len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        match r.query() {
+            // SAFETY: forwarded contract.
+            Some(q) => unsafe { out_str(q.as_bytes(), ptr, len) },
+            None => SHOAL_ERR_NOT_FOUND,
+        }
+    })
+}
+
+/// The HTTP version: 10 for HTTP/1.0, 11 for HTTP/1.1 (0 if `req` is NULL).
+///
+/// # Safety
+/// `req` is the running on_request's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_version(req: *const shoal_request) -> i32 {
+    ffi_guard!(0, {
+        let r = ref_or!(req.cast::<Request<'_>>(), 0);
+        match r.version() {
+            Version::Http10 => 10,
+            Version::Http11 => 11,
+        }
+    })
+}
+
+/// The value of the first header field named `name` (`name_len` bytes, ASCII
+/// case-insensitive); SHOAL_ERR_NOT_FOUND when absent.
+///
+/// # Safety
+/// `req` is the running on_request's; `name` readable for `name_len`; `value`, `value_len`
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_header(
+    req: *const shoal_request,
+    name: *const c_char,
+    name_len: usize,
+    value: *mut *const c_char,
+    value_len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        let name = slice_or!(name.cast::<u8>(), name_len);
+        let Ok(name) = std::str::from_utf8(name) else {
+            return SHOAL_ERR_NOT_FOUND;
+        };
+        match r.header(name) {
+            // SAFETY: forwarded contract.
+            Some(v) => unsafe { out_str(v, value, value_len) },
+            None => SHOAL_ERR_NOT_FOUND,
+        }
+    })
+}
+
+/// Number of header fields (0 if `req` is NULL).
+///
+/// # Safety
+/// `req` is the running on_request's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_header_count(req: *const shoal_request) -> usize {
+    ffi_guard!(0, { ref_or!(req.cast::<Request<'_>>(), 0).header_count() })
+}
+
+/// The header field at `index`, in the order received; SHOAL_ERR_NOT_FOUND past the end.
+///
+/// # Safety
+/// `req` is the running on_request's; the outputs writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_header_at(
+    req: *const shoal_request,
+    index: usize,
+    name: *mut *const c_char,
+    name_len: *mut usize,
+    value: *mut *const c_char,
+    value_len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        match r.header_at(index) {
+            Some((n, v)) => {
+                // SAFETY: forwarded contract.
+                let s = unsafe { out_str(n.as_bytes(), name, name_len) };
+                if s != SHOAL_OK {
+                    return s;
+                }
+                // SAFETY: forwarded contract.
+                unsafe { out_str(v, value, value_len) }
+            }
+            None => SHOAL_ERR_NOT_FOUND,
+        }
+    })
+}
+
+/// The complete, de-chunked body (`*len` 0 when there is none).
+///
+/// # Safety
+/// `req` is the running on_request's; `data`, `len` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_request_body(
+    req: *const shoal_request,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = req_or!(req);
+        // SAFETY: forwarded contract.
+        unsafe { out_str(r.body(), data.cast::<*const c_char>(), len) }
+    })
+}
+
+/// The id of the connection the response goes to (0 if `res` is NULL).
+///
+/// # Safety
+/// `res` is the running on_request's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_conn_id(res: *mut shoal_response) -> shoal_conn_id {
+    ffi_guard!(0, {
+        let r = mut_or!(res.cast::<Response<'_, '_>>(), 0);
+        r.conn().id().as_u64()
+    })
+}
+
+/// Sends a complete response: status (200..999), `count` header fields, and the body. A
+/// `Date` is added unless given.
+///
+/// # Safety
+/// `res` is the running on_request's; `headers` readable for `count` entries; `body`
+/// readable for `body_len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_send(
+    res: *mut shoal_response,
+    status: u16,
+    headers: *const shoal_header,
+    count: usize,
+    body: *const c_void,
+    body_len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = res_or!(res);
+        // SAFETY: forwarded contract.
+        let h = match unsafe { self::headers(headers, count) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        let body = slice_or!(body.cast::<u8>(), body_len);
+        result(r.send(status, &h, body))
+    })
+}
+
+/// Starts a streamed response (chunked for HTTP/1.1, close-delimited for HTTP/1.0); send the
+/// body with shoal_response_write_chunk() and end it with shoal_response_finish() (an
+/// unfinished stream is ended when on_request returns).
+///
+/// # Safety
+/// As shoal_response_send().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_start_chunked(
+    res: *mut shoal_response,
+    status: u16,
+    headers: *const shoal_header,
+    count: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = res_or!(res);
+        // SAFETY: forwarded contract.
+        let h = match unsafe { self::headers(headers, count) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        result(r.start_chunked(status, &h))
+    })
+}
+
+/// Sends one piece of a streamed body.
+///
+/// # Safety
+/// `res` is the running on_request's; `data` readable for `len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_write_chunk(
+    res: *mut shoal_response,
+    data: *const c_void,
+    len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = res_or!(res);
+        let data = slice_or!(data.cast::<u8>(), len);
+        result(r.write_chunk(data))
+    })
+}
+
+/// Ends a streamed body.
+///
+/// # Safety
+/// `res` is the running on_request's.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_finish(res: *mut shoal_response) -> shoal_status {
+    ffi_guard!({ result(res_or!(res).finish()) })
+}
+
+/// Takes the response away to answer it later from any thread: `*out` receives a
+/// shoal_deferred owned by the caller. Requests pipelined behind it wait.
+///
+/// # Safety
+/// `res` is the running on_request's; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_defer(
+    res: *mut shoal_response,
+    out: *mut *mut shoal_deferred,
+) -> shoal_status {
+    ffi_guard!({
+        let r = res_or!(res);
+        let out = mut_or!(out);
+        match r.defer() {
+            Ok(d) => {
+                *out = Box::into_raw(Box::new(shoal_deferred { inner: d }));
+                SHOAL_OK
+            }
+            Err(e) => crate::error::status_of(&e),
+        }
+    })
+}
+
+/// The id of the connection a deferred response goes to (0 if NULL).
+///
+/// # Safety
+/// `d` from shoal_response_defer(), not freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_deferred_conn_id(d: *const shoal_deferred) -> shoal_conn_id {
+    ffi_guard!(0, { ref_or!(d, 0).inner.id().as_u64() })
+}
+
+/// Answers a deferred response (as shoal_response_send()), from any thread.
+/// SHOAL_ERR_CLOSED if the connection went away meanwhile.
+///
+/// # Safety
+/// `d` from shoal_response_defer(), not freed, used by one thread at a time; `headers` and
+/// `body` as for shoal_response_send().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_deferred_send(
+    d: *mut shoal_deferred,
+    status: u16,
+    headers: *const shoal_header,
+    count: usize,
+    body: *const c_void,
+    body_len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let d = mut_or!(d);
+        // SAFETY: forwarded contract.
+        let h = match unsafe { self::headers(headers, count) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        let body = slice_or!(body.cast::<u8>(), body_len);
+        result(d.inner.send(status, &h, body))
+    })
+}
+
+/// Starts a streamed answer to a deferred response; `*out` receives a shoal_chunked owned by
+/// the caller.
+///
+/// # Safety
+/// `d` as for shoal_deferred_send(); `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_deferred_start_chunked(
+    d: *mut shoal_deferred,
+    status: u16,
+    headers: *const shoal_header,
+    count: usize,
+    out: *mut *mut shoal_chunked,
+) -> shoal_status {
+    ffi_guard!({
+        let d = mut_or!(d);
+        let out = mut_or!(out);
+        // SAFETY: forwarded contract.
+        let h = match unsafe { self::headers(headers, count) } {
+            Ok(h) => h,
+            Err(s) => return s,
+        };
+        match d.inner.start_chunked(status, &h) {
+            Ok(body) => {
+                *out = Box::into_raw(Box::new(shoal_chunked { inner: Some(body) }));
+                SHOAL_OK
+            }
+            Err(e) => crate::error::status_of(&e),
+        }
+    })
+}
+
+/// Frees a deferred response; one never answered is answered with 500 and its connection
+/// closed. NULL is ignored.
+///
+/// # Safety
+/// `d` NULL or from shoal_response_defer(), not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_deferred_free(d: *mut shoal_deferred) {
+    ffi_guard!((), {
+        if !d.is_null() {
+            // SAFETY: from shoal_response_defer(), freed only here.
+            drop(unsafe { Box::from_raw(d) });
+        }
+    })
+}
+
+/// Sends one piece of a streamed body, from any thread.
+///
+/// # Safety
+/// `c` from shoal_deferred_start_chunked(), not freed, one thread at a time; `data` readable
+/// for `len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_chunked_write(
+    c: *mut shoal_chunked,
+    data: *const c_void,
+    len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let c = mut_or!(c);
+        let data = slice_or!(data.cast::<u8>(), len);
+        match c.inner.as_mut() {
+            Some(b) => result(b.write(data)),
+            None => {
+                crate::error::status_of(&shoal_core::Error::InvalidResponse("the body is finished"))
+            }
+        }
+    })
+}
+
+/// Ends a streamed body; the connection goes on to its next request (or closes). Free the
+/// object afterwards with shoal_chunked_free().
+///
+/// # Safety
+/// As shoal_chunked_write().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_chunked_finish(c: *mut shoal_chunked) -> shoal_status {
+    ffi_guard!({
+        let c = mut_or!(c);
+        match c.inner.take() {
+            Some(b) => result(b.finish()),
+            None => {
+                crate::error::status_of(&shoal_core::Error::InvalidResponse("the body is finished"))
+            }
+        }
+    })
+}
+
+/// Frees a streamed body; an unfinished one aborts its connection. NULL is ignored.
+///
+/// # Safety
+/// `c` NULL or from shoal_deferred_start_chunked(), not yet freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_chunked_free(c: *mut shoal_chunked) {
+    ffi_guard!((), {
+        if !c.is_null() {
+            // SAFETY: from shoal_deferred_start_chunked(), freed only here.
+            drop(unsafe { Box::from_raw(c) });
+        }
+    })
+}

@@ -1,0 +1,139 @@
+/* Error paths: NULL arguments, bad options and addresses, stale and foreign ids (including a
+ * reused slot: a stale id must never reach the newer connection), status names, close reason
+ * names, and run/stop/free ordering. */
+#include "testutil.h"
+
+#include <stdatomic.h>
+
+static atomic_ullong ids[8];
+static atomic_int opened;
+
+static int on_open(void *ud, shoal_conn *conn) {
+    (void)ud;
+    int i = atomic_fetch_add(&opened, 1);
+    if (i < 8) {
+        atomic_store(&ids[i], shoal_conn_get_id(conn));
+    }
+    return 0;
+}
+
+static int64_t on_data(void *ud, shoal_conn *conn, const uint8_t *data, size_t len) {
+    (void)ud;
+    CHECK_OK(shoal_conn_write(conn, data, len));
+    return (int64_t)len;
+}
+
+int main(void) {
+    /* Status codes are described. */
+    const shoal_status codes[] = {SHOAL_OK, SHOAL_ERR_CLOSED, SHOAL_ERR_STOPPED, SHOAL_ERR_NULL,
+                                  SHOAL_ERR_BUSY, SHOAL_ERR_INVALID_ARG, SHOAL_ERR_PANIC, -22};
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+        CHECK(shoal_strerror(codes[i]) != NULL && shoal_strerror(codes[i])[0] != 0);
+        CHECK(shoal_err_name(codes[i]) != NULL);
+    }
+    CHECK(strcmp(shoal_err_name(SHOAL_ERR_CLOSED), "SHOAL_ERR_CLOSED") == 0);
+    CHECK(strcmp(shoal_err_name(-22), "ERRNO") == 0);
+    CHECK(strcmp(shoal_close_reason_name(SHOAL_CLOSE_IDLE_TIMEOUT), "idle_timeout") == 0);
+    CHECK(strcmp(shoal_close_reason_name(99), "unknown") == 0);
+    CHECK(strcmp(shoal_version(), SHOAL_VERSION_STRING) == 0);
+
+    /* NULL arguments are refused, never dereferenced. */
+    CHECK_STATUS(shoal_config_set(NULL, SHOAL_OPT_THREADS, 1), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_server_new(NULL, NULL, NULL, NULL, NULL), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_server_write(NULL, 1, "x", 1), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_server_start(NULL), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_conn_write(NULL, "x", 1), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_conn_close(NULL), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_response_send(NULL, 200, NULL, 0, NULL, 0), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_deferred_send(NULL, 200, NULL, 0, NULL, 0), SHOAL_ERR_NULL);
+    CHECK(shoal_conn_get_id(NULL) == 0);
+    CHECK(shoal_conn_context(NULL) == NULL);
+    CHECK_OK(shoal_server_free(NULL));
+    shoal_config_free(NULL);
+    CHECK(strstr(shoal_last_error(), "NULL") != NULL);
+
+    /* Bad options and addresses. */
+    shoal_config *cfg = test_config(1, 0);
+    CHECK_STATUS(shoal_config_set(cfg, 9999, 1), SHOAL_ERR_INVALID_ARG);
+    uint64_t v = 0;
+    CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_THREADS, &v));
+    CHECK(v == 1);
+    CHECK_STATUS(shoal_config_set_addr(cfg, "nonsense", 8), SHOAL_ERR_INVALID_ARG);
+    CHECK_STATUS(shoal_config_set_addr(cfg, NULL, 5), SHOAL_ERR_NULL);
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_THREADS, 0));
+    CHECK_STATUS(shoal_config_validate(cfg), SHOAL_ERR_INVALID_CONFIG);
+    shoal_handler h;
+    memset(&h, 0, sizeof h);
+    h.size = sizeof h;
+    h.on_open = on_open;
+    h.on_data = on_data;
+    shoal_server *srv = NULL;
+    CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_CONFIG);
+    CHECK(srv == NULL);
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_THREADS, 1));
+    h.on_data = NULL;
+    CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_ARG);
+    h.on_data = on_data;
+    h.size = 1;
+    CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_ARG);
+    h.size = sizeof h;
+    CHECK_OK(shoal_server_new(cfg, &h, NULL, NULL, &srv));
+    shoal_config_free(cfg);
+    CHECK_STATUS(shoal_server_wait(srv), SHOAL_ERR_NOT_STARTED);
+    shoal_http_stats hs;
+    hs.size = sizeof hs;
+    CHECK_STATUS(shoal_server_http_stats(srv, &hs), SHOAL_ERR_WRONG_KIND);
+    CHECK_OK(shoal_server_start(srv));
+    uint16_t port = shoal_server_port(srv);
+
+    /* Stale ids: a closed connection's id, then its slot reused by a new connection. */
+    int a = connect_to(port);
+    while (atomic_load(&opened) < 1) {
+        sleep_ms(1);
+    }
+    shoal_conn_id old = atomic_load(&ids[0]);
+    CHECK(shoal_server_is_live(srv, old) == 1);
+    close(a);
+    while (shoal_server_is_live(srv, old)) {
+        sleep_ms(1);
+    }
+    CHECK_STATUS(shoal_server_write(srv, old, "x", 1), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_close(srv, old), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_abort(srv, old), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_set_timer(srv, old, 1, 1), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_resume_input(srv, old), SHOAL_ERR_CLOSED);
+    int b = connect_to(port);
+    while (atomic_load(&opened) < 2) {
+        sleep_ms(1);
+    }
+    shoal_conn_id fresh = atomic_load(&ids[1]);
+    CHECK(fresh != old);
+    CHECK((fresh & 0xffffff) == (old & 0xffffff)); /* same slot, new generation */
+    CHECK_STATUS(shoal_server_write(srv, old, "stale!", 6), SHOAL_ERR_CLOSED);
+    /* Foreign and made-up ids. */
+    CHECK_STATUS(shoal_server_write(srv, 0, "x", 1), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_write(srv, UINT64_MAX, "x", 1), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_server_write(srv, fresh ^ (1ull << 24), "x", 1), SHOAL_ERR_CLOSED);
+    /* The newer connection got nothing of the stale writes: its first bytes are its own echo. */
+    send_str(b, "mine");
+    char buf[8];
+    recv_exact(b, buf, 4);
+    CHECK(memcmp(buf, "mine", 4) == 0);
+    CHECK_OK(shoal_server_write(srv, fresh, "ok", 2));
+    recv_exact(b, buf, 2);
+    CHECK(memcmp(buf, "ok", 2) == 0);
+
+    /* Outbound connect to a closed port reports on_close, and bad addresses are refused. */
+    shoal_conn_id out_id = 0;
+    CHECK_STATUS(shoal_server_connect(srv, "x", 1, &out_id), SHOAL_ERR_INVALID_ARG);
+
+    CHECK_OK(shoal_server_stop(srv));
+    CHECK_OK(shoal_server_stop(srv)); /* idempotent */
+    CHECK_OK(shoal_server_wait(srv));
+    close(b);
+    CHECK_STATUS(shoal_server_connect(srv, "127.0.0.1:1", 11, &out_id), SHOAL_ERR_STOPPED);
+    CHECK_OK(shoal_server_free(srv));
+    printf("errors_test ok\n");
+    return 0;
+}

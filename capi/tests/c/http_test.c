@@ -1,0 +1,237 @@
+/* HTTP servers through the C interface: routes reading method, path, query, version, headers
+ * (by name and by index) and body; immediate, streamed and deferred responses (answered from
+ * another pthread, with pipelined requests behind); a failing callback answered with 500;
+ * invalid response headers refused; HTTP stats. Runs inline and with workers. */
+#include "testutil.h"
+
+#include <stdatomic.h>
+
+static atomic_int freed;
+
+static shoal_header hdr(const char *name, const char *value) {
+    shoal_header h = {name, strlen(name), value, strlen(value)};
+    return h;
+}
+
+static void *answer_later(void *p) {
+    shoal_deferred *d = p;
+    sleep_ms(20);
+    shoal_header h = hdr("X-From", "pthread");
+    CHECK_OK(shoal_deferred_send(d, 200, &h, 1, "deferred", 8));
+    CHECK_STATUS(shoal_deferred_send(d, 200, NULL, 0, NULL, 0), SHOAL_ERR_INVALID_RESPONSE);
+    shoal_deferred_free(d);
+    return NULL;
+}
+
+static void *stream_later(void *p) {
+    shoal_deferred *d = p;
+    shoal_chunked *c = NULL;
+    CHECK_OK(shoal_deferred_start_chunked(d, 200, NULL, 0, &c));
+    for (int i = 0; i < 3; i++) {
+        sleep_ms(5);
+        CHECK_OK(shoal_chunked_write(c, "part;", 5));
+    }
+    CHECK_OK(shoal_chunked_finish(c));
+    shoal_chunked_free(c);
+    shoal_deferred_free(d);
+    return NULL;
+}
+
+static int equals(const char *p, size_t n, const char *s) {
+    return n == strlen(s) && memcmp(p, s, n) == 0;
+}
+
+static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
+    (void)ud;
+    const char *path;
+    size_t path_len;
+    CHECK_OK(shoal_request_path(req, &path, &path_len));
+    const char *method;
+    size_t method_len;
+    CHECK_OK(shoal_request_method(req, &method, &method_len));
+    shoal_header text = hdr("Content-Type", "text/plain");
+    if (equals(path, path_len, "/")) {
+        return shoal_response_send(res, 200, &text, 1, "Hello, World!", 13);
+    }
+    if (equals(path, path_len, "/echo")) {
+        const uint8_t *body;
+        size_t body_len;
+        CHECK_OK(shoal_request_body(req, &body, &body_len));
+        return shoal_response_send(res, 200, &text, 1, body, body_len);
+    }
+    if (equals(path, path_len, "/inspect")) {
+        /* method query version header(by name) header_count header_at(0) */
+        const char *q;
+        size_t q_len;
+        CHECK_OK(shoal_request_query(req, &q, &q_len));
+        const char *v;
+        size_t v_len;
+        CHECK_OK(shoal_request_header(req, "x-test", 6, &v, &v_len));
+        CHECK_STATUS(shoal_request_header(req, "absent", 6, &v, &v_len), SHOAL_ERR_NOT_FOUND);
+        const char *n0;
+        size_t n0_len;
+        const char *v0;
+        size_t v0_len;
+        CHECK_OK(shoal_request_header_at(req, 0, &n0, &n0_len, &v0, &v0_len));
+        CHECK_STATUS(shoal_request_header_at(req, 99, &n0, &n0_len, &v0, &v0_len),
+                     SHOAL_ERR_NOT_FOUND);
+        char out[256];
+        int n = snprintf(out, sizeof out, "%.*s %.*s %d %.*s %zu %.*s", (int)method_len, method,
+                         (int)q_len, q, shoal_request_version(req), (int)v_len, v,
+                         shoal_request_header_count(req), (int)n0_len, n0);
+        return shoal_response_send(res, 200, &text, 1, out, (size_t)n);
+    }
+    if (equals(path, path_len, "/defer") || equals(path, path_len, "/defer-stream")) {
+        shoal_deferred *d = NULL;
+        CHECK_OK(shoal_response_defer(res, &d));
+        CHECK(shoal_deferred_conn_id(d) == shoal_response_conn_id(res));
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, path_len == 6 ? answer_later : stream_later, d) == 0);
+        CHECK(pthread_detach(t) == 0);
+        return 0;
+    }
+    if (equals(path, path_len, "/stream")) {
+        CHECK_OK(shoal_response_start_chunked(res, 200, &text, 1));
+        CHECK_OK(shoal_response_write_chunk(res, "a", 1));
+        CHECK_OK(shoal_response_write_chunk(res, "bc", 2));
+        return shoal_response_finish(res);
+    }
+    if (equals(path, path_len, "/bad-header")) {
+        shoal_header evil = hdr("X-Evil", "a\r\nSet-Cookie: owned");
+        CHECK_STATUS(shoal_response_send(res, 200, &evil, 1, NULL, 0),
+                     SHOAL_ERR_INVALID_RESPONSE);
+        return shoal_response_send(res, 400, &text, 1, "refused", 7);
+    }
+    if (equals(path, path_len, "/fail")) {
+        return 1; /* unanswered and failing: the server answers 500 and closes */
+    }
+    return shoal_response_send(res, 404, &text, 1, "no", 2);
+}
+
+static void free_ud(void *ud) {
+    (void)ud;
+    atomic_fetch_add(&freed, 1);
+}
+
+/* Sends a request and reads one response with a Content-Length or chunked body into buf. */
+static size_t exchange(int fd, const char *req, char *buf, size_t cap) {
+    send_str(fd, req);
+    size_t got = 0;
+    for (;;) {
+        CHECK(got + 1 < cap);
+        ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
+        CHECK(n > 0);
+        got += (size_t)n;
+        buf[got] = 0;
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end == NULL) {
+            continue;
+        }
+        char *cl = strstr(buf, "Content-Length: ");
+        if (cl != NULL && cl < end) {
+            size_t want = (size_t)(end + 4 - buf) + strtoul(cl + 16, NULL, 10);
+            if (got >= want) {
+                return got;
+            }
+        } else if (strstr(end, "\r\n0\r\n\r\n") != NULL) {
+            return got;
+        }
+    }
+}
+
+static void scenario(uint64_t workers) {
+    shoal_http_handler h = {sizeof h, on_request};
+    shoal_config *cfg = test_config(2, workers);
+    shoal_server *srv = NULL;
+    CHECK_OK(shoal_http_server_new(cfg, &h, NULL, free_ud, &srv));
+    shoal_config_free(cfg);
+    CHECK_OK(shoal_server_start(srv));
+    uint16_t port = shoal_server_port(srv);
+    int c = connect_to(port);
+    char buf[8192];
+
+    exchange(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(strstr(buf, "\r\n\r\nHello, World!") != NULL);
+
+    exchange(c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde", buf, sizeof buf);
+    CHECK(strstr(buf, "\r\n\r\nabcde") != NULL);
+    exchange(c,
+             "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+             buf, sizeof buf);
+    CHECK(strstr(buf, "\r\n\r\nabcde") != NULL);
+
+    exchange(c, "GET /inspect?k=v HTTP/1.1\r\nX-Test: yes\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strstr(buf, "\r\n\r\nGET k=v 11 yes 2 X-Test") != NULL);
+
+    exchange(c, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strstr(buf, "Transfer-Encoding: chunked") != NULL);
+    CHECK(strstr(buf, "\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n") != NULL);
+
+    exchange(c, "GET /bad-header HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 400", 12) == 0);
+    CHECK(strstr(buf, "Set-Cookie") == NULL);
+
+    /* A deferred response answered from a pthread, with two pipelined requests behind. */
+    send_str(c,
+             "GET /defer HTTP/1.1\r\nHost: t\r\n\r\n"
+             "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nlast");
+    size_t got = 0;
+    while (got < 3 || strstr(buf, "last") == NULL) {
+        ssize_t n = recv(c, buf + got, sizeof buf - 1 - got, 0);
+        CHECK(n > 0);
+        got += (size_t)n;
+        buf[got] = 0;
+    }
+    char *d = strstr(buf, "deferred");
+    char *hello = strstr(buf, "Hello, World!");
+    char *last = strstr(buf, "last");
+    CHECK(d != NULL && hello != NULL && last != NULL);
+    CHECK(d < hello && hello < last);
+    CHECK(strstr(buf, "X-From: pthread") != NULL);
+
+    exchange(c, "GET /defer-stream HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strstr(buf, "part;") != NULL);
+
+    /* A failing callback: 500, and only that connection closes. */
+    int f = connect_to(port);
+    send_str(f, "GET /fail HTTP/1.1\r\nHost: t\r\n\r\n");
+    recv_until_close(f, buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 500", 12) == 0);
+    close(f);
+    exchange(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+
+    /* A malformed request gets a clean 400. */
+    int m = connect_to(port);
+    send_str(m, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    recv_until_close(m, buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 400", 12) == 0);
+    close(m);
+
+    shoal_http_stats hs;
+    memset(&hs, 0, sizeof hs);
+    hs.size = sizeof hs;
+    CHECK_OK(shoal_server_http_stats(srv, &hs));
+    CHECK(hs.requests >= 12);
+    CHECK(hs.parse_errors == 1);
+    CHECK(hs.deferred == 2);
+    CHECK(hs.responses[4] >= 1);
+
+    CHECK_OK(shoal_server_stop(srv));
+    CHECK_OK(shoal_server_wait(srv));
+    close(c);
+    CHECK(atomic_load(&freed) == 0);
+    CHECK_OK(shoal_server_free(srv));
+    CHECK(atomic_load(&freed) == 1);
+    atomic_store(&freed, 0);
+}
+
+int main(void) {
+    scenario(0);
+    scenario(2);
+    printf("http_test ok\n");
+    return 0;
+}
