@@ -8,7 +8,8 @@ PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 MAJOR := $(firstword $(subst ., ,$(VERSION)))
 LIBDIR := target/release
-C_EXAMPLES := echo http_hello chat
+C_SRCS := $(wildcard examples/c/*.c)
+C_BINS := $(patsubst examples/c/%.c,target/c/%,$(C_SRCS))
 C_FLAGS := -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude
 
 .PHONY: all lib examples run run-echo test lint test-rust header install \
@@ -23,7 +24,7 @@ lib:
 
 ## The examples: Rust ones in target/release/examples, C ones (linked to libshoal.so) in
 ## target/c.
-examples: lib $(addprefix target/c/,$(wildcard $(C_EXAMPLES:%=examples/c/%.c)))
+examples: lib $(C_BINS)
 	$(CARGO) build --release -p shoal-core --examples
 
 target/c/%: examples/c/%.c include/shoal.h lib
