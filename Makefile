@@ -12,7 +12,7 @@ C_SRCS := $(wildcard examples/c/*.c)
 C_BINS := $(patsubst examples/c/%.c,target/c/%,$(C_SRCS))
 C_FLAGS := -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude
 
-.PHONY: all lib examples run run-echo test lint test-rust header install \
+.PHONY: all lib examples run run-rust run-echo test lint test-rust header install \
 	bench-echo bench-echo-quick bench-http clean
 
 all: lib examples
@@ -27,12 +27,17 @@ lib:
 examples: lib $(C_BINS)
 	$(CARGO) build --release -p shoal-core --examples
 
-target/c/%: examples/c/%.c include/shoal.h lib
+target/c/%: examples/c/%.c examples/c/cli.h include/shoal.h lib
 	@mkdir -p target/c
 	$(CC) $(C_FLAGS) $< -o $@ -L$(LIBDIR) -Wl,-rpath,$(abspath $(LIBDIR)) -lshoal -lpthread
 
-## Build in release mode and start the main example server (HTTP hello) on 127.0.0.1:8080.
-run:
+## Build in release mode and start the main example server (HTTP hello, the C version:
+## examples/c/http_hello.c against libshoal.so) on 127.0.0.1:8080.
+run: target/c/http_hello
+	./target/c/http_hello --host 127.0.0.1 --port 8080
+
+## The same server written in Rust (examples/rust/http_hello.rs).
+run-rust:
 	$(CARGO) build --release -p shoal-core --example http_hello
 	./target/release/examples/http_hello --host 127.0.0.1 --port 8080
 

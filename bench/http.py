@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""HTTP benchmark harness: shoal's HTTP server against a raw-epoll C reference, hyper, fasthttp and Go net/http.
+"""HTTP benchmark harness: shoal's HTTP server (from Rust and from C) against a raw-epoll C reference, hyper, fasthttp and Go net/http.
 
     python3 bench/http.py [--quick] [--reps R] [--duration S] [--warmup S]
-                          [--servers shoal,shoal-pool,epoll,hyper,fasthttp,nethttp]
+                          [--servers shoal,shoal-c,shoal-pool,epoll,hyper,fasthttp,nethttp]
                           [--conns 64,512] [--pipeline 1,16] [--out FILE]
                           [--no-build] [--no-strace] [--no-setup]
 
 Every server answers `GET /` with `200 Hello, World!` (text/plain). For each
 workload (connections x pipeline depth; 64 and 512 connections, one request
 at a time and 16 pipelined) and each repetition, the servers run interleaved
-(shoal, shoal-pool, epoll, hyper, ..., shoal, ...), each started fresh and
+(shoal, shoal-c, shoal-pool, epoll, ..., shoal, ...), each started fresh and
 pinned to one core (`taskset -c 0`), with wrk pinned to the other
 (`taskset -c 1 wrk -t1 -c<conns> -d<S>s --latency`, plus
 `-s bench/wrk/pipeline.lua -- <depth>` when pipelining).
@@ -82,7 +82,7 @@ from harness import (
     tail,
 )
 
-SERVER_ORDER = ["shoal", "shoal-pool", "epoll", "hyper", "fasthttp", "nethttp"]
+SERVER_ORDER = ["shoal", "shoal-c", "shoal-pool", "epoll", "hyper", "fasthttp", "nethttp"]
 PEERS = ["hyper", "fasthttp", "nethttp"]  # "best peer" is the best of these
 REFERENCE = "epoll"
 CONNS = [64, 512]
@@ -95,6 +95,7 @@ FASTHTTP_SRC = DEBIAN_GOPATH / "src" / "github.com" / "valyala" / "fasthttp"
 
 DESCRIPTIONS = {
     "shoal": "`target/release/examples/http_hello` (`cargo build --release -p shoal-core --example http_hello`), one reactor",
+    "shoal-c": "`target/c/http_hello` (`make examples`): examples/c/http_hello.c, the same server written against libshoal's C interface (`include/shoal.h`), one reactor",
     "shoal-pool": "the same binary with `--workers 1`: one reactor and one worker thread, both on the server's CPU",
     "epoll": "`bench/c/epoll_http.c` (`cc -O2`): one thread, raw edge-triggered epoll, fixed response, one write per batch; the practical limit of one core",
     "hyper": "`bench/peers/src/hyper_hello.rs`: hyper 1.x http1 on a tokio current-thread runtime, `pipeline_flush(true)`",
@@ -183,6 +184,7 @@ def prepare(servers: list[str], args, want_strace: bool, setup_problem: str | No
 
     after_setup = f" ({setup_problem})" if setup_problem else ""
     built_shoal: tuple[bool, str] | None = None
+    built_c: tuple[bool, str] | None = None
     for name in servers:
         if name in ("shoal", "shoal-pool"):
             spec = ServerSpec(name, TARGET / "release" / "examples" / "http_hello")
@@ -195,6 +197,15 @@ def prepare(servers: list[str], args, want_strace: bool, setup_problem: str | No
                     )
                 if not built_shoal[0]:
                     spec.missing = built_shoal[1]
+        elif name == "shoal-c":
+            spec = ServerSpec(name, TARGET / "c" / "http_hello")
+            if not args.no_build:
+                if built_c is None:
+                    # libshoal.so and every examples/c/*.c (and the Rust examples, up to date).
+                    env = {"CARGO_BUILD_JOBS": str(jobs)} if jobs else None
+                    built_c = run_build(["make", "examples"], ROOT, None, env)
+                if not built_c[0]:
+                    spec.missing = built_c[1]
         elif name == "epoll":
             spec = ServerSpec(name, TARGET / "bench" / "epoll_http")
             src = ROOT / "bench" / "c" / "epoll_http.c"

@@ -65,8 +65,28 @@ macro_rules! res_or {
     };
 }
 
-/// Header fields borrowed from the caller's array.
-type Fields<'a> = Vec<(&'a [u8], &'a [u8])>;
+/// Header fields borrowed from the caller's array: on the stack for up to
+/// [`INLINE_FIELDS`] entries (every ordinary response), on the heap beyond.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived stack value; avoiding the heap is the point"
+)]
+enum Fields<'a> {
+    Inline([(&'a [u8], &'a [u8]); INLINE_FIELDS], usize),
+    Heap(Vec<(&'a [u8], &'a [u8])>),
+}
+
+const INLINE_FIELDS: usize = 16;
+
+impl<'a> std::ops::Deref for Fields<'a> {
+    type Target = [(&'a [u8], &'a [u8])];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Fields::Inline(a, n) => &a[..*n],
+            Fields::Heap(v) => v,
+        }
+    }
+}
 
 /// Reads `count` header fields into borrowed pairs.
 ///
@@ -77,31 +97,42 @@ unsafe fn headers<'a>(
     count: usize,
 ) -> Result<Fields<'a>, shoal_status> {
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok(Fields::Inline([(&[], &[]); INLINE_FIELDS], 0));
     }
     if headers.is_null() {
         return Err(null_arg("headers"));
     }
     // SAFETY: non-null with `count` entries per the contract.
     let entries = unsafe { std::slice::from_raw_parts(headers, count) };
-    let mut out = Vec::with_capacity(count);
-    for h in entries {
-        let check = |p: *const u8, n: usize, what: &str| -> Result<&'a [u8], shoal_status> {
-            if n == 0 {
-                Ok(&[])
-            } else if p.is_null() {
-                Err(null_arg(what))
-            } else {
-                // SAFETY: non-null with `n` readable bytes per the contract.
-                Ok(unsafe { std::slice::from_raw_parts(p, n) })
-            }
-        };
-        out.push((
+    let check = |p: *const u8, n: usize, what: &str| -> Result<&'a [u8], shoal_status> {
+        if n == 0 {
+            Ok(&[])
+        } else if p.is_null() {
+            Err(null_arg(what))
+        } else {
+            // SAFETY: non-null with `n` readable bytes per the contract.
+            Ok(unsafe { std::slice::from_raw_parts(p, n) })
+        }
+    };
+    let field = |h: &shoal_header| -> Result<(&'a [u8], &'a [u8]), shoal_status> {
+        Ok((
             check(h.name.cast::<u8>(), h.name_len, "header name")?,
             check(h.value.cast::<u8>(), h.value_len, "header value")?,
-        ));
+        ))
+    };
+    if count <= INLINE_FIELDS {
+        let mut out: [(&'a [u8], &'a [u8]); INLINE_FIELDS] = [(&[], &[]); INLINE_FIELDS];
+        for (slot, h) in out.iter_mut().zip(entries) {
+            *slot = field(h)?;
+        }
+        Ok(Fields::Inline(out, count))
+    } else {
+        entries
+            .iter()
+            .map(field)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Fields::Heap)
     }
-    Ok(out)
 }
 
 /// Writes a borrowed string into (`*ptr`, `*len`).
@@ -325,7 +356,7 @@ pub unsafe extern "C" fn shoal_response_send(
             Err(s) => return s,
         };
         let body = slice_or!(body.cast::<u8>(), body_len);
-        result(r.send(status, &h, body))
+        result(r.send(status, &h[..], body))
     })
 }
 
@@ -349,7 +380,7 @@ pub unsafe extern "C" fn shoal_response_start_chunked(
             Ok(h) => h,
             Err(s) => return s,
         };
-        result(r.start_chunked(status, &h))
+        result(r.start_chunked(status, &h[..]))
     })
 }
 
@@ -434,7 +465,7 @@ pub unsafe extern "C" fn shoal_deferred_send(
             Err(s) => return s,
         };
         let body = slice_or!(body.cast::<u8>(), body_len);
-        result(d.inner.send(status, &h, body))
+        result(d.inner.send(status, &h[..], body))
     })
 }
 
@@ -459,7 +490,7 @@ pub unsafe extern "C" fn shoal_deferred_start_chunked(
             Ok(h) => h,
             Err(s) => return s,
         };
-        match d.inner.start_chunked(status, &h) {
+        match d.inner.start_chunked(status, &h[..]) {
             Ok(body) => {
                 *out = Box::into_raw(Box::new(shoal_chunked { inner: Some(body) }));
                 SHOAL_OK

@@ -68,4 +68,18 @@ pub trait Handler: Send + Sync + 'static {
     fn on_close(&self, id: ConnId, state: Self::State, reason: CloseReason) {
         let _ = (id, state, reason);
     }
+
+    /// Pool mode: how many queued jobs (of any connections) a worker runs within one
+    /// [`Handler::worker_scope`]. Default 1.
+    fn worker_batch(&self) -> usize {
+        1
+    }
+
+    /// Pool mode: wraps a worker's run of up to [`Handler::worker_batch`] jobs, for handlers
+    /// whose callbacks need a per-thread context that is costly to enter (a Python binding
+    /// attaches to the interpreter here once per batch instead of once per callback). It must
+    /// call `run` exactly once. Default: calls it.
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        run();
+    }
 }

@@ -482,6 +482,13 @@ impl<H: Handler> Server<H> {
         result
     }
 
+    /// Whether the server was started and every reactor thread has since finished (after
+    /// `stop`): `wait` then returns at once. Lets a caller that must stay responsive (a Python
+    /// `run()` watching for Ctrl-C) poll instead of blocking in `wait`.
+    pub fn is_finished(&self) -> bool {
+        self.pending.is_empty() && self.threads.iter().all(|t| t.is_finished())
+    }
+
     /// Starts and blocks until the server is stopped (by `stop` on any handle).
     pub fn run(mut self) -> Result<()> {
         self.start()?;

@@ -586,3 +586,115 @@ fn pause_and_resume_input_on_workers() {
     assert_eq!(roundtrip(&mut c, b"after"), b"after");
     srv.stop_within(5 * SEC);
 }
+
+/// Echo whose callbacks must run inside `worker_scope`, counting scopes and jobs.
+#[derive(Default)]
+struct ScopeCounts {
+    scopes: std::sync::atomic::AtomicUsize,
+    callbacks: std::sync::atomic::AtomicUsize,
+    outside: std::sync::atomic::AtomicUsize,
+    max_per_scope: std::sync::atomic::AtomicUsize,
+}
+
+struct Scoped(Arc<ScopeCounts>);
+
+thread_local! {
+    static IN_SCOPE: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+impl Scoped {
+    fn enter(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.0;
+        c.callbacks.fetch_add(1, Relaxed);
+        match IN_SCOPE.get() {
+            Some(n) => {
+                IN_SCOPE.set(Some(n + 1));
+                c.max_per_scope.fetch_max(n + 1, Relaxed);
+            }
+            None => {
+                c.outside.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+impl Handler for Scoped {
+    type State = ();
+
+    fn on_open(&self, _: &mut Conn<'_>, _: &mut ()) {
+        self.enter();
+    }
+
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        self.enter();
+        let _ = conn.write(data);
+        data.len()
+    }
+
+    fn on_close(&self, _: ConnId, _: (), _: CloseReason) {
+        self.enter();
+    }
+
+    fn worker_batch(&self) -> usize {
+        4
+    }
+
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        assert!(IN_SCOPE.get().is_none(), "scopes must not nest");
+        self.0
+            .scopes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        IN_SCOPE.set(Some(0));
+        run();
+        IN_SCOPE.set(None);
+    }
+}
+
+#[test]
+fn worker_scope_wraps_every_callback_and_batches_at_most_worker_batch_jobs() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counts = Arc::new(ScopeCounts::default());
+    let h = Scoped(counts.clone());
+    // One worker and many connections: jobs queue up behind it, so batches form.
+    let srv = Running::start(pool_config(1, 1, 1024), h);
+    let addr = srv.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conns: Vec<_> = (0..16).map(|_| client(addr)).collect();
+                for round in 0..50u8 {
+                    for c in conns.iter_mut() {
+                        c.write_all(&[round; 8]).unwrap();
+                    }
+                    for c in conns.iter_mut() {
+                        let mut got = [0u8; 8];
+                        c.read_exact(&mut got).unwrap();
+                        assert_eq!(got, [round; 8]);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    srv.stop_within(5 * SEC);
+    let h = &counts;
+    assert_eq!(
+        h.outside.load(Relaxed),
+        0,
+        "a callback ran outside worker_scope"
+    );
+    let (scopes, jobs) = (h.scopes.load(Relaxed), h.callbacks.load(Relaxed));
+    assert!(jobs >= 64 * 51, "{jobs} jobs");
+    // A job runs at most three callbacks (open, data, close), a scope at most four jobs.
+    assert!(
+        h.max_per_scope.load(Relaxed) <= 4 * 3,
+        "batch bound exceeded"
+    );
+    assert!(
+        scopes < jobs,
+        "no batching happened: {scopes} scopes for {jobs} callbacks"
+    );
+}

@@ -29,6 +29,16 @@ pub trait HttpHandler: Send + Sync + 'static {
     /// ([`Response::start_chunked`]), or later from any thread ([`Response::defer`]). A panic
     /// is answered with 500 and closes this connection only.
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_, '_>);
+
+    /// As [`Handler::worker_batch`].
+    fn worker_batch(&self) -> usize {
+        1
+    }
+
+    /// As [`Handler::worker_scope`].
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        run();
+    }
 }
 
 impl<F> HttpHandler for F
@@ -626,6 +636,14 @@ impl<H: HttpHandler> Handler for Http<H> {
         }
     }
 
+    fn worker_batch(&self) -> usize {
+        self.handler.worker_batch()
+    }
+
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        self.handler.worker_scope(run);
+    }
+
     fn on_timer(&self, conn: &mut Conn<'_>, st: &mut HttpConn, tag: u64) {
         if tag != DEADLINE_TAG {
             return;
@@ -727,6 +745,12 @@ impl<H: HttpHandler> HttpServer<H> {
     /// Starts and blocks until stopped.
     pub fn run(self) -> Result<()> {
         self.server.run()
+    }
+
+    /// Whether a started server has finished (stopped, every thread done); see
+    /// [`Server::is_finished`].
+    pub fn is_finished(&self) -> bool {
+        self.server.is_finished()
     }
 
     /// Stops the server (see [`ServerHandle::stop`]).

@@ -342,14 +342,31 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 impl<H: Handler> Worker<H> {
     fn run(mut self) {
+        let handler = self.handler.clone();
+        let batch = handler.worker_batch().max(1);
         while let Ok(job) = self.jobs.recv() {
-            self.ctx.shared.wake_stalled(&self.ctx.handle);
-            let id = job.id;
-            let done = self.run_job(job);
-            // A reactor that already exited drops the result (and with it the state).
-            if self.done[id.reactor()].send(done).is_ok() {
-                self.ctx.handle.shared.remotes[id.reactor()].wake();
-            }
+            // Up to `batch` jobs inside one scope: the first, then whatever is queued.
+            let mut next = Some(job);
+            handler.worker_scope(&mut || {
+                let mut ran = 0;
+                while let Some(job) = next.take() {
+                    self.finish(job);
+                    ran += 1;
+                    if ran < batch {
+                        next = self.jobs.try_recv().ok();
+                    }
+                }
+            });
+        }
+    }
+
+    fn finish(&mut self, job: Job<H>) {
+        self.ctx.shared.wake_stalled(&self.ctx.handle);
+        let id = job.id;
+        let done = self.run_job(job);
+        // A reactor that already exited drops the result (and with it the state).
+        if self.done[id.reactor()].send(done).is_ok() {
+            self.ctx.handle.shared.remotes[id.reactor()].wake();
         }
     }
 
