@@ -765,6 +765,13 @@ typedef struct shoal_http_stats {
  */
 #define SHOAL_ERR_NOT_STARTED -1014
 
+/**
+ * The call would wait for the thread making it: shoal_server_run()/shoal_server_wait()/
+ * shoal_server_free() from inside one of the server's own callbacks. Stop the server there
+ * (shoal_server_stop()) and wait or free from another thread.
+ */
+#define SHOAL_ERR_WRONG_THREAD -1015
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

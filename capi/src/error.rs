@@ -46,6 +46,10 @@ pub const SHOAL_ERR_NOT_FOUND: shoal_status = -1012;
 pub const SHOAL_ERR_IO: shoal_status = -1013;
 /// The server was not started.
 pub const SHOAL_ERR_NOT_STARTED: shoal_status = -1014;
+/// The call would wait for the thread making it: shoal_server_run()/shoal_server_wait()/
+/// shoal_server_free() from inside one of the server's own callbacks. Stop the server there
+/// (shoal_server_stop()) and wait or free from another thread.
+pub const SHOAL_ERR_WRONG_THREAD: shoal_status = -1015;
 
 thread_local! {
     static LAST: RefCell<CString> = RefCell::new(CString::default());
@@ -80,6 +84,7 @@ pub(crate) fn status_of(e: &Error) -> shoal_status {
         Error::InvalidConfig(_) => SHOAL_ERR_INVALID_CONFIG,
         Error::InvalidResponse(_) => SHOAL_ERR_INVALID_RESPONSE,
         Error::ReactorPanicked(_) => SHOAL_ERR_PANIC,
+        Error::WrongThread => SHOAL_ERR_WRONG_THREAD,
         Error::Io(io) => match io.raw_os_error() {
             Some(errno) if errno > 0 => -errno,
             _ => SHOAL_ERR_IO,
@@ -155,6 +160,11 @@ const NAMES: &[(shoal_status, &CStr, &CStr)] = &[
         SHOAL_ERR_NOT_STARTED,
         c"SHOAL_ERR_NOT_STARTED",
         c"server was not started",
+    ),
+    (
+        SHOAL_ERR_WRONG_THREAD,
+        c"SHOAL_ERR_WRONG_THREAD",
+        c"called from the server's own thread; it would wait for itself",
     ),
 ];
 

@@ -15,7 +15,7 @@ use crate::callbacks::{
 use crate::config::shoal_config;
 use crate::error::{
     SHOAL_ERR_ALREADY_STARTED, SHOAL_ERR_BUSY, SHOAL_ERR_NOT_STARTED, SHOAL_ERR_WRONG_KIND,
-    SHOAL_OK, invalid_arg, result, shoal_status, status_of,
+    SHOAL_ERR_WRONG_THREAD, SHOAL_OK, invalid_arg, result, shoal_status, status_of,
 };
 
 /// Number of close reasons (the SHOAL_CLOSE_* codes are 0..SHOAL_CLOSE_COUNT-1).
@@ -333,6 +333,14 @@ fn wait_locked(st: &mut State) -> shoal_status {
     result(r)
 }
 
+fn wrong_thread() -> shoal_status {
+    crate::error::set_last_error(
+        "called from one of this server's own callbacks: it would wait for itself; \
+         call shoal_server_stop() there and wait or free from another thread",
+    );
+    SHOAL_ERR_WRONG_THREAD
+}
+
 /// Starts (unless started) and blocks until the server stops (shoal_server_stop() from
 /// another thread or a signal handler) and every connection is closed.
 ///
@@ -342,6 +350,9 @@ fn wait_locked(st: &mut State) -> shoal_status {
 pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_status {
     ffi_guard!({
         let s = ref_or!(server);
+        if s.handle.is_own_thread() {
+            return wrong_thread();
+        }
         let Some(mut st) = s.lock() else {
             return SHOAL_ERR_BUSY;
         };
@@ -367,6 +378,9 @@ pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_st
 pub unsafe extern "C" fn shoal_server_wait(server: *mut shoal_server) -> shoal_status {
     ffi_guard!({
         let s = ref_or!(server);
+        if s.handle.is_own_thread() {
+            return wrong_thread();
+        }
         let Some(mut st) = s.lock() else {
             return SHOAL_ERR_BUSY;
         };
@@ -407,6 +421,9 @@ pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_s
         }
         {
             let s = ref_or!(server);
+            if s.handle.is_own_thread() {
+                return wrong_thread();
+            }
             let Some(st) = s.lock() else {
                 return SHOAL_ERR_BUSY;
             };

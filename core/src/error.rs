@@ -31,6 +31,11 @@ pub enum Error {
     /// caught and close only their connection).
     #[error("reactor thread {0} panicked")]
     ReactorPanicked(usize),
+    /// The call would wait for the thread making it: `wait`/`run` (or dropping a running
+    /// server) from one of this server's own reactor or worker threads, i.e. from a callback.
+    /// Stop the server from the callback and wait from another thread.
+    #[error("called from one of this server's own threads (a callback); it would wait for itself")]
+    WrongThread,
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -113,7 +113,28 @@ pub struct ServerHandle {
     pub(crate) shared: Arc<Shared>,
 }
 
+thread_local! {
+    /// The [`ServerHandle::owner_key`] of the server whose reactor or worker this thread is.
+    static OWNER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as one of the threads of the server with `key`.
+pub(crate) fn mark_owned(key: usize) {
+    OWNER.set(key);
+}
+
 impl ServerHandle {
+    /// A key unique to this server while it lives: the address of its shared state.
+    pub(crate) fn owner_key(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// Whether the calling thread is one of this server's reactors or workers (so is running
+    /// one of its callbacks, or is about to).
+    pub fn is_own_thread(&self) -> bool {
+        OWNER.get() == self.owner_key()
+    }
+
     fn remote_for(&self, id: ConnId) -> Result<&Remote> {
         let remote = self.shared.remotes.get(id.reactor()).ok_or(Error::Closed)?;
         if remote.slots.is_live(id) {
@@ -459,16 +480,22 @@ impl<H: Handler> Server<H> {
         }
         for reactor in self.pending.drain(..) {
             let name = format!("shoal-reactor-{}", self.threads.len());
-            let t = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || reactor.run())?;
+            let owner = self.handle.owner_key();
+            let t = std::thread::Builder::new().name(name).spawn(move || {
+                mark_owned(owner);
+                reactor.run()
+            })?;
             self.threads.push(t);
         }
         Ok(())
     }
 
-    /// Waits for the reactor threads to finish (after `stop`).
+    /// Waits for the reactor threads to finish (after `stop`). [`Error::WrongThread`] from one
+    /// of this server's own threads (a callback), which would otherwise wait for itself.
     pub fn wait(&mut self) -> Result<()> {
+        if self.handle.is_own_thread() {
+            return Err(Error::WrongThread);
+        }
         let mut result = Ok(());
         for (i, t) in self.threads.drain(..).enumerate() {
             if t.join().is_err() && result.is_ok() {
@@ -503,6 +530,16 @@ impl<H: Handler> Server<H> {
 
 impl<H: Handler> Drop for Server<H> {
     fn drop(&mut self) {
+        if !self.threads.is_empty() && self.handle.is_own_thread() {
+            // Dropped by a callback (it owned the last reference): joining would wait for
+            // this very thread. Stop and let the threads finish on their own.
+            self.handle.stop();
+            log::error!("shoal server dropped from its own thread; stopping without waiting");
+            // Dropping the join handles detaches the threads.
+            self.threads.clear();
+            self.pool = None;
+            return;
+        }
         if !self.threads.is_empty() {
             self.handle.stop();
             let _ = self.wait();

@@ -1,6 +1,6 @@
 /* Error paths: NULL arguments, bad options and addresses, stale and foreign ids (including a
  * reused slot: a stale id must never reach the newer connection), status names, close reason
- * names, and run/stop/free ordering. */
+ * names, run/stop/free ordering, and waiting on a server from its own callback. */
 #include "testutil.h"
 
 #include <stdatomic.h>
@@ -17,8 +17,19 @@ static int on_open(void *ud, shoal_conn *conn) {
     return 0;
 }
 
+static shoal_server *the_server;
+static atomic_int own_thread_checked;
+
 static int64_t on_data(void *ud, shoal_conn *conn, const uint8_t *data, size_t len) {
     (void)ud;
+    if (len == 4 && memcmp(data, "wait", 4) == 0) {
+        /* Each of these would wait for this very thread: refused, the server unharmed. */
+        CHECK_STATUS(shoal_server_wait(the_server), SHOAL_ERR_WRONG_THREAD);
+        CHECK(strstr(shoal_last_error(), "own callbacks") != NULL);
+        CHECK_STATUS(shoal_server_run(the_server), SHOAL_ERR_WRONG_THREAD);
+        CHECK_STATUS(shoal_server_free(the_server), SHOAL_ERR_WRONG_THREAD);
+        atomic_store(&own_thread_checked, 1);
+    }
     CHECK_OK(shoal_conn_write(conn, data, len));
     return (int64_t)len;
 }
@@ -32,6 +43,7 @@ int main(void) {
         CHECK(shoal_err_name(codes[i]) != NULL);
     }
     CHECK(strcmp(shoal_err_name(SHOAL_ERR_CLOSED), "SHOAL_ERR_CLOSED") == 0);
+    CHECK(strcmp(shoal_err_name(SHOAL_ERR_WRONG_THREAD), "SHOAL_ERR_WRONG_THREAD") == 0);
     CHECK(strcmp(shoal_err_name(-22), "ERRNO") == 0);
     CHECK(strcmp(shoal_close_reason_name(SHOAL_CLOSE_IDLE_TIMEOUT), "idle_timeout") == 0);
     CHECK(strcmp(shoal_close_reason_name(99), "unknown") == 0);
@@ -123,6 +135,13 @@ int main(void) {
     CHECK_OK(shoal_server_write(srv, fresh, "ok", 2));
     recv_exact(b, buf, 2);
     CHECK(memcmp(buf, "ok", 2) == 0);
+
+    /* Waiting for the server from its own callback is refused, and it keeps serving. */
+    the_server = srv;
+    send_str(b, "wait");
+    recv_exact(b, buf, 4);
+    CHECK(memcmp(buf, "wait", 4) == 0);
+    CHECK(atomic_load(&own_thread_checked) == 1);
 
     /* Outbound connect to a closed port reports on_close, and bad addresses are refused. */
     shoal_conn_id out_id = 0;

@@ -535,11 +535,11 @@ impl<H: Handler> PoolParts<H> {
         let mut threads = Vec::with_capacity(self.workers.len());
         for w in self.workers {
             let name = format!("shoal-worker-{}", w.ctx.index);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || w.run())?,
-            );
+            let owner = w.ctx.handle.owner_key();
+            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                crate::server::mark_owned(owner);
+                w.run()
+            })?);
         }
         Ok(WorkerPool {
             threads,
