@@ -52,6 +52,11 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
         }
         "/panic" => panic!("handler fails on purpose"),
         "/silent" => {}
+        "/fail" => res.fail(),
+        "/fail-after-send" => {
+            res.send(200, &text, b"sent first").unwrap();
+            res.fail();
+        }
         "/drop-deferred" => {
             let d = res.defer().unwrap();
             drop(d);
@@ -339,7 +344,7 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
         let srv = Http::start(cfg, app);
         let mut good = Client::connect(srv.addr);
         assert_eq!(good.get("/ok").status, 200);
-        for path in ["/panic", "/silent", "/drop-deferred"] {
+        for path in ["/panic", "/silent", "/drop-deferred", "/fail"] {
             let ex = exchange(
                 srv.addr,
                 &[&get(path), &get("/never")],
@@ -350,10 +355,21 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
             assert_eq!(ex.statuses(), vec![500], "{path}");
             assert!(ex.closed, "{path}");
         }
+        // A failure reported after a complete response: the response is delivered, the
+        // pipelined request behind it is not served, the connection closes.
+        let ex = exchange(
+            srv.addr,
+            &[&get("/fail-after-send"), &get("/never")],
+            Duration::ZERO,
+            5 * SEC,
+            false,
+        );
+        assert_eq!(ex.statuses(), vec![200]);
+        assert!(ex.closed);
         assert_eq!(good.get("/still-ok").status, 200);
         let st = srv.server.http_stats();
-        assert_eq!(st.handler_failures, 3, "{st:?}");
-        assert_eq!(st.responses[4], 3);
+        assert_eq!(st.handler_failures, 5, "{st:?}");
+        assert_eq!(st.responses[4], 4);
     }
 }
 

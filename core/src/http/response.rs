@@ -361,6 +361,7 @@ pub struct Response<'r, 'c> {
     conn: &'r mut Conn<'c>,
     info: Info,
     pub(crate) outcome: Outcome,
+    pub(crate) failed: bool,
     tally: &'r mut Tally,
     stats: &'r Arc<[Counters]>,
 }
@@ -376,9 +377,17 @@ impl<'r, 'c> Response<'r, 'c> {
             conn,
             info,
             outcome: Outcome::Fresh,
+            failed: false,
             tally,
             stats,
         }
+    }
+
+    /// Reports that the handler failed (a binding's callback raised an error it already
+    /// logged): handled as a panic is, without a further log line. Unstarted, it is answered
+    /// with 500 and the connection closes after it; a response under way is cut off.
+    pub fn fail(&mut self) {
+        self.failed = true;
     }
 
     /// The connection, for its id, addresses, timers or handle.

@@ -336,7 +336,7 @@ impl<H: HttpHandler> Http<H> {
             head: head.is_head,
             keep_alive: head.keep_alive && !st.peer_closed && !last,
         };
-        let (result, outcome) = {
+        let (result, outcome, reported) = {
             let mut res = Response::new(conn, info, tally, &self.stats);
             let handler = &self.handler;
             let result = catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
@@ -344,9 +344,10 @@ impl<H: HttpHandler> Http<H> {
             if result.is_ok() && matches!(res.outcome, Outcome::Streaming { .. }) {
                 let _ = res.finish();
             }
-            (result, res.outcome)
+            (result, res.outcome, res.failed)
         };
         let failed = match (&result, outcome) {
+            (Ok(()), _) if reported => true,
             (Err(payload), _) => {
                 log::error!(
                     "HTTP handler panicked on connection {:?}: {}",
@@ -370,6 +371,9 @@ impl<H: HttpHandler> Http<H> {
             inc(&counters.handler_failures);
             if outcome == Outcome::Fresh {
                 send_own(conn, counters, 500);
+                conn.fail_gracefully();
+            } else if matches!(outcome, Outcome::Sent { .. }) {
+                // A complete response went out before the failure: deliver it, then close.
                 conn.fail_gracefully();
             } else {
                 // Part of a response is on its way: it cannot be fixed, only cut.
