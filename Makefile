@@ -12,7 +12,11 @@ C_SRCS := $(wildcard examples/c/*.c)
 C_BINS := $(patsubst examples/c/%.c,target/c/%,$(C_SRCS))
 C_FLAGS := -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -Iinclude
 
-.PHONY: all lib examples run run-rust run-echo test lint test-rust header install \
+VENV := target/venv
+VPY := $(VENV)/bin/python
+
+.PHONY: all lib examples run run-rust run-python run-echo test lint test-rust test-python \
+	wheel header install \
 	bench-echo bench-echo-quick bench-http clean
 
 all: lib examples
@@ -45,8 +49,12 @@ run-echo:
 	$(CARGO) build --release -p shoal-core --example echo
 	./target/release/examples/echo --host 127.0.0.1 --port 9000
 
+## The same server written in Python (examples/python/http_hello.py, on the built wheel).
+run-python: wheel
+	$(VPY) examples/python/http_hello.py --host 127.0.0.1 --port 8080
+
 ## Every test and check.
-test: lint test-rust
+test: lint test-rust test-python
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -58,6 +66,25 @@ lint:
 test-rust:
 	$(CARGO) build -p shoal-capi
 	$(CARGO) test --workspace
+
+## A virtualenv with the Python build and test tools (python/requirements-dev.txt).
+$(VENV)/.ready: python/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && python/install-venv-support.sh && \
+		$(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -r python/requirements-dev.txt
+	touch $@
+
+## The wheel (target/wheels), built by maturin and installed into the virtualenv.
+wheel: $(VENV)/.ready
+	rm -f target/wheels/shoal-*.whl
+	$(VENV)/bin/maturin build --release -m python/Cargo.toml -o target/wheels
+	$(VPY) -m pip install -q --force-reinstall --no-deps target/wheels/shoal-*.whl
+
+## The Python tests, against the installed wheel, and mypy --strict on the examples.
+test-python: wheel
+	cd python && ../$(VPY) -m pytest -q
+	$(VPY) -m mypy --strict examples/python python/tests
 
 ## Regenerate include/shoal.h from capi/src (make test fails when it is stale).
 header:

@@ -1,0 +1,344 @@
+//! `shoal.Connection`, and the stream handler that calls Python callbacks.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use shoal_core::{CloseReason, Conn, ConnId, Handler, ServerHandle};
+
+use crate::errors::{err, value_error};
+use crate::logging::log_exception;
+
+thread_local! {
+    /// The connection whose callback is running on this thread, so that `conn.write()` inside
+    /// the callback goes straight into its output queue instead of through the inbox.
+    static CURRENT: Cell<(u64, *mut ())> = const { Cell::new((0, std::ptr::null_mut())) };
+}
+
+/// Marks `conn` as the running callback's connection until dropped (also on unwinding).
+struct CurrentGuard {
+    prev: (u64, *mut ()),
+}
+
+impl CurrentGuard {
+    fn enter(conn: &mut Conn<'_>) -> Self {
+        let ptr = std::ptr::from_mut(conn).cast::<()>();
+        let prev = CURRENT.with(|c| c.replace((conn.id().as_u64(), ptr)));
+        CurrentGuard { prev }
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}
+
+/// Runs `f` on the running callback's `Conn` if `id` is its connection.
+fn with_current_conn<R>(id: u64, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
+    let (cur, ptr) = CURRENT.with(Cell::get);
+    if cur != id || ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was made from the `&mut Conn` of the callback running on this thread
+    // (CurrentGuard), which stays alive and unused by its owner while Python code it called
+    // runs; the guard clears it before the callback returns, so it never dangles.
+    let conn = unsafe { &mut *ptr.cast::<Conn<'_>>() };
+    Some(f(conn))
+}
+
+/// Copies a bytes-like object (bytes, bytearray, memoryview, any buffer) into a closure.
+pub(crate) fn with_bytes<R>(
+    obj: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> PyResult<R>,
+) -> PyResult<R> {
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return f(b.as_bytes());
+    }
+    if obj.is_instance_of::<pyo3::types::PyString>() {
+        return Err(PyTypeError::new_err(
+            "expected a bytes-like object, not str (encode it first)",
+        ));
+    }
+    // Any other buffer (bytearray, memoryview, array): one copy through bytes().
+    let copied = obj
+        .py()
+        .get_type::<PyBytes>()
+        .call1((obj,))
+        .map_err(|_| PyTypeError::new_err("expected a bytes-like object"))?;
+    let b = copied.cast::<PyBytes>()?;
+    f(b.as_bytes())
+}
+
+fn seconds(s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| value_error("seconds must be a finite number >= 0"))
+}
+
+fn addr_tuple(a: Option<SocketAddr>) -> Option<(String, u16)> {
+    a.map(|a| (a.ip().to_string(), a.port()))
+}
+
+/// A connection of a `shoal.Server`. Passed to every callback; usable from any thread
+/// (writes from other threads go through the connection's reactor). Set any attribute on it
+/// to keep per-connection state. Once closed, every method raises `ConnectionClosed`.
+///
+/// ```python
+/// def on_data(conn, data):
+///     conn.write(data)
+/// ```
+#[pyclass(module = "shoal._shoal", name = "Connection", frozen, dict)]
+pub struct Connection {
+    id: ConnId,
+    handle: ServerHandle,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+}
+
+impl Connection {
+    fn new(conn: &Conn<'_>) -> Self {
+        Connection {
+            id: conn.id(),
+            handle: conn.handle().clone(),
+            peer: conn.peer_addr().ok(),
+            local: conn.local_addr().ok(),
+        }
+    }
+}
+
+#[pymethods]
+impl Connection {
+    /// Queues bytes for writing (bytes, bytearray or memoryview). Raises
+    /// `ConnectionClosed` once the connection is gone and `WriteOverflow` past
+    /// `max_write_buffer`.
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let id = self.id;
+        with_bytes(data, |bytes| {
+            match with_current_conn(id.as_u64(), |c| c.write(bytes)) {
+                Some(r) => r.map_err(err),
+                None => self.handle.write(id, bytes).map_err(err),
+            }
+        })
+    }
+
+    /// Closes once queued output is flushed.
+    fn close(&self) -> PyResult<()> {
+        match with_current_conn(self.id.as_u64(), |c| c.close()) {
+            Some(()) => Ok(()),
+            None => self.handle.close(self.id).map_err(err),
+        }
+    }
+
+    /// Closes at once, discarding queued output.
+    fn abort(&self) -> PyResult<()> {
+        match with_current_conn(self.id.as_u64(), |c| c.abort()) {
+            Some(()) => Ok(()),
+            None => self.handle.abort(self.id).map_err(err),
+        }
+    }
+
+    /// Arms a timer: `on_timer(conn, tag)` runs after `seconds`. Several timers may share a
+    /// tag; none fires after `on_close`.
+    #[pyo3(signature = (seconds, tag = 0))]
+    fn set_timer(&self, seconds: f64, tag: u64) -> PyResult<()> {
+        let after = self::seconds(seconds)?;
+        match with_current_conn(self.id.as_u64(), |c| c.set_timer(after, tag)) {
+            Some(()) => Ok(()),
+            None => self.handle.set_timer(self.id, after, tag).map_err(err),
+        }
+    }
+
+    /// Cancels every pending timer of this connection with `tag`.
+    #[pyo3(signature = (tag = 0))]
+    fn cancel_timer(&self, tag: u64) -> PyResult<()> {
+        match with_current_conn(self.id.as_u64(), |c| {
+            c.cancel_timer(tag);
+        }) {
+            Some(()) => Ok(()),
+            None => self.handle.cancel_timer(self.id, tag).map_err(err),
+        }
+    }
+
+    /// The connection's id (an int, unique for the server's lifetime).
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id.as_u64()
+    }
+
+    /// The peer's `(host, port)`.
+    #[getter]
+    fn peer(&self) -> Option<(String, u16)> {
+        addr_tuple(self.peer)
+    }
+
+    /// The local `(host, port)`.
+    #[getter]
+    fn local(&self) -> Option<(String, u16)> {
+        addr_tuple(self.local)
+    }
+
+    /// Whether the connection is still open.
+    #[getter]
+    fn open(&self) -> bool {
+        self.handle.is_live(self.id)
+    }
+
+    fn __repr__(&self) -> String {
+        match self.peer {
+            Some(p) => format!("<shoal.Connection {} from {p}>", self.id.as_u64()),
+            None => format!("<shoal.Connection {}>", self.id.as_u64()),
+        }
+    }
+}
+
+/// The Python callables of a stream server.
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    pub(crate) on_open: Option<Py<PyAny>>,
+    pub(crate) on_data: Option<Py<PyAny>>,
+    pub(crate) on_eof: Option<Py<PyAny>>,
+    pub(crate) on_drain: Option<Py<PyAny>>,
+    pub(crate) on_timer: Option<Py<PyAny>>,
+    pub(crate) on_close: Option<Py<PyAny>>,
+}
+
+/// A stream handler calling Python. Each callback attaches to the interpreter (a no-op inside
+/// a worker's batch, which already holds it).
+pub(crate) struct PyHandler {
+    pub(crate) cb: Callbacks,
+    pub(crate) batch: usize,
+}
+
+/// Calls a Python callback for `conn`; an exception is logged and fails the connection.
+fn call<'py>(
+    py: Python<'py>,
+    conn: &mut Conn<'_>,
+    what: &str,
+    f: &Py<PyAny>,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> Option<Bound<'py, PyAny>> {
+    let guard = CurrentGuard::enter(conn);
+    let r = f.bind(py).call1(args);
+    drop(guard);
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log_exception(py, what, e);
+            conn.fail();
+            None
+        }
+    }
+}
+
+impl Handler for PyHandler {
+    type State = Option<Py<Connection>>;
+
+    fn on_open(&self, conn: &mut Conn<'_>, st: &mut Self::State) {
+        let attached = Python::try_attach(|py| {
+            let obj = match Py::new(py, Connection::new(conn)) {
+                Ok(o) => o,
+                Err(e) => {
+                    log_exception(py, "on_open", e);
+                    conn.fail();
+                    return;
+                }
+            };
+            *st = Some(obj.clone_ref(py));
+            if let Some(f) = &self.cb.on_open {
+                call(py, conn, "on_open", f, (obj,));
+            }
+        });
+        if attached.is_none() {
+            // The interpreter is shutting down: no callback can run for this connection.
+            conn.fail();
+        }
+    }
+
+    fn on_data(&self, conn: &mut Conn<'_>, st: &mut Self::State, data: &[u8]) -> usize {
+        let (Some(f), Some(obj)) = (&self.cb.on_data, st.as_ref()) else {
+            return data.len();
+        };
+        let consumed = Python::try_attach(|py| {
+            let bytes = PyBytes::new(py, data);
+            let Some(r) = call(py, conn, "on_data", f, (obj.clone_ref(py), bytes)) else {
+                return 0;
+            };
+            if r.is_none() {
+                return data.len();
+            }
+            match r.extract::<usize>() {
+                Ok(n) if n <= data.len() => n,
+                _ => {
+                    log_exception(
+                        py,
+                        "on_data",
+                        PyTypeError::new_err(format!(
+                            "on_data must return None or an int in 0..={}, got {}",
+                            data.len(),
+                            r.repr().map_or_else(|_| "?".to_owned(), |s| s.to_string())
+                        )),
+                    );
+                    conn.fail();
+                    0
+                }
+            }
+        });
+        consumed.unwrap_or_else(|| {
+            conn.fail();
+            0
+        })
+    }
+
+    fn on_eof(&self, conn: &mut Conn<'_>, st: &mut Self::State) -> bool {
+        let (Some(f), Some(obj)) = (&self.cb.on_eof, st.as_ref()) else {
+            return false;
+        };
+        Python::try_attach(|py| {
+            call(py, conn, "on_eof", f, (obj.clone_ref(py),))
+                .is_some_and(|r| r.is_truthy().unwrap_or(false))
+        })
+        .unwrap_or(false)
+    }
+
+    fn on_drain(&self, conn: &mut Conn<'_>, st: &mut Self::State) {
+        if let (Some(f), Some(obj)) = (&self.cb.on_drain, st.as_ref()) {
+            Python::try_attach(|py| {
+                call(py, conn, "on_drain", f, (obj.clone_ref(py),));
+            });
+        }
+    }
+
+    fn on_timer(&self, conn: &mut Conn<'_>, st: &mut Self::State, tag: u64) {
+        if let (Some(f), Some(obj)) = (&self.cb.on_timer, st.as_ref()) {
+            Python::try_attach(|py| {
+                call(py, conn, "on_timer", f, (obj.clone_ref(py), tag));
+            });
+        }
+    }
+
+    fn on_close(&self, _id: ConnId, st: Self::State, reason: CloseReason) {
+        Python::try_attach(|py| {
+            if let (Some(f), Some(obj)) = (&self.cb.on_close, st.as_ref())
+                && let Err(e) = f.bind(py).call1((obj.clone_ref(py), reason.name()))
+            {
+                log_exception(py, "on_close", e);
+            }
+            drop(st);
+        });
+    }
+
+    fn worker_batch(&self) -> usize {
+        self.batch
+    }
+
+    fn worker_scope(&self, run: &mut dyn FnMut()) {
+        // Attached once for the whole batch: each callback's own attach is then a counter
+        // increment. During interpreter shutdown the callbacks see that and fail their
+        // connections.
+        if Python::try_attach(|_| run()).is_none() {
+            run();
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Python `logging` for shoal: the engine's `log` records go to the logger `shoal`, and
+//! exceptions raised by callbacks are logged there with their traceback.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `logging.getLogger("shoal")`, looked up once.
+pub(crate) fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    LOGGER
+        .get_or_try_init(py, || {
+            Ok(py
+                .import("logging")?
+                .call_method1("getLogger", ("shoal",))?
+                .unbind())
+        })
+        .map(|l| l.bind(py))
+}
+
+/// Logs a callback's exception, with its traceback, to the `shoal` logger.
+pub(crate) fn log_exception(py: Python<'_>, what: &str, e: PyErr) {
+    let result = logger(py).and_then(|l| {
+        let kwargs = pyo3::types::PyDict::new(py);
+        kwargs.set_item("exc_info", e.into_value(py))?;
+        l.call_method("error", ("exception in %s", what), Some(&kwargs))
+    });
+    if let Err(inner) = result {
+        // Logging itself failed (a broken handler): fall back to stderr.
+        inner.print(py);
+    }
+}
+
+/// Forwards `log` records to Python logging (taking the interpreter briefly).
+struct Bridge;
+
+impl log::Log for Bridge {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Error => 40,
+            log::Level::Warn => 30,
+            log::Level::Info => 20,
+            log::Level::Debug | log::Level::Trace => 10,
+        };
+        let msg = format!("{} ({})", record.args(), record.target());
+        Python::attach(|py| {
+            if let Ok(l) = logger(py) {
+                let _ = l.call_method1("log", (level, msg));
+            }
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+static BRIDGE: Bridge = Bridge;
+
+/// Installs the bridge (once per process; if another logger is installed already, records
+/// go there). Warnings and errors are forwarded; Python's logging configuration filters them.
+pub(crate) fn install() {
+    if log::set_logger(&BRIDGE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}

@@ -1,0 +1,468 @@
+//! `shoal.Server` (stream callbacks) and the lifecycle both server classes share: start,
+//! stop, wait, run with Ctrl-C, context manager, stats, and a stop-and-join at interpreter
+//! exit for servers still running.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use shoal_core::http::{HttpServer, HttpStatsHandle};
+use shoal_core::{CloseReason, ServerHandle, Stats};
+
+use crate::conn::{Callbacks, PyHandler};
+use crate::errors::{ShoalError, err, value_error};
+use crate::http::PyHttp;
+use crate::options::{ENGINE_OPTIONS, Options};
+
+/// The engine under a Python server object.
+pub(crate) enum Engine {
+    Stream(shoal_core::Server<PyHandler>),
+    Http(HttpServer<PyHttp>),
+}
+
+impl Engine {
+    fn start(&mut self) -> shoal_core::Result<()> {
+        match self {
+            Engine::Stream(s) => s.start(),
+            Engine::Http(s) => s.start(),
+        }
+    }
+
+    fn wait(&mut self) -> shoal_core::Result<()> {
+        match self {
+            Engine::Stream(s) => s.wait(),
+            Engine::Http(s) => s.wait(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match self {
+            Engine::Stream(s) => s.is_finished(),
+            Engine::Http(s) => s.is_finished(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Running,
+    /// Threads joined; the server cannot start again.
+    Done,
+}
+
+/// What the lock guards. Rule: this lock is only ever taken with the interpreter released
+/// (inside `Python::detach`), because a holder may wait for worker threads that need the
+/// interpreter to finish their callbacks.
+pub(crate) struct Life {
+    engine: Option<Engine>,
+    phase: Phase,
+}
+
+/// The shared part of a server object, also listed for the exit hook while running.
+pub(crate) struct Core {
+    life: Mutex<Life>,
+    pub(crate) handle: ServerHandle,
+    pub(crate) addr: SocketAddr,
+    pub(crate) http_stats: Option<HttpStatsHandle>,
+}
+
+/// Servers started and not yet joined, stopped and joined by the exit hook.
+static LIVE: Mutex<Vec<Arc<Core>>> = Mutex::new(Vec::new());
+
+fn live() -> MutexGuard<'static, Vec<Arc<Core>>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Core {
+    pub(crate) fn new(engine: Engine) -> Arc<Self> {
+        let (handle, addr, http_stats) = match &engine {
+            Engine::Stream(s) => (s.handle(), s.local_addr(), None),
+            Engine::Http(s) => (s.handle(), s.local_addr(), Some(s.http_stats_handle())),
+        };
+        Arc::new(Core {
+            life: Mutex::new(Life {
+                engine: Some(engine),
+                phase: Phase::Created,
+            }),
+            handle,
+            addr,
+            http_stats,
+        })
+    }
+
+    /// Locks the state; call with the interpreter released.
+    fn lock(&self) -> MutexGuard<'_, Life> {
+        self.life
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        let r = py.detach(|| {
+            let mut life = self.lock();
+            match life.phase {
+                Phase::Running => return Err("the server is already started"),
+                Phase::Done => return Err("the server has finished; create a new one"),
+                Phase::Created => {}
+            }
+            let engine = life.engine.as_mut().expect("present until joined");
+            match engine.start() {
+                Ok(()) => {
+                    life.phase = Phase::Running;
+                    live().push(self.clone());
+                    Ok(Ok(()))
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        });
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(err(e)),
+            Err(msg) => Err(ShoalError::new_err(msg)),
+        }
+    }
+
+    /// Whether the threads have finished; joins them (once) when they have.
+    fn finished(&self) -> shoal_core::Result<bool> {
+        let mut life = self.lock();
+        match life.phase {
+            Phase::Created => Ok(false),
+            Phase::Done => Ok(true),
+            Phase::Running => {
+                let engine = life.engine.as_mut().expect("present until joined");
+                if !engine.is_finished() {
+                    return Ok(false);
+                }
+                let r = engine.wait();
+                if matches!(r, Err(shoal_core::Error::WrongThread)) {
+                    return r.map(|()| false);
+                }
+                life.phase = Phase::Done;
+                // Dropping the engine drops the handler and its Python callables; this
+                // thread has the interpreter released, so defer that to the caller.
+                drop(life);
+                live().retain(|c| !std::ptr::eq(&**c, self));
+                r.map(|()| true)
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (forever if None) for the server to finish, checking for
+    /// signals every few milliseconds. A signal handler's exception is returned as is.
+    fn wait(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<bool> {
+        if self.handle.is_own_thread() {
+            return Err(err(shoal_core::Error::WrongThread));
+        }
+        {
+            let created = py.detach(|| self.lock().phase == Phase::Created);
+            if created {
+                return Err(ShoalError::new_err("the server was not started"));
+            }
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if py.detach(|| self.finished()).map_err(err)? {
+                return Ok(true);
+            }
+            py.check_signals()?;
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(false);
+            }
+            let nap = deadline.map_or(POLL, |d| (d - now).min(POLL));
+            py.detach(|| std::thread::sleep(nap));
+        }
+    }
+
+    /// Stops and waits for the server to finish, ignoring signals meanwhile (a second Ctrl-C
+    /// during a graceful stop is not lost: Python raises it at the next chance).
+    fn stop_and_join(&self, py: Python<'_>) -> PyResult<()> {
+        self.handle.stop();
+        if self.handle.is_own_thread() {
+            return Ok(());
+        }
+        loop {
+            if py.detach(|| self.finished()).map_err(err)? {
+                return Ok(());
+            }
+            py.detach(|| std::thread::sleep(POLL));
+        }
+    }
+
+    fn phase(&self, py: Python<'_>) -> Phase {
+        py.detach(|| self.lock().phase)
+    }
+}
+
+const POLL: Duration = Duration::from_millis(10);
+
+/// Stops and joins every server still running (registered with `atexit`, so worker threads
+/// never call into an interpreter that is shutting down).
+#[pyfunction]
+pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
+    let servers: Vec<Arc<Core>> = py.detach(|| live().clone());
+    for s in servers {
+        s.stop_and_join(py)?;
+    }
+    Ok(())
+}
+
+/// A TCP server calling Python functions for connection events.
+///
+/// Callbacks (each optional except ``on_data``), called with a :class:`Connection`:
+///
+/// - ``on_open(conn)``: a connection was accepted (or an outbound one established).
+/// - ``on_data(conn, data) -> int | None``: bytes arrived. Return how many were consumed
+///   (the rest is presented again with more), or None for all of them.
+/// - ``on_eof(conn) -> bool``: the peer finished sending; return True to keep the
+///   connection open for writing (default: close once output is flushed).
+/// - ``on_drain(conn)``: queued output fell below the low watermark.
+/// - ``on_timer(conn, tag)``: a timer set with :meth:`Connection.set_timer` fired.
+/// - ``on_close(conn, reason)``: the connection closed; ``reason`` is a string such as
+///   ``"peer_closed"`` or ``"idle_timeout"``. Called exactly once per connection.
+///
+/// By default callbacks run on ``workers`` (4) threads, so they may block; the reactor
+/// threads never take the interpreter. ``inline=True`` runs them on the reactor threads
+/// instead: faster for callbacks that never block. An exception in a callback is logged to
+/// the ``shoal`` logger and closes that connection only.
+///
+/// Keyword options: ``host`` ("127.0.0.1"), ``port`` (0: any free port), ``threads``,
+/// ``workers``, ``queue``, ``inline``, ``gil_batch`` (callbacks a worker runs per interpreter
+/// acquisition, 16), ``reuse_port``, ``backlog``, ``nodelay``, ``keepalive``,
+/// ``recv_buffer_size``, ``send_buffer_size``, ``read_buffer_size``, ``max_read_buffer``,
+/// ``write_high_watermark``, ``write_low_watermark``, ``max_write_buffer``, ``idle_timeout``,
+/// ``read_timeout``, ``write_timeout``, ``connect_timeout``, ``max_connections``,
+/// ``shutdown_grace``, ``linger_timeout``, ``max_pending_input``, ``handler_timeout``.
+/// Times are in seconds; None turns a timeout off.
+///
+/// .. code-block:: python
+///
+///     with shoal.Server(on_data=lambda conn, data: conn.write(data)) as srv:
+///         print("echo on port", srv.port)
+///         srv.wait()
+#[pyclass(module = "shoal._shoal", name = "Server", subclass, frozen)]
+pub struct Server {
+    pub(crate) core: Arc<Core>,
+}
+
+impl Server {
+    pub(crate) fn from_core(core: Arc<Core>) -> Self {
+        Server { core }
+    }
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    #[pyo3(signature = (*, on_data, on_open=None, on_eof=None, on_drain=None, on_timer=None, on_close=None, **options))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        on_data: Py<PyAny>,
+        on_open: Option<Py<PyAny>>,
+        on_eof: Option<Py<PyAny>>,
+        on_drain: Option<Py<PyAny>>,
+        on_timer: Option<Py<PyAny>>,
+        on_close: Option<Py<PyAny>>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let callables = [
+            ("on_data", Some(&on_data)),
+            ("on_open", on_open.as_ref()),
+            ("on_eof", on_eof.as_ref()),
+            ("on_drain", on_drain.as_ref()),
+            ("on_timer", on_timer.as_ref()),
+            ("on_close", on_close.as_ref()),
+        ];
+        for (name, f) in callables {
+            if let Some(f) = f
+                && !f.bind(py).is_callable()
+            {
+                return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                    "{name} must be callable"
+                )));
+            }
+        }
+        let opts = Options::new(options, &[ENGINE_OPTIONS], "Server")?;
+        let (config, common) = opts.engine()?;
+        let handler = PyHandler {
+            cb: Callbacks {
+                on_open,
+                on_data: Some(on_data),
+                on_eof,
+                on_drain,
+                on_timer,
+                on_close,
+            },
+            batch: common.gil_batch,
+        };
+        let server =
+            py.detach(|| shoal_core::Server::bind(config, handler).map_err(|e| e.to_string()));
+        let server = server.map_err(bind_error)?;
+        Ok(Server::from_core(Core::new(Engine::Stream(server))))
+    }
+
+    /// Starts the reactor (and worker) threads and returns; the server is then listening.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        self.core.start(py)
+    }
+
+    /// Asks the server to stop: no new connections, in-flight callbacks finish, queued
+    /// output flushes within ``shutdown_grace``, then every connection closes. Returns at once
+    /// (see :meth:`wait`); safe from any thread, a callback or a signal handler.
+    fn stop(&self) {
+        self.core.handle.stop();
+    }
+
+    /// Waits until a started server has finished (after :meth:`stop`), at most ``timeout``
+    /// seconds if given; returns whether it finished. The interpreter is released meanwhile;
+    /// an exception raised by a signal handler (KeyboardInterrupt) propagates and leaves the
+    /// server running.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = timeout
+            .map(|t| crate::options::seconds("timeout", &t.into_pyobject(py)?.into_any()))
+            .transpose()?;
+        self.core.wait(py, timeout)
+    }
+
+    /// Starts (unless started) and serves until stopped. On Ctrl-C (or any exception from a
+    /// signal handler) it stops gracefully, waits for in-flight work, then re-raises
+    /// (KeyboardInterrupt).
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
+        if self.core.phase(py) == Phase::Created {
+            self.core.start(py)?;
+        }
+        match self.core.wait(py, None) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.core.stop_and_join(py)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().core.start(slf.py())?;
+        Ok(slf)
+    }
+
+    /// Stops and waits for the server (also on an exception, which then propagates).
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.core.stop_and_join(py)?;
+        Ok(false)
+    }
+
+    /// The port the server listens on (the one picked when ``port=0``).
+    #[getter]
+    fn port(&self) -> u16 {
+        self.core.addr.port()
+    }
+
+    /// The ``(host, port)`` the server listens on.
+    #[getter]
+    fn address(&self) -> (String, u16) {
+        (self.core.addr.ip().to_string(), self.core.addr.port())
+    }
+
+    /// Whether the server is running (started, and not finished).
+    #[getter]
+    fn running(&self, py: Python<'_>) -> bool {
+        self.core.phase(py) == Phase::Running && !self.core.handle.is_stopping()
+    }
+
+    /// Opens an outbound connection to ``(host, port)`` served by the same callbacks; returns
+    /// its id at once. ``on_open`` runs once connected, ``on_close`` if it fails.
+    fn connect(&self, host: &str, port: u16) -> PyResult<u64> {
+        let addr: SocketAddr = (host, port)
+            .to_socket_addrs_first()
+            .ok_or_else(|| value_error(format!("cannot resolve {host:?}")))?;
+        self.core
+            .handle
+            .connect(addr)
+            .map(|id| id.as_u64())
+            .map_err(err)
+    }
+
+    /// A snapshot of the server's counters as a dict (``closed`` maps close reasons to
+    /// counts; an HTTP server adds ``http``).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = stats_dict(py, &self.core.handle.stats())?;
+        if let Some(h) = &self.core.http_stats {
+            d.set_item("http", crate::http::http_stats_dict(py, &h.get())?)?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<shoal.Server on {}>", self.core.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A server object dropped while running (never stopped): stop it and let its threads
+        // finish. The engine joins them when dropped, which the exit hook or the last thread
+        // holding the core does, never with the interpreter held here.
+        self.core.handle.stop();
+    }
+}
+
+trait FirstAddr {
+    fn to_socket_addrs_first(&self) -> Option<SocketAddr>;
+}
+
+impl FirstAddr for (&str, u16) {
+    fn to_socket_addrs_first(&self) -> Option<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        self.to_socket_addrs().ok()?.next()
+    }
+}
+
+/// Turns a bind failure into `OSError` (address in use, permission) or `ConfigError`.
+pub(crate) fn bind_error(msg: String) -> PyErr {
+    if msg.starts_with("invalid configuration") {
+        crate::errors::ConfigError::new_err(msg)
+    } else {
+        pyo3::exceptions::PyOSError::new_err(msg)
+    }
+}
+
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let closed = PyDict::new(py);
+    for r in CloseReason::ALL {
+        closed.set_item(r.name(), s.closed(r))?;
+    }
+    let fields: [(&str, u64); 19] = [
+        ("accepted", s.accepted),
+        ("connected", s.connected),
+        ("active", s.active),
+        ("bytes_in", s.bytes_in),
+        ("bytes_out", s.bytes_out),
+        ("accept_paused_limit", s.accept_paused_limit),
+        ("accept_paused_emfile", s.accept_paused_emfile),
+        ("accept_errors", s.accept_errors),
+        ("pool_hits", s.pool_hits),
+        ("pool_misses", s.pool_misses),
+        ("commands", s.commands),
+        ("handler_failures", s.handler_failures),
+        ("read_pauses", s.read_pauses),
+        ("jobs_queued", s.jobs_queued),
+        ("jobs_running", s.jobs_running),
+        ("jobs_completed", s.jobs_completed),
+        ("queue_high_water", s.queue_high_water),
+        ("backpressure_pauses", s.backpressure_pauses),
+        ("timeouts", s.timeouts()),
+    ];
+    for (k, v) in fields {
+        d.set_item(k, v)?;
+    }
+    d.set_item("closed", closed)?;
+    Ok(d)
+}

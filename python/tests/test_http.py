@@ -1,0 +1,254 @@
+"""The HTTP server through http.client and raw sockets: every kind of return value,
+requests in full, deferred and streamed answers from other threads, errors in handlers,
+pipelining, limits and stats."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import shoal
+from conftest import connect, eventually, recv_until_closed
+
+
+def app(req: shoal.Request) -> Any:
+    path = req.path
+    if path == "/":
+        return "Hello, World!"
+    if path == "/bytes":
+        return b"\x00\x01raw"
+    if path == "/json":
+        return {"method": req.method, "query": req.query, "version": req.version}
+    if path == "/tuple2":
+        return (201, "created")
+    if path == "/tuple3":
+        return (202, {"X-Kind": "three", "Content-Type": "text/x-test"}, b"accepted")
+    if path == "/response":
+        return shoal.Response("teapot", status=418, headers=[("X-A", "1"), ("X-A", "2")],
+                              content_type="text/tea")
+    if path == "/echo":
+        return shoal.Response(req.body, headers={"X-Len": len(req.body)})
+    if path == "/headers":
+        h = req.headers
+        return {"ua": h.get("user-agent"), "x": h.getall("X-Multi"), "has": "x-multi" in h,
+                "n": len(h), "missing": h.get("nope", "dflt")}
+    if path == "/gen":
+        def gen() -> Iterator[bytes | str]:
+            for i in range(5):
+                yield f"piece{i};"
+            yield b"end"
+        return gen()
+    if path == "/defer":
+        r = req.defer()
+
+        def later() -> None:
+            time.sleep(0.02)
+            r.send({"deferred": True})
+        threading.Thread(target=later).start()
+        return None
+    if path == "/defer-stream":
+        r = req.defer()
+
+        def work() -> None:
+            with r.stream(200, content_type="text/plain") as s:
+                for i in range(3):
+                    time.sleep(0.01)
+                    s.write(f"chunk{i};")
+        threading.Thread(target=work).start()
+        return None
+    if path == "/raise":
+        raise ValueError("handler fails on purpose")
+    if path == "/none":
+        return None
+    if path == "/badtype":
+        return 3.5
+    if path == "/badheader":
+        return (200, {"X-Evil": "a\r\nSet-Cookie: x"}, b"no")
+    if path == "/peer":
+        return {"peer": req.peer}
+    return (404, "not found")
+
+
+def get(port: int, path: str, method: str = "GET", body: bytes | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+@pytest.fixture(params=[{"workers": 4}, {"inline": True}], ids=["workers", "inline"])
+def srv(request: pytest.FixtureRequest, serve: Any) -> shoal.Server:
+    return serve(shoal.HttpServer, app, **request.param)  # type: ignore[no-any-return]
+
+
+def test_return_values(srv: shoal.Server) -> None:
+    p = srv.port
+    assert get(p, "/")[0] == 200
+    status, h, body = get(p, "/")
+    assert (status, h["content-type"], body) == (200, "text/plain; charset=utf-8",
+                                                  b"Hello, World!")
+    status, h, body = get(p, "/bytes")
+    assert (h["content-type"], body) == ("application/octet-stream", b"\x00\x01raw")
+    status, h, body = get(p, "/json?x=1")
+    assert h["content-type"] == "application/json"
+    assert json.loads(body) == {"method": "GET", "query": "x=1", "version": "HTTP/1.1"}
+    assert get(p, "/tuple2")[::2] == (201, b"created")
+    status, h, body = get(p, "/tuple3")
+    assert (status, h["x-kind"], h["content-type"], body) == (202, "three", "text/x-test",
+                                                              b"accepted")
+    status, h, body = get(p, "/response")
+    assert (status, h["content-type"], body) == (418, "text/tea", b"teapot")
+    status, h, body = get(p, "/gen")
+    assert (status, h["transfer-encoding"], body) == (200, "chunked",
+                                                      b"piece0;piece1;piece2;piece3;piece4;end")
+    status, _, body = get(p, "/missing")
+    assert (status, body) == (404, b"not found")
+
+
+def test_request_body_and_headers(srv: shoal.Server) -> None:
+    body = bytes(range(256)) * 4096
+    status, h, got = get(srv.port, "/echo", "POST", body)
+    assert status == 200 and got == body and h["x-len"] == str(len(body))
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    c.putrequest("GET", "/headers")
+    c.putheader("User-Agent", "shoal-test")
+    c.putheader("X-Multi", "one")
+    c.putheader("X-Multi", "two")
+    c.endheaders()
+    r = c.getresponse()
+    got_json = json.loads(r.read())
+    c.close()
+    assert got_json["ua"] == "shoal-test"
+    assert got_json["x"] == ["one", "two"]
+    assert got_json["has"] is True
+    assert got_json["missing"] == "dflt"
+    assert json.loads(get(srv.port, "/peer")[2])["peer"][0] == "127.0.0.1"
+
+
+def test_deferred_answers_from_other_threads(srv: shoal.Server) -> None:
+    assert get(srv.port, "/defer")[::2] == (200, b'{"deferred": true}')
+    status, h, body = get(srv.port, "/defer-stream")
+    assert (status, h["transfer-encoding"], body) == (200, "chunked", b"chunk0;chunk1;chunk2;")
+    # Keep-alive: requests behind a deferred one wait for it, in order.
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    for path in ["/defer", "/", "/defer"]:
+        c.request("GET", path)
+        r = c.getresponse()
+        assert r.status == 200
+        r.read()
+    c.close()
+
+
+@pytest.mark.parametrize("path,why", [("/raise", "handler fails on purpose"),
+                                      ("/none", "returned None without deferring"),
+                                      ("/badtype", "cannot send a float"),
+                                      ("/badheader", "control byte")])
+def test_handler_errors_answer_500_log_and_close(
+    srv: shoal.Server, caplog: pytest.LogCaptureFixture, path: str, why: str
+) -> None:
+    caplog.set_level(logging.ERROR, logger="shoal")
+    with connect(srv.port) as s:
+        # A second request pipelined behind the failing one is not served.
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                  .encode())
+        raw = recv_until_closed(s)
+    assert raw.startswith(b"HTTP/1.1 500 "), raw
+    assert raw.count(b"HTTP/1.1") == 1
+    messages = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert any(why in m for m in messages), messages
+    assert get(srv.port, "/")[0] == 200
+    assert eventually(lambda: srv.stats()["http"]["handler_failures"] == 1)
+
+
+def test_pipelined_requests_come_back_in_order(srv: shoal.Server) -> None:
+    with connect(srv.port) as s:
+        reqs = b"".join(f"GET /tuple3?{i} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+                        for i in range(50))
+        s.sendall(reqs + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        raw = recv_until_closed(s)
+    assert raw.count(b"HTTP/1.1 202 Accepted") == 50
+    assert raw.endswith(b"Hello, World!")
+
+
+def test_limits_and_malformed_requests(serve: Any) -> None:
+    srv = serve(shoal.HttpServer, app, max_body_size=1000, max_header_bytes=2048)
+    status, _, _ = get(srv.port, "/echo", "POST", b"x" * 2000)
+    assert status == 413
+    status, _, _ = get(srv.port, "/", headers={"X-Big": "y" * 4000})
+    assert status == 431
+    for bad in [b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked"
+                b"\r\n\r\n", b"NOT HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"]:
+        with connect(srv.port) as s:
+            s.sendall(bad)
+            assert recv_until_closed(s).startswith(b"HTTP/1.1 400 ")
+    st = srv.stats()["http"]
+    assert sum(st["parse_errors"].values()) >= 4
+    assert st["responses"]["4xx"] >= 5
+
+
+def test_defer_outside_the_handler_and_twice(serve: Any) -> None:
+    kept: list[shoal.Request] = []
+    outcomes: list[str] = []
+
+    def handler(req: shoal.Request) -> Any:
+        kept.append(req)
+        r = req.defer()
+        try:
+            req.defer()
+        except shoal.InvalidResponse:
+            outcomes.append("second defer refused")
+        try:
+            r.send(status=200, headers={"Bad\nName": "x"})
+        except shoal.InvalidResponse:
+            outcomes.append("bad header refused")
+        assert not r.done
+        r.send("ok")
+        assert r.done
+        try:
+            r.send("again")
+        except shoal.InvalidResponse:
+            outcomes.append("second send refused")
+        return None
+
+    srv = serve(shoal.HttpServer, handler)
+    assert get(srv.port, "/")[::2] == (200, b"ok")
+    assert outcomes == ["second defer refused", "bad header refused", "second send refused"]
+    with pytest.raises(RuntimeError, match="during the handler call"):
+        kept[0].defer()
+    # The request's data stays readable after the handler returned.
+    assert kept[0].path == "/" and kept[0].headers["host"] == "127.0.0.1:%d" % srv.port
+
+
+def test_a_dropped_responder_answers_500(serve: Any) -> None:
+    def handler(req: shoal.Request) -> None:
+        req.defer()  # dropped at once
+
+    srv = serve(shoal.HttpServer, handler)
+    assert get(srv.port, "/")[0] == 500
+
+
+def test_answering_after_the_connection_closed_raises_connection_closed(serve: Any) -> None:
+    # (A client's FIN alone does not end a deferred request: HTTP clients may half-close
+    # after sending. The server stopping does.)
+    held: list[shoal.Responder] = []
+    srv = serve(shoal.HttpServer, lambda req: held.append(req.defer()))
+    with connect(srv.port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert eventually(lambda: len(held) == 1)
+        srv.stop()
+        assert srv.wait(timeout=10)
+        assert recv_until_closed(s) == b""
+    with pytest.raises(shoal.ConnectionClosed):
+        held[0].send("too late")
+    assert held[0].done

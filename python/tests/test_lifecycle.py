@@ -1,0 +1,260 @@
+"""Server lifecycle: start/stop/wait/run, the context manager, Ctrl-C in a real process,
+servers left running at exit or dropped, calls from the wrong place, and bad options."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import shoal
+from conftest import connect, eventually, recv_exact, recv_until_closed
+
+
+def echo(conn: shoal.Connection, data: bytes) -> None:
+    conn.write(data)
+
+
+def run_script(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_start_stop_wait_and_context_manager() -> None:
+    srv = shoal.Server(on_data=echo)
+    assert not srv.running
+    with pytest.raises(shoal.ShoalError, match="not started"):
+        srv.wait(timeout=0.1)
+    srv.start()
+    assert srv.running and srv.port > 0 and srv.address == ("127.0.0.1", srv.port)
+    with pytest.raises(shoal.ShoalError, match="already started"):
+        srv.start()
+    assert srv.wait(timeout=0.05) is False
+    with connect(srv.port) as s:
+        s.sendall(b"hi")
+        assert recv_exact(s, 2) == b"hi"
+    srv.stop()
+    srv.stop()  # idempotent
+    assert srv.wait(timeout=10) is True
+    assert not srv.running
+    with pytest.raises(shoal.ShoalError, match="finished"):
+        srv.start()
+
+    with shoal.Server(on_data=echo) as srv2:
+        port = srv2.port
+        with connect(port) as s:
+            s.sendall(b"cm")
+            assert recv_exact(s, 2) == b"cm"
+    assert not srv2.running
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_stop_flushes_output_produced_before_it() -> None:
+    big = b"z" * (4 << 20)
+    srv = shoal.Server(on_data=lambda conn, data: conn.write(big))
+    srv.start()
+    s = connect(srv.port)
+    s.sendall(b"go")
+    time.sleep(0.1)  # the reply is queued (the client has not read it yet)
+    srv.stop()
+    got = recv_until_closed(s)
+    s.close()
+    assert got == big
+    assert srv.wait(timeout=10)
+
+
+def test_sigint_stops_run_gracefully_with_a_response_in_flight() -> None:
+    proc = run_script("""
+        import sys, time, shoal
+        def handler(req):
+            if req.path == "/slow":
+                print("handling", flush=True)
+                time.sleep(0.5)
+                return "slow done"
+            return "ok"
+        srv = shoal.HttpServer(handler)
+        print(srv.port, flush=True)
+        try:
+            srv.run()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(0)
+    """)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    s = connect(port)
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert proc.stdout.readline().strip() == "handling"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, err
+    assert "interrupted" in out
+    assert elapsed < 2.0, elapsed
+    raw = recv_until_closed(s)
+    s.close()
+    assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b"slow done"), raw
+    assert "Traceback" not in err, err
+
+
+def test_a_server_left_running_at_exit_is_stopped_and_the_process_exits() -> None:
+    proc = run_script("""
+        import shoal, socket
+        srv = shoal.Server(on_data=lambda c, d: c.write(d), workers=2)
+        srv.start()
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"x"); assert s.recv(1) == b"x"
+        print("bye", flush=True)
+    """)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.strip() == "bye"
+    assert "panicked" not in err and "Fatal" not in err, err
+
+
+def test_a_dropped_running_server_stops() -> None:
+    srv = shoal.Server(on_data=echo)
+    srv.start()
+    port = srv.port
+    del srv
+    gc.collect()
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return False
+        except ConnectionRefusedError:
+            return True
+
+    assert eventually(refused, timeout=10)
+
+
+def test_stop_from_a_callback_and_wait_from_a_callback_is_refused() -> None:
+    results: list[str] = []
+    box: dict[str, shoal.Server] = {}
+
+    def on_data(conn: shoal.Connection, data: bytes) -> None:
+        srv = box["srv"]
+        try:
+            srv.wait(timeout=1)
+        except shoal.ShoalError as e:
+            results.append(str(e))
+        srv.stop()
+        conn.write(b"stopping")
+
+    srv = shoal.Server(on_data=on_data)
+    box["srv"] = srv
+    srv.start()
+    with connect(srv.port) as s:
+        s.sendall(b"stop")
+        assert recv_until_closed(s) == b"stopping"
+    assert srv.wait(timeout=10)
+    assert results and "own threads" in results[0], results
+
+
+def test_run_returns_after_stop_from_another_thread() -> None:
+    srv = shoal.Server(on_data=echo)
+    threading.Timer(0.2, srv.stop).start()
+    srv.run()
+    assert not srv.running
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
+    ({"port": "80"}, TypeError, "port"),
+    ({"port": 70000}, TypeError, "port"),
+    ({"idle_timeout": -1}, ValueError, "idle_timeout"),
+    ({"idle_timeout": float("nan")}, ValueError, "idle_timeout"),
+    ({"connect_timeout": None}, ValueError, "cannot be turned off"),
+    ({"threads": 0}, shoal.ConfigError, "threads"),
+    ({"workers": 0}, shoal.ConfigError, "workers"),
+    ({"inline": True, "workers": 2}, ValueError, "inline"),
+    ({"inline": True, "handler_timeout": 1}, ValueError, "handler_timeout"),
+    ({"gil_batch": 0}, ValueError, "gil_batch"),
+    ({"host": "no such host.invalid"}, ValueError, "resolve"),
+    ({"write_low_watermark": 10, "write_high_watermark": 5}, shoal.ConfigError, "watermark"),
+])
+def test_bad_options_are_refused_clearly(kwargs: dict[str, Any], exc: type[Exception],
+                                         match: str) -> None:
+    with pytest.raises(exc, match=match):
+        shoal.Server(on_data=echo, **kwargs)
+
+
+def test_bad_callbacks_and_http_options() -> None:
+    with pytest.raises(TypeError, match="on_data must be callable"):
+        shoal.Server(on_data=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        shoal.Server()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="handler must be callable"):
+        shoal.HttpServer("nope")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_body'"):
+        shoal.HttpServer(lambda r: "x", max_body=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_body_size'"):
+        shoal.Server(on_data=echo, max_body_size=1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="status"):
+        shoal.Response("x", status=42)
+
+
+def test_a_port_in_use_is_an_os_error() -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        with pytest.raises(OSError, match="in use"):
+            shoal.Server(on_data=echo, port=holder.getsockname()[1], reuse_port=False)
+    finally:
+        holder.close()
+
+
+def test_stats_shape() -> None:
+    with shoal.HttpServer(lambda r: "x") as srv:
+        st = srv.stats()
+        for key in ["accepted", "active", "bytes_in", "bytes_out", "handler_failures",
+                    "jobs_completed", "closed", "http"]:
+            assert key in st
+        assert set(st["closed"]) >= {"peer_closed", "idle_timeout", "handler_failed"}
+        assert st["http"]["responses"] == {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a POSIX system")
+def test_exceptions_in_logging_do_not_break_the_server() -> None:
+    # A broken logging handler: the callback's exception cannot be logged, yet the server
+    # keeps serving and the connection still closes.
+    import logging
+
+    class Broken(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("logging is broken")
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            raise RuntimeError("really broken")
+
+    logger = logging.getLogger("shoal")
+    h = Broken()
+    logger.addHandler(h)
+    try:
+        def on_data(conn: shoal.Connection, data: bytes) -> None:
+            if data == b"boom":
+                raise ValueError("boom")
+            conn.write(data)
+
+        with shoal.Server(on_data=on_data) as srv:
+            with connect(srv.port) as s:
+                s.sendall(b"boom")
+                assert recv_until_closed(s) == b""
+            with connect(srv.port) as s:
+                s.sendall(b"fine")
+                assert recv_exact(s, 4) == b"fine"
+    finally:
+        logger.removeHandler(h)
