@@ -75,11 +75,12 @@ $(VENV)/.ready: python/requirements-dev.txt
 	$(VPY) -m pip install -q -r python/requirements-dev.txt
 	touch $@
 
-## The wheel (target/wheels), built by maturin and installed into the virtualenv.
+## Build the package with pip (maturin as the PEP 517 backend, reusing cargo's target
+## directory) and install it into the virtualenv.
 wheel: $(VENV)/.ready
-	rm -f target/wheels/shoal-*.whl
-	$(VENV)/bin/maturin build --release -m python/Cargo.toml -o target/wheels
-	$(VPY) -m pip install -q --force-reinstall --no-deps target/wheels/shoal-*.whl
+	PATH=$(abspath $(VENV))/bin:$$PATH CARGO_TARGET_DIR=$(abspath target) \
+		$(VPY) -m pip install -q --no-build-isolation \
+		--force-reinstall ./python
 
 ## The Python tests, against the installed wheel, and mypy --strict on the examples.
 test-python: wheel

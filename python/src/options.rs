@@ -46,6 +46,11 @@ pub(crate) const ENGINE_OPTIONS: &[&str] = &[
     "linger_timeout",
     "max_pending_input",
     "handler_timeout",
+    "accept_backoff",
+    "events_capacity",
+    "read_budget",
+    "pool_buffer_size",
+    "pool_max_free",
 ];
 
 pub(crate) const HTTP_OPTIONS: &[&str] = &[
@@ -212,6 +217,21 @@ impl<'py> Options<'py> {
         }
         if let Some(v) = self.seconds("linger_timeout")? {
             c.linger_timeout = v;
+        }
+        if let Some(v) = self.seconds("accept_backoff")? {
+            c.accept_backoff = v;
+        }
+        if let Some(v) = self.size("events_capacity")? {
+            c.events_capacity = v;
+        }
+        if let Some(v) = self.size("read_budget")? {
+            c.read_budget = v;
+        }
+        if let Some(v) = self.size("pool_buffer_size")? {
+            c.pool_buffer_size = v;
+        }
+        if let Some(v) = self.size("pool_max_free")? {
+            c.pool_max_free = v;
         }
         if let Some(v) = self.size("max_pending_input")? {
             c.max_pending_input = v;

@@ -213,7 +213,8 @@ pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
 
 /// A TCP server calling Python functions for connection events.
 ///
-/// Callbacks (each optional except ``on_data``), called with a :class:`Connection`:
+/// Callbacks (each optional except ``on_data``), called with a :class:`Connection`, given as
+/// keywords or as the methods of a ``handler`` object (positional):
 ///
 /// - ``on_open(conn)``: a connection was accepted (or an outbound one established).
 /// - ``on_data(conn, data) -> int | None``: bytes arrived. Return how many were consumed
@@ -258,11 +259,12 @@ impl Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (*, on_data, on_open=None, on_eof=None, on_drain=None, on_timer=None, on_close=None, **options))]
+    #[pyo3(signature = (handler=None, *, on_data=None, on_open=None, on_eof=None, on_drain=None, on_timer=None, on_close=None, **options))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        on_data: Py<PyAny>,
+        handler: Option<Bound<'_, PyAny>>,
+        on_data: Option<Py<PyAny>>,
         on_open: Option<Py<PyAny>>,
         on_eof: Option<Py<PyAny>>,
         on_drain: Option<Py<PyAny>>,
@@ -270,15 +272,26 @@ impl Server {
         on_close: Option<Py<PyAny>>,
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let callables = [
-            ("on_data", Some(&on_data)),
-            ("on_open", on_open.as_ref()),
-            ("on_eof", on_eof.as_ref()),
-            ("on_drain", on_drain.as_ref()),
-            ("on_timer", on_timer.as_ref()),
-            ("on_close", on_close.as_ref()),
+        let mut cb = [on_data, on_open, on_eof, on_drain, on_timer, on_close];
+        const NAMES: [&str; 6] = [
+            "on_data", "on_open", "on_eof", "on_drain", "on_timer", "on_close",
         ];
-        for (name, f) in callables {
+        if let Some(obj) = &handler {
+            // An object with the callbacks as methods; keywords may not also give them.
+            for (slot, name) in cb.iter_mut().zip(NAMES) {
+                if slot.is_some() {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "{name} given both by the handler object and as a keyword"
+                    )));
+                }
+                if let Some(m) = obj.getattr_opt(name)?
+                    && !m.is_none()
+                {
+                    *slot = Some(m.unbind());
+                }
+            }
+        }
+        for (f, name) in cb.iter().zip(NAMES) {
             if let Some(f) = f
                 && !f.bind(py).is_callable()
             {
@@ -287,6 +300,12 @@ impl Server {
                 )));
             }
         }
+        let [on_data, on_open, on_eof, on_drain, on_timer, on_close] = cb;
+        let Some(on_data) = on_data else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "Server() needs on_data: as a keyword, or as a method of the handler object",
+            ));
+        };
         let opts = Options::new(options, &[ENGINE_OPTIONS], "Server")?;
         let (config, common) = opts.engine()?;
         let handler = PyHandler {

@@ -230,12 +230,21 @@ def test_defer_outside_the_handler_and_twice(serve: Any) -> None:
     assert kept[0].path == "/" and kept[0].headers["host"] == "127.0.0.1:%d" % srv.port
 
 
-def test_a_dropped_responder_answers_500(serve: Any) -> None:
+def test_a_dropped_responder_answers_500_and_the_engine_log_reaches_logging(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="shoal")
+
     def handler(req: shoal.Request) -> None:
         req.defer()  # dropped at once
 
     srv = serve(shoal.HttpServer, handler)
     assert get(srv.port, "/")[0] == 500
+    # The engine's own warning (a Rust log record) arrives through the `shoal` logger.
+    assert eventually(lambda: any("dropped unanswered" in r.getMessage()
+                                  for r in caplog.records))
+    rec = next(r for r in caplog.records if "dropped unanswered" in r.getMessage())
+    assert rec.levelno == logging.WARNING and rec.name == "shoal"
 
 
 def test_answering_after_the_connection_closed_raises_connection_closed(serve: Any) -> None:

@@ -195,7 +195,7 @@ def test_bad_callbacks_and_http_options() -> None:
     with pytest.raises(TypeError, match="on_data must be callable"):
         shoal.Server(on_data=42)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        shoal.Server()  # type: ignore[call-arg]
+        shoal.Server()
     with pytest.raises(TypeError, match="handler must be callable"):
         shoal.HttpServer("nope")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unexpected keyword argument 'max_body'"):

@@ -328,3 +328,30 @@ def test_idle_timeout_reclaims_connections(serve: Any) -> None:
     with connect(srv.port) as s:
         assert recv_until_closed(s) == b""
     assert eventually(lambda: reasons == ["idle_timeout"])
+
+
+def test_a_handler_object_with_methods(serve: Any) -> None:
+    class Upper:
+        def __init__(self) -> None:
+            self.closed: list[str] = []
+
+        def on_open(self, conn: shoal.Connection) -> None:
+            conn.write(b"hi\n")
+
+        def on_data(self, conn: shoal.Connection, data: bytes) -> None:
+            conn.write(data.upper())
+
+        def on_close(self, conn: shoal.Connection, reason: str) -> None:
+            self.closed.append(reason)
+
+    h = Upper()
+    srv = serve(shoal.Server, h)
+    with connect(srv.port) as s:
+        assert recv_exact(s, 3) == b"hi\n"
+        s.sendall(b"shout")
+        assert recv_exact(s, 5) == b"SHOUT"
+    assert eventually(lambda: h.closed == ["peer_closed"])
+    with pytest.raises(TypeError, match="both"):
+        shoal.Server(h, on_data=echo)
+    with pytest.raises(TypeError, match="needs on_data"):
+        shoal.Server(object())  # type: ignore[arg-type]

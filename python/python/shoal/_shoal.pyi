@@ -91,6 +91,11 @@ class EngineOptions(TypedDict, total=False):
     linger_timeout: float
     max_pending_input: int
     handler_timeout: float | None
+    accept_backoff: float
+    events_capacity: int
+    read_budget: int
+    pool_buffer_size: int
+    pool_max_free: int
 
 class HttpOptions(EngineOptions, total=False):
     """Keyword options of :class:`HttpServer`."""
@@ -106,13 +111,19 @@ class HttpOptions(EngineOptions, total=False):
     body_read_timeout: float
     keepalive_timeout: float
 
+class StreamHandler(Protocol):
+    """An object whose methods are the callbacks (each but on_data optional)."""
+
+    def on_data(self, conn: Connection, data: bytes, /) -> int | None: ...
+
 class Server:
     """A TCP server calling Python functions for connection events."""
 
     def __init__(
         self,
+        handler: StreamHandler | None = None,
         *,
-        on_data: Callable[[Connection, bytes], int | None],
+        on_data: Callable[[Connection, bytes], int | None] | None = None,
         on_open: Callable[[Connection], object] | None = None,
         on_eof: Callable[[Connection], bool | None] | None = None,
         on_drain: Callable[[Connection], object] | None = None,
