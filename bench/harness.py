@@ -137,16 +137,54 @@ def tail(path: Path, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
-def proc_cpu_split(pid: int) -> tuple[float, float]:
-    """(utime, stime) in seconds of a whole process (fields 14 and 15 of /proc/PID/stat)."""
+def _stat_times(pid: int) -> tuple[int, int]:
+    """(utime + cutime, stime + cstime) in ticks of one process (fields 14-17 of
+    /proc/PID/stat: all its threads, and the children it has reaped)."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    return int(fields[11]) + int(fields[13]), int(fields[12]) + int(fields[14])
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of a process (through /proc/PID/task/TID/children)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                kids = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for k in kids:
+                out.append(int(k))
+                todo.append(int(k))
+    return out
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process tree: the process (all its threads) and its
+    live descendants, each with the children it has reaped, so that a server made of a
+    supervisor and worker processes (granian) is counted whole and a child that exits in
+    the window is not lost. A single process without children: its utime, stime."""
+    user, system = _stat_times(pid)  # the root must exist
+    for kid in descendants(pid):
+        try:
+            u, s = _stat_times(kid)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile: its time is in its parent's cutime/cstime now
+        user += u
+        system += s
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process."""
+    """user + system CPU seconds of a process tree (see proc_cpu_split)."""
     return sum(proc_cpu_split(pid))
 
 

@@ -4,20 +4,40 @@
 # Debian's packaged source). Idempotent: when everything is there it installs
 # nothing and does not touch the package lists.
 #
-#   bash bench/setup.sh
+#   bash bench/setup.sh [TOOL...]
 #
-# Exits 0 when everything is installed, 1 when something could not be.
+# TOOLs (default: all) are among wrk, go, fasthttp, strace and taskset; only
+# those are checked and installed (bench/python_binding.py needs no Go).
+# Exits 0 when everything asked for is installed, 1 when something could not be.
 set -u
 
+tools=("$@")
+[ ${#tools[@]} -eq 0 ] && tools=(wrk go fasthttp strace taskset)
+for tool in "${tools[@]}"; do
+    case "$tool" in
+        wrk | go | fasthttp | strace | taskset) ;;
+        *)
+            echo "setup.sh: unknown tool $tool (known: wrk go fasthttp strace taskset)" >&2
+            exit 2
+            ;;
+    esac
+done
+wanted() {
+    local t
+    for t in "${tools[@]}"; do [ "$t" = "$1" ] && return 0; done
+    return 1
+}
+FASTHTTP=/usr/share/gocode/src/github.com/valyala/fasthttp/server.go
+
 need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v go >/dev/null 2>&1 || need+=(golang-go)
-[ -f /usr/share/gocode/src/github.com/valyala/fasthttp/server.go ] || need+=(golang-github-valyala-fasthttp-dev)
-command -v strace >/dev/null 2>&1 || need+=(strace)
-command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+wanted wrk && ! command -v wrk >/dev/null 2>&1 && need+=(wrk)
+wanted go && ! command -v go >/dev/null 2>&1 && need+=(golang-go)
+wanted fasthttp && [ ! -f "$FASTHTTP" ] && need+=(golang-github-valyala-fasthttp-dev)
+wanted strace && ! command -v strace >/dev/null 2>&1 && need+=(strace)
+wanted taskset && ! command -v taskset >/dev/null 2>&1 && need+=(util-linux)
 
 if [ ${#need[@]} -eq 0 ]; then
-    echo "setup.sh: nothing to do: wrk, go, fasthttp, strace and taskset are installed"
+    echo "setup.sh: nothing to do: ${tools[*]} installed"
     exit 0
 fi
 
@@ -44,7 +64,8 @@ if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-
 fi
 
 status=0
-for tool in wrk go strace taskset; do
+for tool in "${tools[@]}"; do
+    [ "$tool" = fasthttp ] && continue
     if command -v "$tool" >/dev/null 2>&1; then
         echo "setup.sh: $tool: $(command -v "$tool")"
     else
@@ -52,10 +73,12 @@ for tool in wrk go strace taskset; do
         status=1
     fi
 done
-if [ -f /usr/share/gocode/src/github.com/valyala/fasthttp/server.go ]; then
-    echo "setup.sh: fasthttp: /usr/share/gocode/src/github.com/valyala/fasthttp"
-else
-    echo "setup.sh: fasthttp source still missing" >&2
-    status=1
+if wanted fasthttp; then
+    if [ -f "$FASTHTTP" ]; then
+        echo "setup.sh: fasthttp: $(dirname "$FASTHTTP")"
+    else
+        echo "setup.sh: fasthttp source still missing" >&2
+        status=1
+    fi
 fi
 exit $status

@@ -637,6 +637,12 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_HANDLER_TIMEOUT_MS 28
 
 /**
+ * With SHOAL_OPT_WRITE_TIMEOUT_MS: queued output must also drain at this many bytes/s on
+ * average after a first write timeout of grace (slow-read defence); 0 disables (default 0).
+ */
+#define SHOAL_OPT_WRITE_MIN_RATE 29
+
+/**
  * HTTP: largest request head, bytes (default 16384).
  */
 #define SHOAL_OPT_HTTP_MAX_HEADER_BYTES 100
@@ -685,6 +691,12 @@ typedef struct shoal_http_stats {
  * HTTP: longest idle time between requests, ms (default 60000).
  */
 #define SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS 109
+
+/**
+ * HTTP: a body must also arrive at this many bytes/s on average after a first body timeout
+ * of grace (slow-POST defence); 0 disables (default 500).
+ */
+#define SHOAL_OPT_HTTP_BODY_MIN_RATE 110
 
 /**
  * Success.

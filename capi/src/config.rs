@@ -74,6 +74,9 @@ pub const SHOAL_OPT_QUEUE_CAPACITY: shoal_option = 26;
 pub const SHOAL_OPT_MAX_PENDING_INPUT: shoal_option = 27;
 /// Close connections whose worker callback runs longer, in ms; 0 disables (default 0).
 pub const SHOAL_OPT_HANDLER_TIMEOUT_MS: shoal_option = 28;
+/// With SHOAL_OPT_WRITE_TIMEOUT_MS: queued output must also drain at this many bytes/s on
+/// average after a first write timeout of grace (slow-read defence); 0 disables (default 0).
+pub const SHOAL_OPT_WRITE_MIN_RATE: shoal_option = 29;
 /// HTTP: largest request head, bytes (default 16384).
 pub const SHOAL_OPT_HTTP_MAX_HEADER_BYTES: shoal_option = 100;
 /// HTTP: most header fields, at most 256 (default 64).
@@ -94,6 +97,9 @@ pub const SHOAL_OPT_HTTP_HEADER_TIMEOUT_MS: shoal_option = 107;
 pub const SHOAL_OPT_HTTP_BODY_TIMEOUT_MS: shoal_option = 108;
 /// HTTP: longest idle time between requests, ms (default 60000).
 pub const SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS: shoal_option = 109;
+/// HTTP: a body must also arrive at this many bytes/s on average after a first body timeout
+/// of grace (slow-POST defence); 0 disables (default 500).
+pub const SHOAL_OPT_HTTP_BODY_MIN_RATE: shoal_option = 110;
 
 /// Server configuration: created with defaults by shoal_config_new(), changed with the
 /// setters, read by shoal_server_new()/shoal_http_server_new() (which copy it), freed with
@@ -152,6 +158,7 @@ impl shoal_config {
             SHOAL_OPT_QUEUE_CAPACITY => self.queue_capacity = n,
             SHOAL_OPT_MAX_PENDING_INPUT => self.http.engine.max_pending_input = n,
             SHOAL_OPT_HANDLER_TIMEOUT_MS => self.http.engine.handler_timeout = opt_ms(v),
+            SHOAL_OPT_WRITE_MIN_RATE => self.http.engine.write_min_rate = (v > 0).then_some(v),
             SHOAL_OPT_HTTP_MAX_HEADER_BYTES => self.http.max_header_bytes = n,
             SHOAL_OPT_HTTP_MAX_HEADERS => self.http.max_headers = n,
             SHOAL_OPT_HTTP_MAX_TARGET_LEN => self.http.max_target_len = n,
@@ -164,6 +171,7 @@ impl shoal_config {
             SHOAL_OPT_HTTP_HEADER_TIMEOUT_MS => self.http.header_read_timeout = ms(v),
             SHOAL_OPT_HTTP_BODY_TIMEOUT_MS => self.http.body_read_timeout = ms(v),
             SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS => self.http.keepalive_timeout = ms(v),
+            SHOAL_OPT_HTTP_BODY_MIN_RATE => self.http.body_min_rate = (v > 0).then_some(v),
             _ => return Err(format!("unknown option {opt}")),
         }
         Ok(())
@@ -202,6 +210,7 @@ impl shoal_config {
             SHOAL_OPT_QUEUE_CAPACITY => u(self.queue_capacity),
             SHOAL_OPT_MAX_PENDING_INPUT => u(e.max_pending_input),
             SHOAL_OPT_HANDLER_TIMEOUT_MS => get_ms(e.handler_timeout),
+            SHOAL_OPT_WRITE_MIN_RATE => e.write_min_rate.unwrap_or(0),
             SHOAL_OPT_HTTP_MAX_HEADER_BYTES => u(h.max_header_bytes),
             SHOAL_OPT_HTTP_MAX_HEADERS => u(h.max_headers),
             SHOAL_OPT_HTTP_MAX_TARGET_LEN => u(h.max_target_len),
@@ -214,6 +223,7 @@ impl shoal_config {
             SHOAL_OPT_HTTP_HEADER_TIMEOUT_MS => get_ms(Some(h.header_read_timeout)),
             SHOAL_OPT_HTTP_BODY_TIMEOUT_MS => get_ms(Some(h.body_read_timeout)),
             SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS => get_ms(Some(h.keepalive_timeout)),
+            SHOAL_OPT_HTTP_BODY_MIN_RATE => h.body_min_rate.unwrap_or(0),
             _ => return None,
         })
     }

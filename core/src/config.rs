@@ -70,6 +70,11 @@ pub struct Config {
     pub read_timeout: Option<Duration>,
     /// Close a connection whose queued output made no progress for this long.
     pub write_timeout: Option<Duration>,
+    /// With `write_timeout`: output that stays queued must also drain at this many bytes per
+    /// second on average, after a first `write_timeout` of grace; a client that reads a few
+    /// bytes at a time to dodge `write_timeout` (a slow-read attack) is closed with
+    /// `WriteTimeout`. Default off.
+    pub write_min_rate: Option<u64>,
     /// Give up on an outbound connection not established within this time. Default 10 s.
     pub connect_timeout: Duration,
     /// Connections across all reactors; at the limit accepting pauses (new connections wait in
@@ -121,6 +126,7 @@ impl Default for Config {
             idle_timeout: None,
             read_timeout: None,
             write_timeout: None,
+            write_min_rate: None,
             connect_timeout: Duration::from_secs(10),
             max_connections: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
@@ -192,6 +198,8 @@ impl Config {
         read_timeout: Option<Duration>,
         /// Sets [`Config::write_timeout`].
         write_timeout: Option<Duration>,
+        /// Sets [`Config::write_min_rate`].
+        write_min_rate: Option<u64>,
         /// Sets [`Config::connect_timeout`].
         connect_timeout: Duration,
         /// Sets [`Config::max_connections`].
@@ -292,6 +300,14 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout must be positive");
         }
+        if let Some(rate) = self.write_min_rate {
+            if rate == 0 {
+                return bad("write_min_rate must be positive (use None to disable)");
+            }
+            if self.write_timeout.is_none() {
+                return bad("write_min_rate needs write_timeout (its grace period)");
+            }
+        }
         if self.accept_backoff.is_zero() {
             return bad("accept_backoff must be positive");
         }
@@ -326,5 +342,19 @@ mod tests {
                 .is_err()
         );
         assert!(Config::default().max_write_buffer(1).validate().is_err());
+        let rate = Config::default().write_min_rate(Some(1000));
+        assert!(rate.clone().validate().is_err(), "needs write_timeout");
+        assert!(
+            rate.write_timeout(Some(Duration::from_secs(1)))
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            Config::default()
+                .write_timeout(Some(Duration::from_secs(1)))
+                .write_min_rate(Some(0))
+                .validate()
+                .is_err()
+        );
     }
 }

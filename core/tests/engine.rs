@@ -318,6 +318,54 @@ both_modes! {
         drop(lazy);
         srv.stop_within(5 * SEC);
     }
+
+    write_min_rate_closes_a_slow_reader_that_write_timeout_alone_keeps(1, cfg) {
+        // A client reading 2 KiB every 50 ms (about 40 KB/s) always makes progress, so
+        // write_timeout alone keeps it; a 200 KB/s minimum rate closes it within a second.
+        for rate in [None, Some(200_000)] {
+            let cfg = cfg
+                .clone()
+                .write_timeout(Some(Duration::from_millis(500)))
+                .write_min_rate(rate)
+                .send_buffer_size(Some(16 * 1024))
+                .max_write_buffer(64 << 20);
+            let (srv, events) = probe(cfg);
+            let slow =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            slow.set_recv_buffer_size(4096).unwrap();
+            slow.connect(&srv.addr.into()).unwrap();
+            let mut slow: std::net::TcpStream = slow.into();
+            slow.set_read_timeout(Some(SEC)).unwrap();
+            let id = events.open();
+            slow.write_all(b"flood 8388608").unwrap();
+            let t0 = Instant::now();
+            let mut buf = [0u8; 2048];
+            let mut ended = None;
+            while t0.elapsed() < Duration::from_millis(2000) {
+                std::thread::sleep(Duration::from_millis(50));
+                match slow.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        ended = Some(t0.elapsed());
+                        break;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            match rate {
+                None => {
+                    assert_eq!(ended, None, "closed without a minimum rate");
+                    assert!(srv.handle.is_live(id));
+                }
+                Some(_) => {
+                    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::WriteTimeout);
+                    let at = ended.expect("closed while reading");
+                    assert!(at < Duration::from_millis(1500), "closed after {at:?}");
+                }
+            }
+            drop(slow);
+            srv.stop_within(5 * SEC);
+        }
+    }
 }
 
 /// Connect attempts that are refused show the listener is gone.

@@ -438,6 +438,53 @@ fn slow_clients_meet_their_timeouts() {
 }
 
 #[test]
+fn a_trickled_body_meets_the_minimum_rate_and_a_steady_one_does_not() {
+    // A byte every 50 ms never leaves a 300 ms gap, so body_read_timeout alone keeps it;
+    // with a 1,000 B/s minimum it is answered 408 soon after the first 300 ms. A body sent
+    // at 20 KB/s completes.
+    for rate in [None, Some(1000)] {
+        let cfg = config(1)
+            .body_read_timeout(Duration::from_millis(300))
+            .body_min_rate(rate);
+        let srv = Http::start(cfg, app);
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n")
+            .unwrap();
+        let t0 = Instant::now();
+        let mut cut = None;
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(50));
+            if s.write_all(b"x").is_err() || srv.server.http_stats().body_timeouts == 1 {
+                cut = Some(t0.elapsed());
+                break;
+            }
+        }
+        match rate {
+            None => {
+                assert_eq!(cut, None);
+                assert_eq!(read_all(&mut s, SEC, &[]).statuses(), vec![200]);
+            }
+            Some(_) => {
+                let at = cut.expect("the slow body was cut off");
+                assert!(at < Duration::from_millis(900), "{at:?}");
+                assert_eq!(read_all(&mut s, SEC, &[]).statuses(), vec![408]);
+            }
+        }
+        // Steady: 20 KB in 1 KB pieces every 50 ms (20 KB/s).
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20480\r\n\r\n")
+            .unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(&[b'y'; 1024]).unwrap();
+        }
+        let ex = read_all(&mut s, SEC, &[]);
+        assert_eq!(ex.statuses(), vec![200], "{rate:?}");
+        assert_eq!(ex.responses[0].body.len(), 20480);
+    }
+}
+
+#[test]
 fn a_client_that_pipelines_but_never_reads_is_contained() {
     let mut cfg = config(1);
     cfg.engine = cfg

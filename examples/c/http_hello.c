@@ -4,6 +4,8 @@
  *     GET /              200 "Hello, World!" (text/plain); HEAD too
  *     POST /echo         200 with the request body (and its Content-Type)
  *     GET /big?bytes=N   200 with N bytes of 'x' (default 1 MiB; streamed above 1 MiB)
+ *     GET /fail          on_request returns an error on purpose: shoal answers 500 and
+ *                        closes only that connection
  *
  * Other methods on those paths get 405, other paths 404.
  *
@@ -122,6 +124,8 @@ static int on_request(void *user_data, const shoal_request *req, shoal_response 
             st = is(method, method_len, "POST") ? echo(req, res) : not_allowed(res, "POST");
         } else if (is(path, path_len, "/big")) {
             st = get ? send_big(res, big_size(req), &text) : not_allowed(res, "GET, HEAD");
+        } else if (is(path, path_len, "/fail") && is(method, method_len, "GET")) {
+            return 1; /* fails on purpose: shoal answers 500 and closes this connection only */
         } else {
             st = shoal_response_send(res, 404, &text, 1, "Not Found", 9);
         }
@@ -154,6 +158,13 @@ int main(int argc, char **argv) {
         {"write-timeout-ms", SHOAL_OPT_WRITE_TIMEOUT_MS,
          "close when output makes no progress this long", 0, false},
         {"max-write-buffer", SHOAL_OPT_MAX_WRITE_BUFFER, "most queued output per connection", 0,
+         false},
+        {"write-min-rate", SHOAL_OPT_WRITE_MIN_RATE,
+         "queued output must drain at this many bytes/s after a write timeout of grace", 0,
+         false},
+        {"body-min-rate", SHOAL_OPT_HTTP_BODY_MIN_RATE,
+         "bodies must arrive at this many bytes/s (default 500, 0 = off)", 0, false},
+        {"idle-timeout-ms", SHOAL_OPT_IDLE_TIMEOUT_MS, "close connections idle this long", 0,
          false},
         {"handler-delay-ms", 0, "sleep this long in each handler call", 0, false},
     };

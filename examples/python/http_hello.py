@@ -3,7 +3,8 @@
     python examples/python/http_hello.py --port 8080
 
 GET / answers "Hello, World!", POST /echo echoes the body, GET /big?bytes=N sends N bytes,
-GET /json answers JSON, GET /slow?ms=N answers after N ms from another thread (deferred).
+GET /json answers JSON, GET /slow?ms=N answers after N ms from another thread (deferred),
+GET /fail raises on purpose (logged; shoal answers 500 and closes only that connection).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import _cli
 import shoal
 
 ROUTES = {"/": "GET, HEAD", "/echo": "POST", "/big": "GET, HEAD", "/json": "GET, HEAD",
-          "/slow": "GET, HEAD"}
+          "/slow": "GET, HEAD", "/fail": "GET"}
 
 
 def query_int(req: shoal.Request, name: str, default: int) -> int:
@@ -42,6 +43,8 @@ def handle(req: shoal.Request) -> shoal.Response | str | bytes | dict[str, objec
         if not 0 <= n <= 64 << 20:
             return shoal.Response("bytes must be 0..=67108864\n", status=400)
         return b"b" * n
+    if req.path == "/fail":
+        raise RuntimeError("GET /fail fails on purpose")
     if req.path == "/json":
         return {"method": req.method, "path": req.path, "peer": req.peer}
     ms = query_int(req, "ms", 100)

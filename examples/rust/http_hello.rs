@@ -1,5 +1,6 @@
-//! HTTP hello: `GET /` answers `Hello, World!`, `POST /echo` echoes the body, and
-//! `GET /big?bytes=N` sends N bytes (for slow-reader tests).
+//! HTTP hello: `GET /` answers `Hello, World!`, `POST /echo` echoes the body,
+//! `GET /big?bytes=N` sends N bytes (for slow-reader tests), and `GET /fail` fails on purpose
+//! (the handler panics): shoal answers 500 and closes only that connection.
 //!
 //! ```text
 //! cargo run --release -p shoal-core --example http_hello -- --host 127.0.0.1 --port 8080
@@ -54,6 +55,7 @@ fn handle(req: &Request<'_>, res: &mut Response<'_, '_>, delay: Option<Duration>
                 })
             }
         }
+        ("GET", "/fail") => panic!("GET /fail fails on purpose"),
         (_, "/" | "/echo" | "/big") => res.send(405, &[("Allow", "GET, HEAD, POST")], b""),
         _ => res.send(404, &text, b"Not Found"),
     };
@@ -94,6 +96,15 @@ fn main() {
                 "write-timeout-ms",
                 "close when output makes no progress this long",
             ),
+            (
+                "write-min-rate",
+                "queued output must drain at this many bytes/s after a write timeout of grace",
+            ),
+            (
+                "body-min-rate",
+                "bodies must arrive at this many bytes/s (default 500, 0 = off)",
+            ),
+            ("idle-timeout-ms", "close connections idle this long"),
             ("max-write-buffer", "most queued output per connection"),
             ("handler-delay-ms", "sleep this long in each handler call"),
         ],
@@ -111,6 +122,10 @@ fn main() {
     if let Some(n) = args.num("max-write-buffer") {
         engine = engine.max_write_buffer(n as usize);
     }
+    if let Some(n) = args.num("write-min-rate").filter(|&n| n > 0) {
+        engine = engine.write_min_rate(Some(n));
+    }
+    engine = engine.idle_timeout(args.millis("idle-timeout-ms"));
     let mut config = HttpConfig::new(engine);
     if let Some(n) = args.num("max-header-bytes") {
         config = config.max_header_bytes(n as usize);
@@ -126,6 +141,9 @@ fn main() {
     }
     if let Some(d) = args.millis("body-timeout-ms") {
         config = config.body_read_timeout(d);
+    }
+    if let Some(n) = args.num("body-min-rate") {
+        config = config.body_min_rate((n > 0).then_some(n));
     }
     if let Some(d) = args.millis("keepalive-timeout-ms") {
         config = config.keepalive_timeout(d);

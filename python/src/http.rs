@@ -867,7 +867,7 @@ fn make_request<'py>(
 /// Keyword options: those of :class:`Server`, plus ``max_header_bytes``, ``max_headers``,
 /// ``max_target_len``, ``max_body_size``, ``max_chunk_line``, ``max_pipelined``,
 /// ``max_requests_per_connection``, ``header_read_timeout``, ``body_read_timeout``,
-/// ``keepalive_timeout`` (seconds).
+/// ``body_min_rate`` (bytes/s; None turns it off), ``keepalive_timeout`` (seconds).
 ///
 /// .. code-block:: python
 ///

@@ -40,6 +40,7 @@ pub(crate) const ENGINE_OPTIONS: &[&str] = &[
     "idle_timeout",
     "read_timeout",
     "write_timeout",
+    "write_min_rate",
     "connect_timeout",
     "max_connections",
     "shutdown_grace",
@@ -63,6 +64,7 @@ pub(crate) const HTTP_OPTIONS: &[&str] = &[
     "max_requests_per_connection",
     "header_read_timeout",
     "body_read_timeout",
+    "body_min_rate",
     "keepalive_timeout",
 ];
 
@@ -206,6 +208,11 @@ impl<'py> Options<'py> {
         if let Some(v) = self.seconds_or_off("write_timeout")? {
             c.write_timeout = v;
         }
+        match self.raw("write_min_rate")? {
+            None => {}
+            Some(v) if v.is_none() => c.write_min_rate = None,
+            Some(_) => c.write_min_rate = self.get("write_min_rate")?,
+        }
         if let Some(v) = self.seconds("connect_timeout")? {
             c.connect_timeout = v;
         }
@@ -278,6 +285,11 @@ impl<'py> Options<'py> {
         }
         if let Some(v) = self.seconds("body_read_timeout")? {
             h.body_read_timeout = v;
+        }
+        match self.raw("body_min_rate")? {
+            None => {}
+            Some(v) if v.is_none() => h.body_min_rate = None,
+            Some(_) => h.body_min_rate = self.get("body_min_rate")?,
         }
         if let Some(v) = self.seconds("keepalive_timeout")? {
             h.keepalive_timeout = v;

@@ -236,8 +236,11 @@ pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
 /// acquisition, 16), ``reuse_port``, ``backlog``, ``nodelay``, ``keepalive``,
 /// ``recv_buffer_size``, ``send_buffer_size``, ``read_buffer_size``, ``max_read_buffer``,
 /// ``write_high_watermark``, ``write_low_watermark``, ``max_write_buffer``, ``idle_timeout``,
-/// ``read_timeout``, ``write_timeout``, ``connect_timeout``, ``max_connections``,
-/// ``shutdown_grace``, ``linger_timeout``, ``max_pending_input``, ``handler_timeout``.
+/// ``read_timeout``, ``write_timeout``, ``write_min_rate`` (bytes/s), ``connect_timeout``,
+/// ``max_connections``,
+/// ``shutdown_grace``, ``linger_timeout``, ``max_pending_input``, ``handler_timeout``,
+/// ``accept_backoff``, ``events_capacity``, ``read_budget``, ``pool_buffer_size``,
+/// ``pool_max_free``.
 /// Times are in seconds; None turns a timeout off.
 ///
 /// .. code-block:: python

@@ -184,6 +184,7 @@ def test_run_returns_after_stop_from_another_thread() -> None:
     ({"gil_batch": 0}, ValueError, "gil_batch"),
     ({"host": "no such host.invalid"}, ValueError, "resolve"),
     ({"write_low_watermark": 10, "write_high_watermark": 5}, shoal.ConfigError, "watermark"),
+    ({"write_min_rate": 1000}, shoal.ConfigError, "needs write_timeout"),
 ])
 def test_bad_options_are_refused_clearly(kwargs: dict[str, Any], exc: type[Exception],
                                          match: str) -> None:

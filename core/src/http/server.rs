@@ -77,6 +77,11 @@ pub struct HttpConfig {
     pub header_read_timeout: Duration,
     /// Longest wait between two reads of a request body. Answered 408. Default 30 s.
     pub body_read_timeout: Duration,
+    /// A body must also arrive at this many bytes per second on average, after a first
+    /// `body_read_timeout` of grace (each `body_min_rate` bytes received buy another second):
+    /// a client trickling a byte now and then to dodge `body_read_timeout` (a slow-POST
+    /// attack) is answered 408. `None` turns it off. Default 500 bytes/s.
+    pub body_min_rate: Option<u64>,
     /// Longest idle time between requests; never counts toward the next head's time.
     /// Default 60 s.
     pub keepalive_timeout: Duration,
@@ -95,6 +100,7 @@ impl Default for HttpConfig {
             max_requests_per_connection: None,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            body_min_rate: Some(500),
             keepalive_timeout: Duration::from_secs(60),
         }
     }
@@ -143,6 +149,8 @@ impl HttpConfig {
         header_read_timeout: Duration,
         /// Sets [`HttpConfig::body_read_timeout`].
         body_read_timeout: Duration,
+        /// Sets [`HttpConfig::body_min_rate`].
+        body_min_rate: Option<u64>,
         /// Sets [`HttpConfig::keepalive_timeout`].
         keepalive_timeout: Duration,
     }
@@ -168,6 +176,9 @@ impl HttpConfig {
         }
         if self.max_requests_per_connection == Some(0) {
             return bad("max_requests_per_connection must be positive");
+        }
+        if self.body_min_rate == Some(0) {
+            return bad("body_min_rate must be positive (use None to disable)");
         }
         for (name, t) in [
             ("header_read_timeout", self.header_read_timeout),
@@ -219,6 +230,8 @@ pub(crate) struct HttpConn {
     body: Vec<u8>,
     deadline: Option<(Instant, TimeoutKind)>,
     armed: Option<Instant>,
+    /// When the body being read started arriving (for `body_min_rate`).
+    body_since: Option<Instant>,
 }
 
 /// The stream handler that serves HTTP with an [`HttpHandler`].
@@ -231,6 +244,7 @@ pub(crate) struct Http<H> {
     high_watermark: usize,
     header_timeout: Duration,
     body_timeout: Duration,
+    body_min_rate: Option<u64>,
     keepalive_timeout: Duration,
     stats: Arc<[Counters]>,
 }
@@ -285,13 +299,28 @@ impl<H: HttpHandler> Http<H> {
     /// Moves the connection's read deadline. One timer per connection: it is re-armed only
     /// when the deadline moves earlier; when it fires early it re-arms itself. Steady
     /// keep-alive traffic costs no timer operation.
-    fn set_deadline(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: Option<TimeoutKind>) {
+    fn set_deadline(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        kind: Option<TimeoutKind>,
+        body_got: u64,
+    ) {
         let Some(kind) = kind else {
             st.deadline = None;
             return;
         };
         let now = conn.now();
-        let after = self.timeout(kind);
+        let mut after = self.timeout(kind);
+        if kind == TimeoutKind::Body
+            && let Some(rate) = self.body_min_rate
+        {
+            // The grace, plus a second for each `rate` bytes received so far.
+            let since = *st.body_since.get_or_insert(now);
+            let earned = Duration::from_millis(body_got.saturating_mul(1000) / rate);
+            let allowed = (since + self.body_timeout + earned).saturating_duration_since(now);
+            after = after.min(allowed);
+        }
         let at = now + after;
         st.deadline = Some((at, kind));
         if st.armed.is_none_or(|a| at < a) {
@@ -413,6 +442,7 @@ impl<H: HttpHandler> Http<H> {
         let mut pos = 0;
         let mut served = 0;
         let mut partial_body = false;
+        let mut body_got = 0u64;
         loop {
             if st.awaiting || conn.is_closing() {
                 break;
@@ -423,11 +453,13 @@ impl<H: HttpHandler> Http<H> {
                     Ok((n, Progress::NeedMore)) => {
                         pos += n;
                         partial_body = true;
+                        body_got = st.body.len() as u64;
                         break;
                     }
                     Ok((n, Progress::Done)) => {
                         pos += n;
                         st.chunked = None;
+                        st.body_since = None;
                         served += 1;
                         if let Flow::Stop = self.dispatch_chunked(conn, st, tally) {
                             break;
@@ -494,12 +526,14 @@ impl<H: HttpHandler> Http<H> {
                     if buf.len() < end {
                         self.send_continue(conn, st, &head);
                         partial_body = true;
+                        body_got = (buf.len() - head.len) as u64;
                         break;
                     }
                     let req = Request {
                         body: &buf[head.len..end],
                         ..req
                     };
+                    st.body_since = None;
                     pos += end;
                     served += 1;
                     if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
@@ -517,20 +551,23 @@ impl<H: HttpHandler> Http<H> {
             }
         }
         // The read deadline for what comes next.
+        if !partial_body {
+            st.body_since = None;
+        }
         if st.awaiting || conn.is_closing() {
             st.phase = Phase::Busy;
-            self.set_deadline(conn, st, None);
+            self.set_deadline(conn, st, None, 0);
         } else if partial_body {
             st.phase = Phase::Body;
-            self.set_deadline(conn, st, Some(TimeoutKind::Body));
+            self.set_deadline(conn, st, Some(TimeoutKind::Body), body_got);
         } else if pos < data.len() {
             if st.phase != Phase::Head {
                 st.phase = Phase::Head;
-                self.set_deadline(conn, st, Some(TimeoutKind::Header));
+                self.set_deadline(conn, st, Some(TimeoutKind::Header), 0);
             }
         } else if !st.backpressured && !st.flush_yield {
             st.phase = Phase::Idle;
-            self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive));
+            self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive), 0);
         }
         pos
     }
@@ -598,7 +635,7 @@ impl<H: HttpHandler> Handler for Http<H> {
 
     fn on_open(&self, conn: &mut Conn<'_>, st: &mut HttpConn) {
         // A new connection has header_read_timeout to send its first request.
-        self.set_deadline(conn, st, Some(TimeoutKind::Header));
+        self.set_deadline(conn, st, Some(TimeoutKind::Header), 0);
         st.phase = Phase::Idle;
     }
 
@@ -717,6 +754,7 @@ impl<H: HttpHandler> HttpServer<H> {
             high_watermark: engine.write_high_watermark,
             header_timeout: config.header_read_timeout,
             body_timeout: config.body_read_timeout,
+            body_min_rate: config.body_min_rate,
             keepalive_timeout: config.keepalive_timeout,
             stats: stats.clone(),
         };

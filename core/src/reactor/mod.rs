@@ -133,6 +133,10 @@ pub(crate) struct Connection {
     input_since: u64,
     /// Tick since which queued output has made no progress.
     stall_since: u64,
+    /// With `write_min_rate`: tick since which output has been queued without a break, and
+    /// the bytes sent since then.
+    queued_since: u64,
+    sent_since: u64,
     /// A close requested during a callback or by a command.
     close_req: Option<(CloseReason, CloseMode)>,
     /// Set once a graceful close is under way: close with this reason when output is flushed
@@ -175,6 +179,7 @@ struct Limits {
     idle: Option<u64>,
     read: Option<u64>,
     write: Option<u64>,
+    write_min_rate: Option<u64>,
     connect: u64,
     read_budget: usize,
     flush_at: usize,
@@ -447,6 +452,16 @@ impl Core {
             && c.stall_since != NEVER
         {
             consider(c.stall_since.saturating_add(t), CloseReason::WriteTimeout);
+            if let Some(rate) = limits.write_min_rate
+                && c.queued_since != NEVER
+            {
+                // Each `rate` bytes sent buy one more second (1,000 ticks) past the grace.
+                let earned = c.sent_since.saturating_mul(1000) / rate;
+                consider(
+                    c.queued_since.saturating_add(t).saturating_add(earned),
+                    CloseReason::WriteTimeout,
+                );
+            }
         }
         if let Some(t) = limits.read
             && c.input_since != NEVER
@@ -578,6 +593,7 @@ impl<H: Handler> Reactor<H> {
             idle: config.idle_timeout.map(ticks),
             read: config.read_timeout.map(ticks),
             write: config.write_timeout.map(ticks),
+            write_min_rate: config.write_min_rate,
             connect: ticks(config.connect_timeout),
             read_budget: config.read_budget,
             flush_at: config.read_buffer_size,
@@ -851,6 +867,8 @@ impl<H: Handler> Reactor<H> {
             last_active: self.core.now,
             input_since: NEVER,
             stall_since: NEVER,
+            queued_since: NEVER,
+            sent_since: 0,
             close_req: None,
             closing: None,
             linger_at: NEVER,
@@ -1232,6 +1250,7 @@ impl<H: Handler> Reactor<H> {
                     c.last_active = now;
                     if c.stall_since != NEVER {
                         c.stall_since = now;
+                        c.sent_since += n as u64;
                     }
                     bump(&self.core.stats().bytes_out, n as u64);
                 }
@@ -1245,6 +1264,7 @@ impl<H: Handler> Reactor<H> {
         let queued = c.out.len();
         if queued == 0 {
             c.stall_since = NEVER;
+            c.queued_since = NEVER;
             // A job still running may produce output: a graceful close waits for it.
             if let Some((reason, linger)) = c.closing
                 && c.job_seq == 0
@@ -1259,6 +1279,8 @@ impl<H: Handler> Reactor<H> {
             }
         } else if c.stall_since == NEVER {
             c.stall_since = now;
+            c.queued_since = now;
+            c.sent_since = 0;
             self.core.arm(id.slot());
         }
         let c = self.core.get_mut(id).expect("live");

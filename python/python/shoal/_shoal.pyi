@@ -85,6 +85,7 @@ class EngineOptions(TypedDict, total=False):
     idle_timeout: float | None
     read_timeout: float | None
     write_timeout: float | None
+    write_min_rate: int | None
     connect_timeout: float
     max_connections: int
     shutdown_grace: float
@@ -109,6 +110,7 @@ class HttpOptions(EngineOptions, total=False):
     max_requests_per_connection: int | None
     header_read_timeout: float
     body_read_timeout: float
+    body_min_rate: int | None
     keepalive_timeout: float
 
 class StreamHandler(Protocol):
