@@ -363,7 +363,7 @@ mod tests {
             workers: 0,
             queue_capacity: 1024,
         };
-        for opt in (1..=28).chain(100..=109) {
+        for opt in (1..=29).chain(100..=110) {
             let before = c
                 .get(opt)
                 .unwrap_or_else(|| panic!("option {opt} readable"));
@@ -376,6 +376,7 @@ mod tests {
             assert_eq!(c.get(opt), Some(v), "option {opt}");
         }
         assert!(c.set(999, 1).is_err());
-        assert!(c.get(29).is_none());
+        assert!(c.get(30).is_none());
+        assert!(c.get(111).is_none());
     }
 }
