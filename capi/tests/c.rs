@@ -63,6 +63,11 @@ fn http_server() {
 }
 
 #[test]
+fn stale_handles_from_every_thread() {
+    c_test("stale_test");
+}
+
+#[test]
 fn errors_and_stale_ids() {
     c_test("errors_test");
 }
