@@ -10,6 +10,9 @@
 
 mod chunked;
 mod date;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod parse;
 mod request;
 mod response;

@@ -1,0 +1,167 @@
+//! Property checks behind the fuzz targets in `fuzz/` (feature `fuzzing`; not a stable API).
+//! Each takes arbitrary bytes and panics when a property the server relies on is broken.
+
+use std::mem::MaybeUninit;
+
+use super::chunked::{ChunkedDecoder, Progress};
+use super::parse::{Limits, MAX_HEADERS, ParseError, parse_head};
+
+/// Small limits, so that the fuzzer reaches them.
+const LIMITS: Limits = Limits {
+    max_header_bytes: 2048,
+    max_headers: 16,
+    max_target_len: 256,
+    max_body_size: 4096,
+    max_chunk_line: 64,
+};
+
+type HeadOutcome = Result<Option<(usize, String)>, ParseError>;
+
+fn head_outcome(buf: &[u8]) -> HeadOutcome {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    parse_head(buf, &mut fields, &LIMITS)
+        .map(|p| p.map(|p| (p.head.len, format!("{:?} {:?}", p.head, p.req.path))))
+}
+
+/// The request head parser: a complete head is complete in every longer buffer with the same
+/// meaning, and incomplete in every shorter one (the server parses growing buffers, so a
+/// different answer for a prefix would be a desynchronisation); incomplete input is never
+/// longer than the head limit.
+pub fn parse_head_properties(data: &[u8]) {
+    let whole = head_outcome(data);
+    match &whole {
+        Ok(Some((len, meaning))) => {
+            assert!(*len <= data.len());
+            assert_eq!(
+                head_outcome(&data[..*len]),
+                Ok(Some((*len, meaning.clone())))
+            );
+            for cut in [0, len / 2, len.saturating_sub(1)] {
+                if cut < *len {
+                    assert_eq!(
+                        head_outcome(&data[..cut]),
+                        Ok(None),
+                        "prefix of {cut} bytes"
+                    );
+                }
+            }
+        }
+        Ok(None) => assert!(data.len() <= LIMITS.max_header_bytes),
+        Err(_) => {}
+    }
+}
+
+type ChunkedOutcome = (Result<Progress, ParseError>, usize, Vec<u8>);
+
+/// Feeds `pieces` to a decoder the way the server does: unconsumed bytes are presented again
+/// with the next piece.
+fn decode_in_pieces(data: &[u8], cuts: &[usize]) -> ChunkedOutcome {
+    let mut d = ChunkedDecoder::new(&LIMITS);
+    let mut out = Vec::new();
+    let mut consumed = 0;
+    let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+    bounds.sort_unstable();
+    bounds.push(data.len());
+    for end in bounds {
+        if end < consumed {
+            continue;
+        }
+        match d.decode(&data[consumed..end], &mut out) {
+            Ok((n, Progress::Done)) => return (Ok(Progress::Done), consumed + n, out),
+            Ok((n, Progress::NeedMore)) => {
+                assert!(consumed + n <= end);
+                consumed += n;
+            }
+            Err(e) => return (Err(e), consumed, out),
+        }
+    }
+    (Ok(Progress::NeedMore), consumed, out)
+}
+
+/// The chunked decoder: cutting the input anywhere changes nothing (same body, same end,
+/// same error), the body never exceeds its limit, and consumed bytes never exceed the input.
+pub fn chunked_properties(data: &[u8]) {
+    let (cut_a, cut_b, input) = match data {
+        [a, b, rest @ ..] => (usize::from(*a), usize::from(*b) * 4, rest),
+        _ => return,
+    };
+    let whole = decode_in_pieces(input, &[]);
+    let split = decode_in_pieces(input, &[cut_a, cut_b]);
+    let bytewise: Vec<usize> = (0..input.len().min(64)).collect();
+    let tiny = decode_in_pieces(input, &bytewise);
+    assert!(whole.2.len() as u64 <= LIMITS.max_body_size);
+    // Errors may be detected at different points of a split stream, but never differ in kind
+    // or turn into success; successes are identical.
+    match (&whole.0, &split.0) {
+        (Ok(Progress::Done), _) => {
+            assert_eq!(whole, split, "split at {cut_a}, {cut_b}");
+            assert_eq!(whole, tiny, "split at every byte");
+        }
+        (Err(e), Err(f)) => assert_eq!(e, f),
+        (Ok(Progress::NeedMore), Ok(Progress::NeedMore)) => assert_eq!(whole.2, split.2),
+        (a, b) => panic!("whole {a:?}, split {b:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SEEDS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\n\n",
+        b"\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    ];
+
+    #[test]
+    fn the_properties_hold_on_the_seeds() {
+        for seed in SEEDS {
+            parse_head_properties(seed);
+            let mut c = vec![3, 7];
+            c.extend_from_slice(b"3\r\nabc\r\n10;ext=1\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\n");
+            chunked_properties(&c);
+            chunked_properties(seed);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_properties_hold_on_random_heads(
+            seed in 0..SEEDS.len(),
+            edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..6),
+        ) {
+            let mut data = SEEDS[seed].to_vec();
+            for (at, b) in edits {
+                let i = usize::from(at) % (data.len() + 1);
+                if b % 3 == 0 && i < data.len() {
+                    data.remove(i);
+                } else {
+                    data.insert(i, b);
+                }
+            }
+            parse_head_properties(&data);
+        }
+
+        #[test]
+        fn the_properties_hold_on_random_chunked_bodies(
+            sizes in proptest::collection::vec(0usize..40, 0..5),
+            cuts in any::<(u8, u8)>(),
+            ext in any::<bool>(),
+        ) {
+            let mut data = vec![cuts.0, cuts.1];
+            for n in sizes {
+                data.extend_from_slice(format!("{n:x}{}\r\n", if ext { ";e=1" } else { "" })
+                    .as_bytes());
+                data.extend(std::iter::repeat_n(b'z', n));
+                data.extend_from_slice(b"\r\n");
+            }
+            data.extend_from_slice(b"0\r\n\r\n");
+            chunked_properties(&data);
+        }
+    }
+}
