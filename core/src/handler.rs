@@ -69,6 +69,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (id, state, reason);
     }
 
+    /// Wraps the whole life of each thread that runs callbacks (every reactor thread, and in
+    /// pool mode every worker), for handlers whose callbacks need a per-thread context that is
+    /// costly to create: a Python binding registers the thread with the interpreter here once,
+    /// instead of once per callback. It must call `run` exactly once. Default: calls it.
+    fn thread_scope(&self, run: &mut dyn FnMut()) {
+        run();
+    }
+
     /// Pool mode: how many queued jobs (of any connections) a worker runs within one
     /// [`Handler::worker_scope`]. Default 1.
     fn worker_batch(&self) -> usize {

@@ -481,9 +481,15 @@ impl<H: Handler> Server<H> {
         for reactor in self.pending.drain(..) {
             let name = format!("shoal-reactor-{}", self.threads.len());
             let owner = self.handle.owner_key();
+            let handler = reactor.handler().clone();
             let t = std::thread::Builder::new().name(name).spawn(move || {
                 mark_owned(owner);
-                reactor.run()
+                let mut reactor = Some(reactor);
+                handler.thread_scope(&mut || {
+                    if let Some(r) = reactor.take() {
+                        r.run();
+                    }
+                });
             })?;
             self.threads.push(t);
         }

@@ -329,6 +329,10 @@ impl Handler for PyHandler {
         });
     }
 
+    fn thread_scope(&self, run: &mut dyn FnMut()) {
+        crate::thread_scope(run);
+    }
+
     fn worker_batch(&self) -> usize {
         self.batch
     }

@@ -805,6 +805,10 @@ impl HttpHandler for PyHttp {
         }
     }
 
+    fn thread_scope(&self, run: &mut dyn FnMut()) {
+        crate::thread_scope(run);
+    }
+
     fn worker_batch(&self) -> usize {
         self.batch
     }

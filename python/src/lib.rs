@@ -16,6 +16,38 @@ mod server;
 
 use pyo3::prelude::*;
 
+/// A pointer moved into `Python::detach`, which runs its closure synchronously on the calling
+/// thread.
+struct OnThisThread<T>(*mut T);
+
+// SAFETY: `Python::detach` demands `Send` only to keep interpreter tokens out of the detached
+// closure; the pointer is dereferenced by that closure on the same thread, during the call,
+// and points to a stack slot that outlives it. No Python object travels through it.
+unsafe impl<T> Send for OnThisThread<T> {}
+
+/// Runs a shoal thread's whole life (a reactor or a worker) registered with the interpreter
+/// but without holding the GIL: the thread state is created once here, so each callback's
+/// `Python::attach` is only a GIL acquisition, not a thread-state creation and teardown.
+/// During interpreter shutdown the thread runs unregistered (its callbacks then fail their
+/// connections).
+pub(crate) fn thread_scope(run: &mut dyn FnMut()) {
+    let mut pending: Option<&mut dyn FnMut()> = Some(run);
+    let slot = OnThisThread(&raw mut pending);
+    let _ = Python::try_attach(|py| {
+        py.detach(move || {
+            let slot = slot;
+            // SAFETY: see `OnThisThread`: `pending` lives on this thread's stack for the
+            // whole `try_attach` call, and nothing else touches it meanwhile.
+            if let Some(run) = unsafe { (*slot.0).take() } {
+                run();
+            }
+        })
+    });
+    if let Some(run) = pending.take() {
+        run();
+    }
+}
+
 #[pymodule]
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

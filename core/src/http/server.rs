@@ -30,6 +30,11 @@ pub trait HttpHandler: Send + Sync + 'static {
     /// is answered with 500 and closes this connection only.
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_, '_>);
 
+    /// As [`Handler::thread_scope`].
+    fn thread_scope(&self, run: &mut dyn FnMut()) {
+        run();
+    }
+
     /// As [`Handler::worker_batch`].
     fn worker_batch(&self) -> usize {
         1
@@ -675,6 +680,10 @@ impl<H: HttpHandler> Handler for Http<H> {
             st.flush_yield = false;
             conn.resume_input();
         }
+    }
+
+    fn thread_scope(&self, run: &mut dyn FnMut()) {
+        self.handler.thread_scope(run);
     }
 
     fn worker_batch(&self) -> usize {

@@ -536,9 +536,15 @@ impl<H: Handler> PoolParts<H> {
         for w in self.workers {
             let name = format!("shoal-worker-{}", w.ctx.index);
             let owner = w.ctx.handle.owner_key();
+            let handler = w.handler.clone();
             threads.push(std::thread::Builder::new().name(name).spawn(move || {
                 crate::server::mark_owned(owner);
-                w.run()
+                let mut worker = Some(w);
+                handler.thread_scope(&mut || {
+                    if let Some(w) = worker.take() {
+                        w.run();
+                    }
+                });
             })?);
         }
         Ok(WorkerPool {

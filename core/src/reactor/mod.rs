@@ -662,6 +662,11 @@ impl<H: Handler> Reactor<H> {
     }
 
     /// The reactor thread's body: returns once the server stopped and every connection closed.
+    /// The handler, for the thread that will run this reactor.
+    pub(crate) fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
     pub(crate) fn run(mut self) {
         self.core.now = self.clock();
         loop {
