@@ -16,8 +16,8 @@ VENV := target/venv
 VPY := $(VENV)/bin/python
 
 .PHONY: all lib examples run run-rust run-python run-echo test lint test-rust test-python \
-	wheel header install \
-	bench-echo bench-echo-quick bench-http clean
+	wheel header install test-faults faults-quick fuzz soak \
+	bench-echo bench-echo-quick bench-http bench-python bench-python-quick clean
 
 all: lib examples
 
@@ -54,7 +54,36 @@ run-python: wheel
 	$(VPY) examples/python/http_hello.py --host 127.0.0.1 --port 8080
 
 ## Every test and check.
-test: lint test-rust test-python
+test: lint test-rust test-python faults-quick
+
+## The fast subset of the fault suite (no external attack tools), against the release examples.
+faults-quick: examples wheel
+	$(PYTHON) faults/run.py --quick
+
+## The whole fault and attack suite (installs slowhttptest when missing); report in
+## target/faults/report.md.
+test-faults: examples wheel
+	faults/setup.sh
+	$(PYTHON) faults/run.py --report target/faults/report.md
+
+## Fuzz each target for FUZZ_SECONDS (default 60) with cargo-fuzz, when a nightly toolchain is
+## installed (skipped with a message otherwise); crashes land in fuzz/artifacts.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@if ! rustup run nightly rustc --version >/dev/null 2>&1; then \
+		echo "fuzz: no nightly toolchain; skipping (rustup toolchain install nightly)"; exit 0; fi; \
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz; \
+	for t in parse_head chunked connection; do \
+		mkdir -p target/fuzz-corpus/$$t && \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10) || exit 1; \
+	done
+
+## Soak for SOAK_SECONDS (default 600): wrk, slowloris and resets together; see faults/soak.py.
+soak: examples
+	bash bench/setup.sh wrk
+	faults/setup.sh
+	$(PYTHON) faults/soak.py
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -112,6 +141,15 @@ bench-echo-quick:
 ## HTTP benchmark against the peers (bench/http.py; installs wrk, Go and fasthttp).
 bench-http:
 	$(PYTHON) bench/http.py --out bench/out/http.md
+
+## Python binding against granian and uvloop (bench/python_binding.py; see bench/RESULTS.md).
+## Makes target/bench-venv (granian, uvloop, httptools from bench/python/requirements.txt)
+## and builds shoal into it from ./python.
+bench-python:
+	$(PYTHON) bench/python_binding.py --conns 64,512 --out bench/out/python.md
+
+bench-python-quick:
+	$(PYTHON) bench/python_binding.py --quick
 
 clean:
 	$(CARGO) clean
