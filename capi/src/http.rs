@@ -65,46 +65,33 @@ macro_rules! res_or {
     };
 }
 
-/// Header fields borrowed from the caller's array: on the stack for up to
-/// [`INLINE_FIELDS`] entries (every ordinary response), on the heap beyond.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a short-lived stack value; avoiding the heap is the point"
-)]
-enum Fields<'a> {
-    Inline([(&'a [u8], &'a [u8]); INLINE_FIELDS], usize),
-    Heap(Vec<(&'a [u8], &'a [u8])>),
-}
-
+/// Up to this many header fields are borrowed through a stack array (every ordinary
+/// response); more go through a `Vec`.
 const INLINE_FIELDS: usize = 16;
 
-impl<'a> std::ops::Deref for Fields<'a> {
-    type Target = [(&'a [u8], &'a [u8])];
-    fn deref(&self) -> &Self::Target {
-        match self {
-            Fields::Inline(a, n) => &a[..*n],
-            Fields::Heap(v) => v,
-        }
-    }
-}
+type Field<'a> = (&'a [u8], &'a [u8]);
 
-/// Reads `count` header fields into borrowed pairs.
+/// Borrows `count` header fields from the caller's array and runs `f` on them. The pairs
+/// live in this frame (a closure rather than a returned value: moving a 512-byte array out
+/// and into the caller cost more than the FFI call itself).
 ///
 /// # Safety
 /// `headers` readable for `count` entries whose pointers are readable for their lengths.
-unsafe fn headers<'a>(
+#[inline(always)]
+unsafe fn with_fields<R>(
     headers: *const shoal_header,
     count: usize,
-) -> Result<Fields<'a>, shoal_status> {
+    f: impl FnOnce(&[Field<'_>]) -> R,
+) -> Result<R, shoal_status> {
     if count == 0 {
-        return Ok(Fields::Inline([(&[], &[]); INLINE_FIELDS], 0));
+        return Ok(f(&[]));
     }
     if headers.is_null() {
         return Err(null_arg("headers"));
     }
     // SAFETY: non-null with `count` entries per the contract.
     let entries = unsafe { std::slice::from_raw_parts(headers, count) };
-    let check = |p: *const u8, n: usize, what: &str| -> Result<&'a [u8], shoal_status> {
+    let check = |p: *const u8, n: usize, what: &str| -> Result<&[u8], shoal_status> {
         if n == 0 {
             Ok(&[])
         } else if p.is_null() {
@@ -114,24 +101,21 @@ unsafe fn headers<'a>(
             Ok(unsafe { std::slice::from_raw_parts(p, n) })
         }
     };
-    let field = |h: &shoal_header| -> Result<(&'a [u8], &'a [u8]), shoal_status> {
+    let field = |h: &shoal_header| -> Result<Field<'_>, shoal_status> {
         Ok((
             check(h.name.cast::<u8>(), h.name_len, "header name")?,
             check(h.value.cast::<u8>(), h.value_len, "header value")?,
         ))
     };
     if count <= INLINE_FIELDS {
-        let mut out: [(&'a [u8], &'a [u8]); INLINE_FIELDS] = [(&[], &[]); INLINE_FIELDS];
+        let mut out: [Field<'_>; INLINE_FIELDS] = [(&[], &[]); INLINE_FIELDS];
         for (slot, h) in out.iter_mut().zip(entries) {
             *slot = field(h)?;
         }
-        Ok(Fields::Inline(out, count))
+        Ok(f(&out[..count]))
     } else {
-        entries
-            .iter()
-            .map(field)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Fields::Heap)
+        let v = entries.iter().map(field).collect::<Result<Vec<_>, _>>()?;
+        Ok(f(&v))
     }
 }
 
@@ -350,13 +334,10 @@ pub unsafe extern "C" fn shoal_response_send(
 ) -> shoal_status {
     ffi_guard!({
         let r = res_or!(res);
-        // SAFETY: forwarded contract.
-        let h = match unsafe { self::headers(headers, count) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
         let body = slice_or!(body.cast::<u8>(), body_len);
-        result(r.send(status, &h[..], body))
+        // SAFETY: forwarded contract.
+        unsafe { with_fields(headers, count, |h| result(r.send(status, h, body))) }
+            .unwrap_or_else(|s| s)
     })
 }
 
@@ -376,11 +357,8 @@ pub unsafe extern "C" fn shoal_response_start_chunked(
     ffi_guard!({
         let r = res_or!(res);
         // SAFETY: forwarded contract.
-        let h = match unsafe { self::headers(headers, count) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
-        result(r.start_chunked(status, &h[..]))
+        unsafe { with_fields(headers, count, |h| result(r.start_chunked(status, h))) }
+            .unwrap_or_else(|s| s)
     })
 }
 
@@ -459,13 +437,10 @@ pub unsafe extern "C" fn shoal_deferred_send(
 ) -> shoal_status {
     ffi_guard!({
         let d = mut_or!(d);
-        // SAFETY: forwarded contract.
-        let h = match unsafe { self::headers(headers, count) } {
-            Ok(h) => h,
-            Err(s) => return s,
-        };
         let body = slice_or!(body.cast::<u8>(), body_len);
-        result(d.inner.send(status, &h[..], body))
+        // SAFETY: forwarded contract.
+        unsafe { with_fields(headers, count, |h| result(d.inner.send(status, h, body))) }
+            .unwrap_or_else(|s| s)
     })
 }
 
@@ -486,11 +461,12 @@ pub unsafe extern "C" fn shoal_deferred_start_chunked(
         let d = mut_or!(d);
         let out = mut_or!(out);
         // SAFETY: forwarded contract.
-        let h = match unsafe { self::headers(headers, count) } {
-            Ok(h) => h,
+        let started = unsafe { with_fields(headers, count, |h| d.inner.start_chunked(status, h)) };
+        let started = match started {
+            Ok(r) => r,
             Err(s) => return s,
         };
-        match d.inner.start_chunked(status, &h[..]) {
+        match started {
             Ok(body) => {
                 *out = Box::into_raw(Box::new(shoal_chunked { inner: Some(body) }));
                 SHOAL_OK
