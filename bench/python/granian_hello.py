@@ -45,10 +45,13 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="granian runtime threads of the worker")
+    ap.add_argument("--loop", default="uvloop", help="granian's event loop: uvloop (default), asyncio, rloop")
+    ap.add_argument("--task-impl", default="asyncio", help="asyncio (default) or rust (Python < 3.12)")
+    ap.add_argument("--http", default="1", help="1 (default), auto")
     args = ap.parse_args()
 
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.log import LogLevels
 
     port = args.port
@@ -64,8 +67,9 @@ def main() -> None:
         interface=Interfaces.RSGI,
         workers=1,
         runtime_threads=args.threads,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
+        loop=Loops(args.loop),
+        task_impl=TaskImpl(args.task_impl),
+        http=HTTPModes(args.http),
         websockets=False,
         log_level=LogLevels.warning,
         log_access=False,
