@@ -118,6 +118,20 @@ mod tests {
         b"\r\n\r\nGET / HTTP/1.0\r\n\r\n",
     ];
 
+    /// Inputs the fuzzers found, kept as regression tests.
+    const REGRESSIONS: &[&[u8]] = &[
+        // A long method and a target within the limit: the partial parse used to measure
+        // the whole request line and answer 414 to a prefix of a head that parses whole.
+        include_bytes!("fuzz_regressions/parse_head-long-method"),
+    ];
+
+    #[test]
+    fn the_fuzzers_findings_stay_fixed() {
+        for input in REGRESSIONS {
+            parse_head_properties(input);
+        }
+    }
+
     #[test]
     fn the_properties_hold_on_the_seeds() {
         for seed in SEEDS {

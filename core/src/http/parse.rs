@@ -251,13 +251,17 @@ pub(crate) fn parse_head<'h, 'b>(
     let len = match req.parse_with_uninit_headers(buf, &mut headers[..max]) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            // Enforce the limits on what is buffered, before reading more.
-            let line = buf.iter().position(|&b| b == b'\n');
-            if line.is_none() && buf.len() > limits.max_target_len + 32 {
-                return Err(ParseError::UriTooLong);
-            }
-            if line.is_some_and(|l| l > limits.max_target_len + 32) {
-                return Err(ParseError::UriTooLong);
+            // Enforce the limits on what is buffered, before reading more. The target is
+            // measured exactly as for a complete head (the bytes between the first and the
+            // second space of the request line), so a request answers the same whether it
+            // arrives at once or in pieces.
+            let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+            if let Some(sp) = buf[..line].iter().position(|&b| b == b' ') {
+                let rest = &buf[sp + 1..line];
+                let target = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+                if target > limits.max_target_len {
+                    return Err(ParseError::UriTooLong);
+                }
             }
             if buf.len() > limits.max_header_bytes {
                 return Err(ParseError::HeadTooLarge);
