@@ -161,21 +161,20 @@ impl ChunkedDecoder {
                         continue;
                     }
                     // Trailer fields: wait for the whole section, then let httparse check it.
+                    // A bare LF within the limit is reported before the size: the same error
+                    // however the section was cut into reads.
+                    if has_bare_lf(&rest[..rest.len().min(self.max_trailers)]) {
+                        return Err(ParseError::BareLineFeed);
+                    }
                     let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
                         if rest.len() > self.max_trailers {
                             return Err(ParseError::HeadTooLarge);
-                        }
-                        if has_bare_lf(rest) {
-                            return Err(ParseError::BareLineFeed);
                         }
                         return Ok((pos, Progress::NeedMore));
                     };
                     let section = &rest[..end + 4];
                     if section.len() > self.max_trailers {
                         return Err(ParseError::HeadTooLarge);
-                    }
-                    if has_bare_lf(section) {
-                        return Err(ParseError::BareLineFeed);
                     }
                     let mut fields = [httparse::EMPTY_HEADER; 64];
                     match httparse::parse_headers(section, &mut fields) {

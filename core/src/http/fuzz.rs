@@ -125,10 +125,20 @@ mod tests {
         include_bytes!("fuzz_regressions/parse_head-long-method"),
     ];
 
+    /// Chunked-decoder inputs the fuzzers found.
+    const CHUNKED_REGRESSIONS: &[&[u8]] = &[
+        // A trailer section with a bare LF inside the limit and more bytes beyond it: the
+        // whole input was refused as too large, a split one for the bare LF.
+        include_bytes!("fuzz_regressions/chunked-trailer-error-order"),
+    ];
+
     #[test]
     fn the_fuzzers_findings_stay_fixed() {
         for input in REGRESSIONS {
             parse_head_properties(input);
+        }
+        for input in CHUNKED_REGRESSIONS {
+            chunked_properties(input);
         }
     }
 
