@@ -17,7 +17,8 @@ VPY := $(VENV)/bin/python
 
 .PHONY: all lib examples run run-rust run-python run-echo test lint test-rust test-python \
 	wheel header install test-faults faults-quick fuzz soak \
-	bench-echo bench-echo-quick bench-http bench-python bench-python-quick clean
+	bench bench-quick bench-echo bench-echo-quick bench-http bench-python bench-python-quick \
+	bench-callgrind clean
 
 all: lib examples
 
@@ -75,15 +76,17 @@ fuzz:
 	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz; \
 	for t in parse_head chunked connection; do \
 		mkdir -p target/fuzz-corpus/$$t && \
-		(cd fuzz && $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t seeds/$$t -- \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$t ../target/fuzz-corpus/$$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=10) || exit 1; \
 	done
 
 ## Soak for SOAK_SECONDS (default 600): wrk, slowloris and resets together; see faults/soak.py.
-soak: examples
+## The plot needs matplotlib, installed into the project's venv.
+soak: examples $(VENV)/.ready
 	bash bench/setup.sh wrk
 	faults/setup.sh
-	$(PYTHON) faults/soak.py
+	$(VPY) -m pip install -q matplotlib
+	$(VPY) faults/soak.py
 
 lint:
 	$(CARGO) fmt --all -- --check

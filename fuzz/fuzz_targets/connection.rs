@@ -4,9 +4,10 @@
 //! one), never fails a handler, and keeps serving a fresh connection.
 #![no_main]
 
+use std::any::Any;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use shoal_core::Config;
@@ -15,6 +16,9 @@ use shoal_core::http::{HttpConfig, HttpServer, HttpStatsHandle, Request, Respons
 struct Target {
     addr: SocketAddr,
     stats: HttpStatsHandle,
+    /// The running server, kept (not forgotten) for the life of the fuzzing process, so the
+    /// leak checker sees its memory as reachable.
+    _server: Mutex<Box<dyn Any + Send>>,
 }
 
 fn target() -> &'static Target {
@@ -32,13 +36,11 @@ fn target() -> &'static Target {
             })
             .expect("bind");
         server.start().expect("start");
-        let t = Target {
+        Target {
             addr: server.local_addr(),
             stats: server.http_stats_handle(),
-        };
-        // The server lives as long as the fuzzing process.
-        std::mem::forget(server);
-        t
+            _server: Mutex::new(Box::new(server)),
+        }
     })
 }
 
