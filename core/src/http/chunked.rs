@@ -163,10 +163,13 @@ impl ChunkedDecoder {
                     // Trailer fields: wait for the whole section, then let httparse check it.
                     // A bare LF within the limit is reported before the size: the same error
                     // however the section was cut into reads.
-                    if has_bare_lf(&rest[..rest.len().min(self.max_trailers)]) {
+                    // Only the section's own bytes count: what follows it is the next request.
+                    let end = rest.windows(4).position(|w| w == b"\r\n\r\n");
+                    let scope = end.map_or(rest.len(), |e| e + 4).min(self.max_trailers);
+                    if has_bare_lf(&rest[..scope]) {
                         return Err(ParseError::BareLineFeed);
                     }
-                    let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let Some(end) = end else {
                         if rest.len() > self.max_trailers {
                             return Err(ParseError::HeadTooLarge);
                         }

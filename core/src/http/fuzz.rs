@@ -130,6 +130,9 @@ mod tests {
         // A trailer section with a bare LF inside the limit and more bytes beyond it: the
         // whole input was refused as too large, a split one for the bare LF.
         include_bytes!("fuzz_regressions/chunked-trailer-error-order"),
+        // A bare LF in the bytes after the trailer section (the next request) was blamed on
+        // the section when read together with it.
+        include_bytes!("fuzz_regressions/chunked-bare-lf-after-trailers"),
     ];
 
     #[test]
