@@ -74,6 +74,33 @@ both_modes! {
         srv.stop_within(5 * SEC);
     }
 
+    idle_timeout_resets_a_peer_that_left_output_unread_in_the_kernel(1, cfg) {
+        // The kernel takes all of shoal's output (a 256 KiB send buffer for 64 KiB), so no
+        // write timeout can run; the client never reads. The idle timeout must reset the
+        // connection: a plain close would leave the kernel trickling the output for minutes.
+        let cfg = cfg
+            .idle_timeout(Some(Duration::from_millis(300)))
+            .send_buffer_size(Some(256 << 10));
+        let (srv, events) = probe(cfg);
+        let lazy = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        lazy.set_recv_buffer_size(4096).unwrap();
+        lazy.connect(&srv.addr.into()).unwrap();
+        let mut lazy: std::net::TcpStream = lazy.into();
+        let id = events.open();
+        lazy.write_all(b"flood 65536").unwrap();
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::IdleTimeout);
+        let (_, end) = read_to_end(&mut lazy, 5 * SEC);
+        assert_eq!(end, ReadEnd::Reset);
+        // A connection that read everything is closed normally by the same timeout.
+        let mut reader = client(srv.addr);
+        let id = events.open();
+        assert_eq!(roundtrip(&mut reader, b"hello"), b"hello");
+        assert_eq!(events.close_of(id, 5 * SEC), CloseReason::IdleTimeout);
+        let (_, end) = read_to_end(&mut reader, 5 * SEC);
+        assert_eq!(end, ReadEnd::Eof);
+        srv.stop_within(5 * SEC);
+    }
+
     stale_ids_fail_with_closed(1, cfg) {
         let (srv, events) = probe(cfg);
         let h = srv.handle.clone();
@@ -129,7 +156,7 @@ both_modes! {
         let id = events.open();
         srv.handle.abort(id).unwrap();
         let (_, end) = read_to_end(&mut c, 5 * SEC);
-        assert_ne!(end, ReadEnd::TimedOut);
+        assert_eq!(end, ReadEnd::Reset);
         assert_eq!(events.close_of(id, 5 * SEC), CloseReason::Aborted);
         srv.stop_within(5 * SEC);
     }
@@ -315,6 +342,10 @@ both_modes! {
         assert_eq!(events.close_of(lazy_id, 5 * SEC), CloseReason::WriteTimeout);
         assert!(t0.elapsed() < 5 * SEC);
         assert_eq!(roundtrip(&mut busy, b"pong"), b"pong");
+        // Reset, not closed: the kernel must not go on trickling the abandoned output to a
+        // reader that never reads (an orphaned socket would hold it for minutes).
+        let (_, end) = read_to_end(&mut lazy, 5 * SEC);
+        assert_eq!(end, ReadEnd::Reset);
         drop(lazy);
         srv.stop_within(5 * SEC);
     }

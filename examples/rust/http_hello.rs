@@ -106,6 +106,10 @@ fn main() {
             ),
             ("idle-timeout-ms", "close connections idle this long"),
             ("max-write-buffer", "most queued output per connection"),
+            (
+                "send-buffer",
+                "SO_SNDBUF in bytes (fixed; default: the kernel's autotuning)",
+            ),
             ("handler-delay-ms", "sleep this long in each handler call"),
         ],
     );
@@ -121,6 +125,9 @@ fn main() {
     }
     if let Some(n) = args.num("max-write-buffer") {
         engine = engine.max_write_buffer(n as usize);
+    }
+    if let Some(n) = args.num("send-buffer") {
+        engine = engine.send_buffer_size(Some(n as usize));
     }
     if let Some(n) = args.num("write-min-rate").filter(|&n| n > 0) {
         engine = engine.write_min_rate(Some(n));

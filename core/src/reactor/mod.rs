@@ -512,6 +512,8 @@ pub(crate) struct Reactor<H: Handler> {
     paused_emfile: bool,
     stopping: bool,
     live: usize,
+    /// Output discarded by closes since the allocator was last asked to return free memory.
+    discarded: usize,
     handoff_next: usize,
     config: Config,
     /// Pool mode: the queue, the results channel, jobs held back while the queue is full,
@@ -628,6 +630,7 @@ impl<H: Handler> Reactor<H> {
             paused_emfile: false,
             stopping: false,
             live: 0,
+            discarded: 0,
             handoff_next: index,
             config,
             pool,
@@ -1383,7 +1386,20 @@ impl<H: Handler> Reactor<H> {
             self.core.timers.cancel(t);
         }
         self.core.pool.put(std::mem::take(&mut c.input));
+        self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
+        if self.discarded >= TRIM_AFTER {
+            // Many slow readers dropped at once (an attack, or a mass timeout) free their
+            // queued output in small chunks that the allocator keeps; hand it back.
+            self.discarded = 0;
+            release_free_memory();
+        }
+        if resets(reason) || (reason == CloseReason::IdleTimeout && unsent(&c.stream) > 0) {
+            // SO_LINGER 0: close sends RST and drops what the kernel still holds. A plain
+            // close would leave an orphaned socket trickling the abandoned output to a peer
+            // that does not read (minutes of kernel memory per slow reader).
+            let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+        }
         let job_seq = c.job_seq;
         // Closing the descriptor also removes it from the epoll set: it is never duplicated.
         drop(c);
@@ -2088,6 +2104,48 @@ impl<H: Handler> Reactor<H> {
             }
         }
     }
+}
+
+/// Bytes the kernel still holds in the socket's send queue (sent but unacknowledged, or not
+/// yet sent). An idle connection with a non-empty queue has a peer that stopped reading after
+/// the kernel took the last of shoal's output, which shoal's own write timeout cannot see.
+fn unsent(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) on a TCP socket writes one int through the pointer, which
+    // points at a live local of that type; the descriptor is owned by `stream`.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// Discarded output after which the allocator is asked to return free memory.
+const TRIM_AFTER: usize = 8 << 20;
+
+/// Returns free heap memory to the system (glibc keeps freed chunks of every thread's arena;
+/// `malloc_trim` releases the free pages of all of them). Elsewhere, nothing to do.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only inspects and trims the allocator's own free lists; it takes
+    // the arena locks itself and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Closes for which the output still queued in the kernel is abandoned, so the connection is
+/// reset rather than closed: an abort, a peer that does not read, output past its bound.
+fn resets(reason: CloseReason) -> bool {
+    matches!(
+        reason,
+        CloseReason::Aborted
+            | CloseReason::WriteTimeout
+            | CloseReason::WriteOverflow
+            | CloseReason::ReadOverflow
+    )
 }
 
 #[cfg(test)]
