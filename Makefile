@@ -55,7 +55,7 @@ run-python: wheel
 	$(VPY) examples/python/http_hello.py --host 127.0.0.1 --port 8080
 
 ## Every test and check.
-test: lint test-rust test-python faults-quick
+test: lint test-rust test-python faults-quick bench-quick
 
 ## The fast subset of the fault suite (no external attack tools), against the release examples.
 faults-quick: examples wheel
@@ -133,6 +133,23 @@ install: lib
 	install -m 0644 include/shoal.h $(DESTDIR)$(PREFIX)/include/shoal.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' capi/shoal.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shoal.pc
+
+## The whole benchmark suite (bench/suite.py, under 20 minutes on 2 cores): installs the peers
+## (bench/setup.sh: apt-get; pip into target/bench-venv), builds, runs HTTP, echo, Python and
+## callgrind against every peer, and rewrites the generated part of bench/RESULTS.md (between
+## its bench:begin/bench:end markers) and bench/charts/*.png.
+bench:
+	$(PYTHON) bench/suite.py
+
+## A smoke check of the benchmark harnesses (under 2 minutes): shoal and the C epoll reference
+## only, one short point per workload, no installs, no network; report in
+## target/bench/quick/report.md. Fails only when a harness breaks, never on a figure.
+bench-quick: wheel
+	$(PYTHON) bench/suite.py --quick
+
+## Instructions per request under callgrind (bench/callgrind.py).
+bench-callgrind:
+	$(PYTHON) bench/callgrind.py --out bench/out/callgrind.md
 
 ## Echo benchmark against the peers (bench/echo.py; see bench/RESULTS.md).
 bench-echo:

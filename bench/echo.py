@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Echo benchmark harness: shoal against a raw-epoll C reference and tokio.
+"""Echo benchmark harness: shoal (from Rust and from C) against a raw-epoll C reference, tokio, libuv and Go.
 
     python3 bench/echo.py [--quick] [--reps R] [--duration S] [--warmup S]
-                          [--servers shoal,epoll,tokio] [--out FILE]
+                          [--servers shoal,shoal-c,shoal-pool,epoll,tokio,libuv,go]
+                          [--out FILE] [--json FILE]
 
 For each workload (64-byte messages over 64 and 512 connections) and each
 repetition, the servers run interleaved (shoal, epoll, tokio, shoal, ...),
@@ -12,7 +13,13 @@ utime+stime is read from /proc/PID/stat when loadgen prints `measure start`
 and `measure end`, which gives round trips per server CPU-second besides
 round trips per second. Then, per server: syscalls per round trip under
 `strace -c -f` for a fixed `loadgen echo --count`, and the resident memory
-that 10 000 idle connections add.
+that 10 000 idle connections add (opened from 127.0.0.1-127.0.0.4).
+
+Peers: tokio (bench/peers, a task per connection), libuv (bench/c/libuv_echo.c
+against Debian's libuv1-dev) and Go (bench/go/echo.go, a goroutine per
+connection, GOPATH mode). Missing tools (libuv's headers, Go) are installed by
+`bash bench/setup.sh` unless --no-setup; a peer that cannot be installed or
+built is reported as `missing: <reason>`.
 
 A Markdown report goes to stdout (and to --out FILE); progress goes to stderr.
 Standard library only; the plumbing shared with bench/http.py is in
@@ -34,11 +41,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import (
     BUSY_THRESHOLD,
+    MemoryResult,
+    build_if_stale,
+    c_compiler,
+    go_env,
+    run_idle_memory,
+    run_setup,
     CLK_TCK,
     HOST,
     NOISE_THRESHOLD,
@@ -63,21 +76,44 @@ from harness import (
     spread,
     system_busy_seconds,
     tail,
-    vm_rss_kib,
+    write_json,
 )
 
 WORKLOADS = [(64, 64), (512, 64)]  # (connections, message bytes)
-SERVER_ORDER = ["shoal", "shoal-pool", "epoll", "tokio"]
+SERVER_ORDER = ["shoal", "shoal-c", "shoal-pool", "epoll", "tokio", "libuv", "go"]
+PEERS = ["tokio", "libuv", "go"]
 REFERENCE = "epoll"
+UV_H = Path("/usr/include/uv.h")
+DESCRIPTIONS = {
+    "shoal": "`target/release/examples/echo` (examples/rust/echo.rs), one reactor",
+    "shoal-c": "`target/c/echo` (`make examples`): examples/c/echo.c against libshoal's C interface, one reactor",
+    "shoal-pool": "the Rust example with `--workers 1`: one reactor and one worker thread on the server's CPU",
+    "epoll": "`bench/c/epoll_echo.c` (`cc -O2`): one thread, raw edge-triggered epoll; the syscall floor",
+    "tokio": "`bench/peers/src/tokio_echo.rs`: tokio current-thread runtime, a task per connection",
+    "libuv": "`bench/c/libuv_echo.c` (`cc -O2 -luv`, Debian's libuv1-dev): one uv_loop, uv_try_write",
+    "go": "`bench/go/echo.go`: a goroutine per connection, GOMAXPROCS=1",
+}
 
 
 # --------------------------------------------------------------------------
 # building
 
 
-def prepare(servers: list[str], args, problems: list[str]) -> tuple[Path | None, dict[str, ServerSpec]]:
+def tools_missing(servers: list[str]) -> list[str]:
+    """The bench/setup.sh tools these servers need that are not installed."""
+    need = []
+    if "libuv" in servers and not UV_H.exists():
+        need.append("libuv")
+    if "go" in servers and shutil.which("go") is None:
+        need.append("go")
+    return need
+
+
+def prepare(servers: list[str], args, problems: list[str], setup_problem: str | None = None) -> tuple[Path | None, dict[str, ServerSpec]]:
     specs: dict[str, ServerSpec] = {}
     jobs = args.jobs
+    after_setup = f" ({setup_problem})" if setup_problem else ""
+    built_c: tuple[bool, str] | None = None
     if args.loadgen:
         loadgen = Path(args.loadgen).resolve()
     else:
@@ -104,16 +140,36 @@ def prepare(servers: list[str], args, problems: list[str]) -> tuple[Path | None,
                 ok, why = run_build(["cargo", "build", "--release", "-p", "shoal-core", "--example", "echo"], ROOT, jobs)
                 if not ok:
                     spec.missing = why
+        elif name == "shoal-c":
+            spec = ServerSpec(name, TARGET / "c" / "echo")
+            if not args.no_build:
+                if built_c is None:
+                    # libshoal.so and every examples/c/*.c (and the Rust examples, up to date).
+                    env = {"CARGO_BUILD_JOBS": str(jobs)} if jobs else None
+                    built_c = run_build(["make", "examples"], ROOT, None, env)
+                if not built_c[0]:
+                    spec.missing = built_c[1]
         elif name == "epoll":
             spec = ServerSpec(name, TARGET / "bench" / "epoll_echo")
             src = ROOT / "bench" / "c" / "epoll_echo.c"
-            stale = not spec.binary.exists() or spec.binary.stat().st_mtime < src.stat().st_mtime
-            if stale and not args.no_build:
-                spec.binary.parent.mkdir(parents=True, exist_ok=True)
-                cc = os.environ.get("CC", "cc")
-                ok, why = run_build([cc, "-O2", "-Wall", "-Wextra", "-o", str(spec.binary), str(src)], ROOT, None)
-                if not ok:
-                    spec.missing = why
+            cmd = [c_compiler(), "-O2", "-Wall", "-Wextra", "-o", str(spec.binary), str(src)]
+            build_if_stale(spec, src, cmd, None, args.no_build)
+        elif name == "libuv":
+            spec = ServerSpec(name, TARGET / "bench" / "libuv_echo")
+            src = ROOT / "bench" / "c" / "libuv_echo.c"
+            if not (args.no_build and spec.binary.exists()) and not UV_H.exists():
+                spec.missing = f"libuv's headers are not installed (Debian package libuv1-dev){after_setup}"
+            else:
+                cmd = [c_compiler(), "-O2", "-Wall", "-Wextra", "-o", str(spec.binary), str(src), "-luv"]
+                build_if_stale(spec, src, cmd, None, args.no_build)
+        elif name == "go":
+            spec = ServerSpec(name, TARGET / "bench" / "go_echo")
+            src = ROOT / "bench" / "go" / "echo.go"
+            if not (args.no_build and spec.binary.exists()) and shutil.which("go") is None:
+                spec.missing = f"go is not installed (Debian package golang-go){after_setup}"
+            else:
+                cmd = ["go", "build", *(["-p", str(jobs)] if jobs else []), "-o", str(spec.binary), str(src)]
+                build_if_stale(spec, src, cmd, go_env(None), args.no_build)
         elif name == "tokio":
             peers = ROOT / "bench" / "peers"
             spec = ServerSpec(name, peers / "target" / "release" / "tokio_echo")
@@ -148,6 +204,7 @@ class Point:
     user_ns: float = 0.0  # server user time per round trip
     sys_ns: float = 0.0  # server system time per round trip
     p50: float = 0.0
+    p90: float = 0.0
     p99: float = 0.0
     errors: int = 0
     problem: str | None = None
@@ -195,7 +252,7 @@ def run_echo_point(spec: ServerSpec, tools: Tools, conns: int, size: int, rep: i
         if pt.round_trips:
             pt.user_ns = (u1 - u0) * 1e9 / pt.round_trips
             pt.sys_ns = (k1 - k0) * 1e9 / pt.round_trips
-        pt.p50, pt.p99 = float(result["p50_us"]), float(result["p99_us"])
+        pt.p50, pt.p90, pt.p99 = (float(result[k]) for k in ("p50_us", "p90_us", "p99_us"))
         pt.errors = int(result["errors"])
         pt.ok = rc == 0 and pt.round_trips > 0
         if not pt.ok:
@@ -263,62 +320,9 @@ def run_syscalls(spec: ServerSpec, tools: Tools, count: int, conns: int) -> Sysc
     return res
 
 
-@dataclass
-class MemoryResult:
-    server: str
-    ok: bool = False
-    before_kib: int = 0
-    after_kib: int = 0
-    conns: int = 0
-    problem: str | None = None
-
-    @property
-    def per_conn(self) -> float:
-        return (self.after_kib - self.before_kib) * 1024 / self.conns if self.conns else float("nan")
-
-
 def run_memory(spec: ServerSpec, tools: Tools, conns: int) -> MemoryResult:
-    res = MemoryResult(spec.name)
-    srv = lg = None
-    try:
-        srv = Server(spec, tools)
-        time.sleep(0.2)
-        res.before_kib = vm_rss_kib(srv.pid)
-        argv = tools.pin(tools.loadgen_cpu) + [
-            str(tools.loadgen), "idle", "--host", HOST, "--port", str(srv.port), "--conns", str(conns),
-        ]  # fmt: skip
-        lg_err = tools.scratch("loadgen.stderr")
-        lg = spawn(argv, stderr_path=lg_err, stdin=subprocess.PIPE)
-        reader = LineReader(lg.stdout)
-        line = reader.readline(180)
-        if line is None or not line.startswith("ready "):
-            raise RuntimeError(f"loadgen idle said {line!r}: {tail(lg_err)}")
-        res.conns = int(line.split()[1])
-        time.sleep(1.0)
-        res.after_kib = vm_rss_kib(srv.pid)
-        lg.stdin.write(b"\n")
-        lg.stdin.flush()
-        lg.stdin.close()
-        rc = lg.wait(timeout=30)
-        kill_quietly(lg)
-        problem = srv.stop()
-        srv = None
-        notes = []
-        if res.conns < conns:
-            notes.append(f"only {res.conns} of {conns} connections opened")
-        if rc != 0:
-            notes.append(f"loadgen idle status {rc}")
-        if problem:
-            notes.append(problem)
-        res.problem = "; ".join(notes) or None
-        res.ok = res.conns > 0
-    except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.TimeoutExpired) as e:
-        res.problem = f"{type(e).__name__}: {e}"
-    finally:
-        kill_quietly(lg)
-        if srv is not None:
-            srv.kill()
-    return res
+    """Idle-connection memory of an echo server (see harness.run_idle_memory)."""
+    return run_idle_memory(spec, tools, conns, "echo")
 
 
 # --------------------------------------------------------------------------
@@ -342,6 +346,11 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
         + ("" if settings["taskset"] else " (taskset missing: NOT pinned)")
     )
     w("")
+    w("Servers (one core each):")
+    w("")
+    for name in servers:
+        w(f"- `{name}`: {DESCRIPTIONS[name]}")
+    w("")
     w("How to read the tables:")
     w("")
     w("- `round trips/s` and `per CPU-s` are medians over reps; `spread` is min–max.")
@@ -360,8 +369,8 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
     for conns, size in WORKLOADS:
         w(f"## Echo: {size}-byte messages, {conns} connections")
         w("")
-        w(f"| server | round trips/s | spread | per CPU-s | spread | vs {REFERENCE} | user ns/rt | sys ns/rt | server CPU | loadgen CPU | others | p50 µs | p99 µs | notes |")
-        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        w(f"| server | round trips/s | spread | per CPU-s | spread | vs {REFERENCE} | user ns/rt | sys ns/rt | server CPU | loadgen CPU | others | p50 µs | p90 µs | p99 µs | notes |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         ref = None
         ref_pts = [p for p in points if p.server == REFERENCE and p.conns == conns and p.ok]
         if ref_pts:
@@ -369,13 +378,13 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
         for name in servers:
             spec = specs[name]
             if spec.missing:
-                w(f"| {name} | missing | | | | | | | | | | | | {spec.missing} |")
+                w(f"| {name} | missing | | | | | | | | | | | | | {spec.missing} |")
                 continue
             pts = [p for p in points if p.server == name and p.conns == conns]
             good = [p for p in pts if p.ok]
             if not good:
                 why = "; ".join(sorted({p.problem or "failed" for p in pts})) or "not run"
-                w(f"| {name} | failed | | | | | | | | | | | | {why} |")
+                w(f"| {name} | failed | | | | | | | | | | | | | {why} |")
                 continue
             rps = [p.rps for p in good]
             per = [p.per_cpu for p in good]
@@ -398,7 +407,7 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
                 f"| {name} | {fmt_int(statistics.median(rps))} | {spread(rps)} | {fmt_int(med_per)} | {spread(per)} | {ratio} "
                 f"| {statistics.median(p.user_ns for p in good):,.0f} | {statistics.median(p.sys_ns for p in good):,.0f} "
                 f"| {statistics.median(p.server_util for p in good):.0%} | {statistics.median(p.loadgen_util for p in good):.0%} "
-                f"| {statistics.median(p.other_util for p in good):.2f} | {statistics.median(p.p50 for p in good):.0f} | {statistics.median(p.p99 for p in good):.0f} | {', '.join(notes)} |"
+                f"| {statistics.median(p.other_util for p in good):.2f} | {statistics.median(p.p50 for p in good):.0f} | {statistics.median(p.p90 for p in good):.0f} | {statistics.median(p.p99 for p in good):.0f} | {', '.join(notes)} |"
             )
         w("")
 
@@ -431,7 +440,10 @@ def report(args, cmdline: str, servers: list[str], specs, points: list[Point], s
     if memres is None:
         w("skipped")
     else:
-        w(f"Server VmRSS before and 1 s after `loadgen idle --conns {settings['idle_conns']}` (one 64-byte echo on each).")
+        w(
+            f"VmRSS of the server's process tree before and 1 s after `loadgen idle --conns {settings['idle_conns']} "
+            "--sources 4` (from 127.0.0.1–127.0.0.4, one 64-byte echo on each)."
+        )
         w("")
         w("| server | RSS before (KiB) | RSS after (KiB) | connections | bytes / connection |")
         w("|---|---:|---:|---:|---:|")
@@ -490,8 +502,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, help="repetitions per server and workload (default 3)")
     ap.add_argument("--duration", type=float, help="measured seconds per run (default 10)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per run (default 2)")
-    ap.add_argument("--servers", default=",".join(SERVER_ORDER), help="comma list of shoal,shoal-pool,epoll,tokio")
+    ap.add_argument("--servers", default=",".join(SERVER_ORDER), help="comma list of " + ",".join(SERVER_ORDER))
     ap.add_argument("--out", help="also write the Markdown report to this file")
+    ap.add_argument("--json", help="also write the results as JSON to this file (for bench/suite.py)")
+    ap.add_argument("--no-setup", action="store_true", help="do not run bench/setup.sh for missing tools")
     ap.add_argument("--conns", help="comma list of connection counts (default 64,512)")
     ap.add_argument("--strace-count", type=int, default=200_000, help="round trips of the strace run")
     ap.add_argument("--idle-conns", type=int, default=10_000, help="connections of the idle-memory run")
@@ -530,7 +544,16 @@ def main() -> int:
         taskset = shutil.which("taskset") is not None
         if not taskset:
             problems.append("taskset not found: server and loadgen are not pinned")
-        loadgen, specs = prepare(servers, args, problems)
+        setup_problem = None
+        need = tools_missing(servers)
+        if need:
+            if args.no_setup:
+                setup_problem = f"not installed, and --no-setup: {', '.join(need)}"
+            else:
+                setup_problem = run_setup(need, need)
+            if setup_problem:
+                problems.append(setup_problem)
+        loadgen, specs = prepare(servers, args, problems, setup_problem)
         if loadgen is None:
             for msg in problems:
                 log(msg)
@@ -598,6 +621,24 @@ def main() -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text + "\n")
             log(f"report written to {args.out}")
+        if args.json:
+            write_json(args.json, {
+                "kind": "echo", "cmdline": cmdline, "settings": settings, "servers": servers,
+                "reference": REFERENCE, "peers": PEERS, "descriptions": {n: DESCRIPTIONS[n] for n in servers},
+                "missing": {n: specs[n].missing for n in servers if specs[n].missing},
+                "workloads": [list(w) for w in WORKLOADS], "points": [asdict(p) for p in points],
+                "syscalls": [
+                    {"server": r.server, "ok": r.ok, "total": r.total, "round_trips": r.round_trips,
+                     "top": r.top[:6], "problem": r.problem}
+                    for r in (sysres or {}).values()
+                ],
+                "memory": [
+                    {"server": r.server, "ok": r.ok, "before_kib": r.before_kib, "after_kib": r.after_kib,
+                     "conns": r.conns, "per_conn": r.per_conn, "problem": r.problem}
+                    for r in (memres or {}).values()
+                ],
+                "problems": problems,
+            })  # fmt: skip
         failed = any(not p.ok for p in points)
         failed |= any(not r.ok for r in (sysres or {}).values())
         failed |= any(not r.ok for r in (memres or {}).values())

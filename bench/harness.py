@@ -10,12 +10,15 @@ Standard library only.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import resource
 import select
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -94,11 +97,12 @@ class LineReader:
         threading.Thread(target=run, daemon=True).start()
 
 
-def spawn(argv: list[str], *, stderr_path: Path, stdin=subprocess.DEVNULL) -> subprocess.Popen:
+def spawn(argv: list[str], *, stderr_path: Path, stdin=subprocess.DEVNULL, env: dict[str, str] | None = None) -> subprocess.Popen:
     with open(stderr_path, "ab") as err:
         proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=stdin, stdout=subprocess.PIPE, stderr=err, bufsize=0
-        )
+            argv, cwd=ROOT, stdin=stdin, stdout=subprocess.PIPE, stderr=err, bufsize=0,
+            env={**os.environ, **env} if env else None,
+        )  # fmt: skip
     LIVE.add(proc)
     return proc
 
@@ -215,6 +219,17 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process and its live descendants (nginx's master and worker), summed."""
+    total = vm_rss_kib(pid)
+    for kid in descendants(pid):
+        try:
+            total += vm_rss_kib(kid)
+        except (OSError, RuntimeError):
+            pass
+    return total
+
+
 def child_pid(pid: int) -> int | None:
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -252,36 +267,99 @@ class ServerSpec:
     binary: Path
     missing: str | None = None  # why it cannot run
     args: list[str] = field(default_factory=lambda: ["--host", HOST, "--port", "0", "--threads", "1"])
+    # A server that cannot pick its own port and say which (nginx): the harness picks a free
+    # port, puts it in place of "{port}" in args ("{scratch}" becomes a fresh directory of
+    # the run), and takes the server as ready once a TCP connect to it succeeds.
+    fixed_port: bool = False
+    env: dict[str, str] | None = None  # added to the server's environment
+
+
+def free_port() -> int:
+    """A TCP port on HOST that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def connectable(port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class Server:
     """One running server process (optionally under strace)."""
 
-    def __init__(self, spec: ServerSpec, tools: Tools, strace_out: Path | None = None) -> None:
+    def __init__(
+        self, spec: ServerSpec, tools: Tools, strace_out: Path | None = None, wrapper: list[str] | None = None,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:  # fmt: skip
         self.spec = spec
+        self.start_timeout = start_timeout
         self.stderr_path = tools.scratch(f"{spec.name}.stderr")
         argv = tools.pin(tools.server_cpu)
-        if strace_out is not None:
+        if wrapper is not None:
+            argv += wrapper
+        elif strace_out is not None:
             argv += ["strace", "-f", "-c", "-o", str(strace_out), "--"]
-        argv += [str(spec.binary), *spec.args]
-        self.traced = strace_out is not None
-        self.proc = spawn(argv, stderr_path=self.stderr_path)
+        args = spec.args
+        self.port = 0
+        if spec.fixed_port:
+            self.port = free_port()
+            scratch = tools.scratch(f"{spec.name}.d")
+            scratch.mkdir()
+            args = [a.replace("{port}", str(self.port)).replace("{scratch}", str(scratch)) for a in args]
+        argv += [str(spec.binary), *args]
+        self.traced = strace_out is not None  # under strace: the server is strace's child
+        self.proc = spawn(argv, stderr_path=self.stderr_path, env=spec.env)
         self.pid = self.proc.pid  # taskset execs the server: same pid
         try:
-            self._wait_listening()
+            if spec.fixed_port:
+                self._wait_connectable()
+            else:
+                self._wait_listening()
+            if self.traced:
+                self._find_traced_pid()
         except BaseException:
             self.kill()
             raise
 
+    def _wait_connectable(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        LineReader(self.proc.stdout).drain_in_background()
+        while not connectable(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.spec.name}: exited (status {self.proc.returncode}) before listening: {tail(self.stderr_path)}"
+                )
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{self.spec.name}: port {self.port} not accepting within {self.start_timeout:g}s")
+            time.sleep(0.05)
+
+    def _find_traced_pid(self) -> None:
+        """The traced server's own pid: strace's child (a wrapper such as valgrind runs the
+        program in its own process, so there the pid stays)."""
+        kid = None
+        for _ in range(100):
+            kid = child_pid(self.proc.pid)
+            if kid:
+                break
+            time.sleep(0.01)
+        if kid is None:
+            raise RuntimeError(f"{self.spec.name}: cannot find the traced server's pid")
+        self.pid = kid
+
     def _wait_listening(self) -> None:
         spec = self.spec
         reader = LineReader(self.proc.stdout)
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while True:
             try:
                 line = reader.readline(max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                raise RuntimeError(f"{spec.name}: no `listening on` line within {START_TIMEOUT}s") from None
+                raise RuntimeError(f"{spec.name}: no `listening on` line within {self.start_timeout:g}s") from None
             if line is None:
                 rc = self.proc.wait(timeout=5)
                 raise RuntimeError(
@@ -294,16 +372,6 @@ class Server:
             raise RuntimeError(f"{spec.name}: listens on {m.group(1)}, not {HOST}")
         self.port = int(m.group(2))
         reader.drain_in_background()
-        if self.traced:
-            kid = None
-            for _ in range(100):
-                kid = child_pid(self.proc.pid)
-                if kid:
-                    break
-                time.sleep(0.01)
-            if kid is None:
-                raise RuntimeError(f"{spec.name}: cannot find the traced server's pid")
-            self.pid = kid
 
     def stop(self) -> str | None:
         """SIGTERM; returns a problem description, or None for a clean exit 0."""
@@ -338,12 +406,15 @@ class Server:
 # building
 
 
+NICE = os.environ.get("SHOAL_BENCH_NICE", "10")  # the niceness of builds
+
+
 def run_build(cmd: list[str], cwd: Path, jobs: int | None, env: dict[str, str] | None = None) -> tuple[bool, str]:
-    """Runs a build command under `nice -n 10` (cargo with `-j jobs`), with `env`
-    added to the environment; returns (ok, why it failed)."""
+    """Runs a build command under `nice -n $SHOAL_BENCH_NICE` (10 unless set; cargo with
+    `-j jobs`), with `env` added to the environment; returns (ok, why it failed)."""
     if cmd[0] == "cargo" and jobs:
         cmd = [*cmd, "-j", str(jobs)]
-    full = (["nice", "-n", "10"] if shutil.which("nice") else []) + cmd
+    full = (["nice", "-n", NICE] if shutil.which("nice") else []) + cmd
     shown = shlex.join([*(f"{k}={v}" for k, v in (env or {}).items()), *cmd])
     log(f"build: {shown} (in {cwd.relative_to(ROOT) if cwd != ROOT else '.'})")
     try:
@@ -361,6 +432,82 @@ def run_build(cmd: list[str], cwd: Path, jobs: int | None, env: dict[str, str] |
     errors = [ln for ln in lines if ln.startswith("error")] or lines[-3:]
     return False, f"`{shown}` failed: " + " / ".join(errors[:3])
 
+
+
+SETUP_SCRIPT = ROOT / "bench" / "setup.sh"
+SETUP_TIMEOUT = 1800
+DEBIAN_GOPATH = Path("/usr/share/gocode")
+
+
+def run_setup(need: list[str], tools: list[str] | None = None) -> str | None:
+    """Runs `bash bench/setup.sh TOOL...` (every tool when `tools` is None); `need` names
+    what is missing, for the log. Returns why it failed, or None."""
+    log(f"setup: missing {', '.join(need)}: bash bench/setup.sh {' '.join(tools or [])}".rstrip())
+    try:
+        res = subprocess.run(
+            ["bash", str(SETUP_SCRIPT), *(tools or [])], cwd=ROOT, stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=SETUP_TIMEOUT,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"bench/setup.sh timed out after {SETUP_TIMEOUT}s"
+    except OSError as e:
+        return f"bench/setup.sh: {e}"
+    for line in (res.stdout + res.stderr).splitlines():
+        if line.startswith("setup.sh:"):
+            log(f"  {line}")
+    if res.returncode != 0:
+        lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip()]
+        return f"bench/setup.sh failed (status {res.returncode}): " + " / ".join(lines[-3:])
+    return None
+
+
+def go_env(gopath: Path | None) -> dict[str, str]:
+    """GOPATH-mode environment of the Go peers (Debian's packaged sources)."""
+    env = {"GO111MODULE": "off", "GOFLAGS": ""}
+    if gopath is not None:
+        env["GOPATH"] = str(gopath)
+    if not os.environ.get("GOCACHE") and not os.environ.get("HOME"):
+        env["GOCACHE"] = str(TARGET / "bench" / "go-cache")
+    return env
+
+
+def build_if_stale(spec: ServerSpec, src: Path, cmd: list[str], env: dict[str, str] | None, no_build: bool) -> None:
+    """Builds spec.binary from src when it is older than src (or absent)."""
+    stale = not spec.binary.exists() or spec.binary.stat().st_mtime < src.stat().st_mtime
+    if stale and not no_build:
+        spec.binary.parent.mkdir(parents=True, exist_ok=True)
+        ok, why = run_build(cmd, ROOT, None, env)
+        if not ok:
+            spec.missing = why
+
+
+def nginx_binary() -> str | None:
+    """nginx's path, when Debian's nginx is installed (it lives in /usr/sbin)."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+def c_compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """The machine-readable results of a harness (read by bench/suite.py and bench/charts.py).
+    NaN becomes null."""
+
+    def clean(v):
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(clean(data), indent=1) + "\n")
+    log(f"results written to {path}")
 
 
 # --------------------------------------------------------------------------
@@ -406,6 +553,85 @@ def measure_with_retries(
             break
         log("  other processes used the CPUs meanwhile: noisy, measuring again")
     return best
+
+
+@dataclass
+class MemoryResult:
+    server: str
+    ok: bool = False
+    before_kib: int = 0
+    after_kib: int = 0
+    conns: int = 0
+    problem: str | None = None
+
+    @property
+    def per_conn(self) -> float:
+        return (self.after_kib - self.before_kib) * 1024 / self.conns if self.conns else float("nan")
+
+
+IDLE_SOURCES = 4  # idle connections come from 127.0.0.1 .. 127.0.0.IDLE_SOURCES
+
+
+def run_idle_memory(spec: ServerSpec, tools: Tools, conns: int, probe: str = "echo") -> MemoryResult:
+    """The resident memory (VmRSS of the server's process tree) that `conns` idle
+    connections add: read before, and 1 s after `loadgen idle` has opened them all (from
+    IDLE_SOURCES source addresses, each used once: `probe` is echo or http)."""
+    res = MemoryResult(spec.name)
+    srv = lg = None
+    try:
+        srv = Server(spec, tools)
+        time.sleep(0.2)
+        res.before_kib = tree_rss_kib(srv.pid)
+        argv = tools.pin(tools.loadgen_cpu) + [
+            str(tools.loadgen), "idle", "--host", HOST, "--port", str(srv.port), "--conns", str(conns),
+            "--sources", str(IDLE_SOURCES), "--probe", probe,
+        ]  # fmt: skip
+        lg_err = tools.scratch("loadgen.stderr")
+        lg = spawn(argv, stderr_path=lg_err, stdin=subprocess.PIPE)
+        reader = LineReader(lg.stdout)
+        line = reader.readline(180)
+        if line is None or not line.startswith("ready "):
+            raise RuntimeError(f"loadgen idle said {line!r}: {tail(lg_err)}")
+        res.conns = int(line.split()[1])
+        time.sleep(1.0)
+        res.after_kib = tree_rss_kib(srv.pid)
+        lg.stdin.write(b"\n")
+        lg.stdin.flush()
+        lg.stdin.close()
+        rc = lg.wait(timeout=30)
+        kill_quietly(lg)
+        problem = srv.stop()
+        srv = None
+        notes = []
+        if res.conns < conns:
+            notes.append(f"only {res.conns} of {conns} connections opened: {tail(lg_err, 2)}")
+        if rc != 0:
+            notes.append(f"loadgen idle status {rc}")
+        if problem:
+            notes.append(problem)
+        res.problem = "; ".join(notes) or None
+        res.ok = res.conns > 0
+    except (RuntimeError, TimeoutError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+        res.problem = f"{type(e).__name__}: {e}"
+    finally:
+        kill_quietly(lg)
+        if srv is not None:
+            srv.kill()
+    return res
+
+
+def raise_nofile_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and the children it starts
+    (wrk opens as many sockets as it has connections)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+raise_nofile_limit()
 
 
 def on_sigterm(signum, frame):

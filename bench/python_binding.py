@@ -56,7 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import (
@@ -75,6 +75,7 @@ from harness import (
     on_sigterm,
     run_build,
     spread,
+    write_json,
 )
 
 
@@ -354,29 +355,35 @@ class Section:
 
 def summary_table(sec: Section, w) -> None:
     name_of = http_name if sec.kind == "http" else echo_name
+    unit = "requests" if sec.kind == "http" else "round trips"
+    lg = "wrk" if sec.kind == "http" else "loadgen"
     w(
-        f"Median {'requests' if sec.kind == 'http' else 'round trips'} per server CPU-second; in brackets the ratio to "
-        f"{REFERENCE}" + "".join(f" and to {peer}" for peer in sec.peers) + "; then the server's share of its core "
-        "(median; below 90%: the load generator, not the server, was the limit)."
+        f"Median {unit} per server CPU-second, its ratio to {REFERENCE}"
+        + "".join(f" and to {peer}" for peer in sec.peers)
+        + f", and the medians of the server's share of its core and the load generator's ({lg}) share of its own. A "
+        f"server below {BUSY_THRESHOLD:.0%} waited on the load generator (`LG-bound`): its {unit}/s measure the load "
+        "generator, and per CPU-s is the figure that compares servers."
     )
     w("")
-    w("| server | " + " | ".join(name_of(k) for k in sec.keys) + " |")
-    w("|---|" + "---:|" * len(sec.keys))
-    for name in sec.servers:
-        if sec.specs[name].missing:
-            w(f"| {name} | " + " | ".join("missing" for _ in sec.keys) + " |")
-            continue
-        cells = []
-        for key in sec.keys:
+    peer_cols = "".join(f" vs {peer} |" for peer in sec.peers)
+    w(f"| workload | server | per CPU-s | vs {REFERENCE} |{peer_cols} server CPU | {lg} CPU |")
+    w("|---|---|" + "---:|" * (4 + len(sec.peers)))
+    for key in sec.keys:
+        ref = median_per_cpu(sec.points, REFERENCE, key)
+        for name in sec.servers:
+            if sec.specs[name].missing:
+                w(f"| {name_of(key)} | {name} | missing |" + " |" * (3 + len(sec.peers)))
+                continue
             m = median_per_cpu(sec.points, name, key)
             if m is None:
-                cells.append("failed")
+                w(f"| {name_of(key)} | {name} | failed |" + " |" * (3 + len(sec.peers)))
                 continue
-            rs = [ratio(m, median_per_cpu(sec.points, REFERENCE, key))]
-            rs += [ratio(m, median_per_cpu(sec.points, peer, key)) for peer in sec.peers if peer != name]
-            util = med(p.server_util for p in sec.points if p.server == name and point_key(p) == key and p.ok)
-            cells.append(f"{fmt_int(m)} ({', '.join(rs)}) {pct(util)}")
-        w(f"| {name} | " + " | ".join(cells) + " |")
+            good = [p for p in sec.points if p.server == name and point_key(p) == key and p.ok]
+            peers = "".join(f" {ratio(m, median_per_cpu(sec.points, peer, key))} |" for peer in sec.peers)
+            w(
+                f"| {name_of(key)} | {name} | {fmt_int(m)} | {ratio(m, ref)} |{peers} {pct(med(p.server_util for p in good))} "
+                f"| {pct(med(lg_util(p) for p in good))} |"
+            )
     w("")
 
 
@@ -474,6 +481,8 @@ def target_lines(http: Section | None, echo: Section | None, memres, w) -> None:
                 rows.append(("idle memory per connection below uvloop's", name,
                              f"{verdict}: {fmt_int(r.per_conn)} B vs {fmt_int(uv.per_conn)} B"))  # fmt: skip
     if not rows:
+        w("No shoal-py runs with their peers in this report.")
+        w("")
         return
     w("| target | server | result |")
     w("|---|---|---|")
@@ -619,6 +628,38 @@ def report(args, cmdline, settings, http, echo, batch, memres, sysres, problems)
     return "\n".join(out)
 
 
+def json_results(cmdline, settings, http, echo, batch, memres, sysres, problems) -> dict:
+    """The results as plain data (bench/suite.py reads them)."""
+
+    def section(sec: Section | None):
+        if sec is None:
+            return None
+        return {
+            "title": sec.title, "kind": sec.kind, "servers": sec.servers, "peers": sec.peers,
+            "descriptions": {n: describe(n, sec.kind) for n in sec.servers},
+            "missing": {n: sec.specs[n].missing for n in sec.servers if sec.specs[n].missing},
+            "keys": [list(k) for k in sec.keys], "points": [asdict(p) for p in sec.points],
+        }  # fmt: skip
+
+    return {
+        "kind": "python", "cmdline": cmdline, "settings": settings, "reference": REFERENCE,
+        "http": section(http), "echo": section(echo), "batch": section(batch),
+        "memory": [
+            {"server": n, "ok": bool(r and r.ok), "before_kib": r.before_kib if r else 0,
+             "after_kib": r.after_kib if r else 0, "conns": r.conns if r else 0,
+             "per_conn": r.per_conn if r else None, "problem": (r.problem if r else "missing")}
+            for n, r in (memres or {}).items()
+        ],
+        "syscalls": [
+            {"workload": what, "server": n, "ok": bool(r and r.ok), "total": r.total if r else 0,
+             "requests": (getattr(r, "requests", 0) or getattr(r, "round_trips", 0)) if r else 0,
+             "problem": (r.problem if r else "missing")}
+            for (what, n), r in (sysres or {}).items()
+        ],
+        "problems": problems,
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------
 
 
@@ -647,6 +688,7 @@ def main() -> int:
     ap.add_argument("--idle-conns", type=int, help="connections of the idle-memory run (default 10000; --quick 2000)")
     ap.add_argument("--strace-requests", type=int, help="requests of each strace run (default 50000; --quick 10000)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
+    ap.add_argument("--json", help="also write the results as JSON to this file (for bench/suite.py)")
     ap.add_argument("--venv", help=f"the bench venv (default {VENV.relative_to(ROOT)})")
     ap.add_argument("--no-build", action="store_true", help="use the binaries and the installed shoal package as they are")
     ap.add_argument("--no-setup", action="store_true", help="do not run bench/setup.sh for missing tools")
@@ -814,6 +856,8 @@ def main() -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text + "\n")
             log(f"report written to {args.out}")
+        if args.json:
+            write_json(args.json, json_results(cmdline, settings, http, echo, batch, memres, sysres, problems))
         failed = any(not p.ok for sec in (http, echo, batch) if sec for p in sec.points)
         failed |= any(r is not None and not r.ok for r in (memres or {}).values())
         failed |= any(r is not None and not r.ok for r in (sysres or {}).values())

@@ -1,5 +1,6 @@
-//! `loadgen idle`: open N connections, echo 64 bytes once on each, then hold
-//! them open until stdin gives a line or reaches EOF.
+//! `loadgen idle`: open N connections, use each once (`--probe echo`: 64 bytes
+//! echoed back; `--probe http`: one `GET /` and its whole response; `--probe
+//! none`: nothing), then hold them open until stdin gives a line or reaches EOF.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -11,8 +12,62 @@ use crate::args::Opts;
 
 const PROBE: usize = 64;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+const HTTP_REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+/// A response head longer than this is taken as garbage.
+const MAX_HEAD: usize = 16 * 1024;
 
-fn open_one(src: Ipv4Addr, dst: &SockAddr, id: usize) -> io::Result<Socket> {
+/// What each connection does once before it idles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Echo,
+    Http,
+    None,
+}
+
+/// Sends one `GET /` and reads its response to the end (Content-Length framing).
+fn http_probe(sock: &Socket) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let mut s: &Socket = sock;
+    s.write_all(HTTP_REQUEST)?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(bad("connection closed before a whole response"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(bad("response head too long"));
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 2") && !head.starts_with("http/1.0 2") {
+        return Err(bad("non-2xx response"));
+    }
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| bad("response without Content-Length"))?;
+    let want = end + 4 + len;
+    while buf.len() < want {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(bad("connection closed inside the body"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if buf.len() > want {
+        return Err(bad("more bytes than one response"));
+    }
+    Ok(())
+}
+
+fn open_one(src: Ipv4Addr, dst: &SockAddr, id: usize, probe: Probe) -> io::Result<Socket> {
     let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     // Source ports still in TIME_WAIT from earlier runs must not block bind().
     sock.set_reuse_address(true)?;
@@ -21,6 +76,14 @@ fn open_one(src: Ipv4Addr, dst: &SockAddr, id: usize) -> io::Result<Socket> {
     sock.set_tcp_nodelay(true)?;
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    match probe {
+        Probe::None => return Ok(sock),
+        Probe::Http => {
+            http_probe(&sock)?;
+            return Ok(sock);
+        }
+        Probe::Echo => {}
+    }
     let mut msg = [0u8; PROBE];
     for (j, b) in msg.iter_mut().enumerate() {
         *b = (id.wrapping_mul(31).wrapping_add(j)) as u8;
@@ -39,7 +102,7 @@ fn open_one(src: Ipv4Addr, dst: &SockAddr, id: usize) -> io::Result<Socket> {
 
 /// Runs `loadgen idle`; returns the process exit code.
 pub fn run(args: &[String]) -> Result<i32, String> {
-    let o = Opts::parse("idle", args, &["host", "port", "conns", "sources"])?;
+    let o = Opts::parse("idle", args, &["host", "port", "conns", "sources", "probe"])?;
     let host: Ipv4Addr = o.get_or("host", Ipv4Addr::LOCALHOST)?;
     let port: u16 = o.get("port")?;
     let conns: usize = o.get("conns")?;
@@ -47,6 +110,16 @@ pub fn run(args: &[String]) -> Result<i32, String> {
     if sources == 0 || sources > 254 {
         return Err("idle: --sources must be within 1..=254".into());
     }
+    let probe = match o.get_or("probe", String::from("echo"))?.as_str() {
+        "echo" => Probe::Echo,
+        "http" => Probe::Http,
+        "none" => Probe::None,
+        other => {
+            return Err(format!(
+                "idle: --probe is echo, http or none, not {other:?}"
+            ));
+        }
+    };
     match crate::sys::raise_nofile_limit() {
         Ok(lim) if (lim as u128) < conns as u128 + 16 => {
             eprintln!("loadgen: RLIMIT_NOFILE is {lim}: {conns} connections will not all fit");
@@ -59,7 +132,7 @@ pub fn run(args: &[String]) -> Result<i32, String> {
     let mut errors = 0usize;
     for id in 0..conns {
         let src = Ipv4Addr::new(127, 0, 0, 1 + (id % sources as usize) as u8);
-        match open_one(src, &dst, id) {
+        match open_one(src, &dst, id, probe) {
             Ok(s) => open.push(s),
             Err(e) => {
                 errors += 1;

@@ -4,7 +4,7 @@
 //! ```text
 //! loadgen echo --host H --port P --conns N --size S (--duration SECS | --count K)
 //!              [--warmup SECS] [--threads T]
-//! loadgen idle --host H --port P --conns N [--sources K]
+//! loadgen idle --host H --port P --conns N [--sources K] [--probe echo|http|none]
 //! loadgen http --host H --port P --conns N --requests K [--pipeline D] [--timeout SECS]
 //! ```
 //!
@@ -26,10 +26,11 @@ usage:
       JSON line with round trips, rps, p50/p90/p99 latency (us) and errors.
       --count K stops after exactly K round trips (all started after warm-up);
       it gives up after --duration SECS (default 120).
-  loadgen idle --host H --port P --conns N [--sources K]
-      Opens N connections from 127.0.0.1..127.0.0.K (round-robin), echoes 64
-      bytes once on each, prints `ready N`, and holds them until stdin gives a
-      line or reaches EOF.
+  loadgen idle --host H --port P --conns N [--sources K] [--probe echo|http|none]
+      Opens N connections from 127.0.0.1..127.0.0.K (round-robin; K defaults
+      to 4), uses each once (echo: 64 bytes echoed back, the default; http:
+      one `GET /` and its whole response; none: nothing), prints `ready N`,
+      and holds them until stdin gives a line or reaches EOF.
   loadgen http --host H --port P --conns N --requests K [--pipeline D] [--timeout SECS]
       N keep-alive connections, each writing D `GET /` requests at a time and
       waiting for their D responses (Content-Length framing). Stops after
