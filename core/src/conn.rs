@@ -11,6 +11,67 @@ use crate::pool::{TimerOp, WorkerCtx};
 use crate::reactor::{CloseMode, Core};
 use crate::server::ServerHandle;
 
+/// A connection's peer and local address, as compact as an idle connection needs: both IPv4
+/// (the common case) fit in 16 bytes; anything else is boxed. Bindings that cache a
+/// connection's addresses use it too.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddrPair(Pair);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Pair {
+    #[default]
+    Unknown,
+    V4 {
+        peer: [u8; 4],
+        local: [u8; 4],
+        peer_port: u16,
+        local_port: u16,
+    },
+    Other(Box<(SocketAddr, SocketAddr)>),
+}
+
+impl AddrPair {
+    /// Both addresses; [`AddrPair::default`] holds none.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
+        AddrPair(match (peer, local) {
+            (SocketAddr::V4(p), SocketAddr::V4(l)) => Pair::V4 {
+                peer: p.ip().octets(),
+                local: l.ip().octets(),
+                peer_port: p.port(),
+                local_port: l.port(),
+            },
+            _ => Pair::Other(Box::new((peer, local))),
+        })
+    }
+
+    /// The peer's and the local address, unless unknown.
+    pub fn get(&self) -> Option<(SocketAddr, SocketAddr)> {
+        match &self.0 {
+            Pair::Unknown => None,
+            Pair::V4 {
+                peer,
+                local,
+                peer_port,
+                local_port,
+            } => Some((
+                SocketAddr::from((*peer, *peer_port)),
+                SocketAddr::from((*local, *local_port)),
+            )),
+            Pair::Other(b) => Some(**b),
+        }
+    }
+
+    /// The peer's address, unless unknown.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.get().map(|a| a.0)
+    }
+
+    /// The local address, unless unknown.
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.get().map(|a| a.1)
+    }
+}
+
 const SLOT_BITS: u32 = 24;
 const REACTOR_BITS: u32 = 8;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
@@ -388,6 +449,24 @@ impl<'a> Conn<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addr_pairs_round_trip_and_ipv4_stays_inline() {
+        assert_eq!(std::mem::size_of::<AddrPair>(), 16);
+        assert_eq!(AddrPair::default().get(), None);
+        let p: SocketAddr = "127.0.0.2:40000".parse().unwrap();
+        let l: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let v4 = AddrPair::new(p, l);
+        assert!(matches!(v4.0, Pair::V4 { .. }));
+        assert_eq!(v4.get(), Some((p, l)));
+        assert_eq!((v4.peer(), v4.local()), (Some(p), Some(l)));
+        let p6: SocketAddr = "[::1]:40000".parse().unwrap();
+        let l6: SocketAddr = "[fe80::1%2]:80".parse().unwrap();
+        let v6 = AddrPair::new(p6, l6);
+        assert_eq!(v6.get(), Some((p6, l6)));
+        // Mixed families keep both exactly too.
+        assert_eq!(AddrPair::new(p, l6).get(), Some((p, l6)));
+    }
 
     #[test]
     fn id_packs_and_unpacks() {

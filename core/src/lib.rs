@@ -51,7 +51,7 @@ mod stats;
 mod timer;
 
 pub use config::{Config, Dispatch, MAX_SLOTS_PER_REACTOR, MAX_THREADS};
-pub use conn::{Conn, ConnId};
+pub use conn::{AddrPair, Conn, ConnId};
 pub use error::{CloseReason, Error, Result};
 pub use handler::Handler;
 pub use server::{Server, ServerHandle};

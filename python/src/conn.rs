@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shoal_core::{CloseReason, Conn, ConnId, Handler, ServerHandle};
+use shoal_core::{AddrPair, CloseReason, Conn, ConnId, Handler, ServerHandle};
 
 use crate::errors::{err, value_error};
 use crate::logging::log_exception;
@@ -93,8 +93,8 @@ fn addr_tuple(a: Option<SocketAddr>) -> Option<(String, u16)> {
 pub struct Connection {
     id: ConnId,
     handle: ServerHandle,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
+    /// Taken at `on_open`: after a reset the socket no longer knows its peer.
+    addrs: AddrPair,
 }
 
 impl Connection {
@@ -102,8 +102,10 @@ impl Connection {
         Connection {
             id: conn.id(),
             handle: conn.handle().clone(),
-            peer: conn.peer_addr().ok(),
-            local: conn.local_addr().ok(),
+            addrs: match (conn.peer_addr(), conn.local_addr()) {
+                (Ok(p), Ok(l)) => AddrPair::new(p, l),
+                _ => AddrPair::default(),
+            },
         }
     }
 }
@@ -170,13 +172,13 @@ impl Connection {
     /// The peer's `(host, port)`.
     #[getter]
     fn peer(&self) -> Option<(String, u16)> {
-        addr_tuple(self.peer)
+        addr_tuple(self.addrs.peer())
     }
 
     /// The local `(host, port)`.
     #[getter]
     fn local(&self) -> Option<(String, u16)> {
-        addr_tuple(self.local)
+        addr_tuple(self.addrs.local())
     }
 
     /// Whether the connection is still open.
@@ -186,7 +188,7 @@ impl Connection {
     }
 
     fn __repr__(&self) -> String {
-        match self.peer {
+        match self.addrs.peer() {
             Some(p) => format!("<shoal.Connection {} from {p}>", self.id.as_u64()),
             None => format!("<shoal.Connection {}>", self.id.as_u64()),
         }

@@ -229,14 +229,37 @@ pub(crate) struct HttpConn {
     /// The client shut down its side; close once the outstanding response is sent.
     peer_closed: bool,
     continue_sent: bool,
-    chunked: Option<ChunkedDecoder>,
-    /// The head of a request whose chunked body is being decoded, and that body.
-    head_buf: Vec<u8>,
-    body: Vec<u8>,
+    /// Chunked request bodies: allocated by the first one and kept for the connection's
+    /// life, so a connection that never sends one carries a single pointer for it.
+    chunked: Option<Box<ChunkedBody>>,
     deadline: Option<(Instant, TimeoutKind)>,
     armed: Option<Instant>,
     /// When the body being read started arriving (for `body_min_rate`).
     body_since: Option<Instant>,
+}
+
+/// A request whose chunked body is being decoded.
+#[derive(Debug, Default)]
+struct ChunkedBody {
+    /// `Some` while a body is being decoded.
+    decoder: Option<ChunkedDecoder>,
+    /// The head of that request, copied when its body began, and the body so far.
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl HttpConn {
+    /// A chunked body is being decoded.
+    fn decoding(&self) -> bool {
+        self.chunked.as_ref().is_some_and(|c| c.decoder.is_some())
+    }
+
+    /// Ends the chunked body under way, if any (its buffers stay for the next one).
+    fn stop_decoding(&mut self) {
+        if let Some(c) = self.chunked.as_mut() {
+            c.decoder = None;
+        }
+    }
 }
 
 /// The stream handler that serves HTTP with an [`HttpHandler`].
@@ -343,7 +366,7 @@ impl<H: HttpHandler> Http<H> {
         log::debug!("rejecting request on {:?}: {e}", conn.id());
         send_own(conn, counters, e.status());
         conn.close_with(CloseReason::ProtocolError, CloseMode::Linger);
-        st.chunked = None;
+        st.stop_decoding();
         st.phase = Phase::Busy;
         st.deadline = None;
     }
@@ -452,18 +475,19 @@ impl<H: HttpHandler> Http<H> {
             if st.awaiting || conn.is_closing() {
                 break;
             }
-            if st.chunked.is_some() {
-                let decoder = st.chunked.as_mut().expect("checked");
-                match decoder.decode(&data[pos..], &mut st.body) {
+            if let Some(c) = st.chunked.as_mut()
+                && let Some(decoder) = c.decoder.as_mut()
+            {
+                match decoder.decode(&data[pos..], &mut c.body) {
                     Ok((n, Progress::NeedMore)) => {
                         pos += n;
                         partial_body = true;
-                        body_got = st.body.len() as u64;
+                        body_got = c.body.len() as u64;
                         break;
                     }
                     Ok((n, Progress::Done)) => {
                         pos += n;
-                        st.chunked = None;
+                        c.decoder = None;
                         st.body_since = None;
                         served += 1;
                         if let Flow::Stop = self.dispatch_chunked(conn, st, tally) {
@@ -546,10 +570,11 @@ impl<H: HttpHandler> Http<H> {
                     }
                 }
                 Framing::Chunked => {
-                    st.head_buf.clear();
-                    st.head_buf.extend_from_slice(&buf[..head.len]);
-                    st.body.clear();
-                    st.chunked = Some(ChunkedDecoder::new(&self.limits));
+                    let c = st.chunked.get_or_insert_default();
+                    c.head.clear();
+                    c.head.extend_from_slice(&buf[..head.len]);
+                    c.body.clear();
+                    c.decoder = Some(ChunkedDecoder::new(&self.limits));
                     self.send_continue(conn, st, &head);
                     pos += head.len;
                 }
@@ -591,8 +616,9 @@ impl<H: HttpHandler> Http<H> {
     /// Dispatches a request whose chunked body is complete: the head is parsed again from
     /// the copy kept when its body started.
     fn dispatch_chunked(&self, conn: &mut Conn<'_>, st: &mut HttpConn, tally: &mut Tally) -> Flow {
-        let head_buf = std::mem::take(&mut st.head_buf);
-        let body = std::mem::take(&mut st.body);
+        let c = st.chunked.as_mut().expect("a chunked body was decoded");
+        let head_buf = std::mem::take(&mut c.head);
+        let body = std::mem::take(&mut c.body);
         let flow = {
             let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             match parse_head(&head_buf, &mut fields, &self.limits) {
@@ -614,9 +640,11 @@ impl<H: HttpHandler> Http<H> {
                 }
             }
         };
-        st.head_buf = head_buf;
-        st.body = body;
-        st.body.clear();
+        if let Some(c) = st.chunked.as_mut() {
+            c.head = head_buf;
+            c.body = body;
+            c.body.clear();
+        }
         flow
     }
 
@@ -667,7 +695,7 @@ impl<H: HttpHandler> Handler for Http<H> {
             st.peer_closed = true;
             return true;
         }
-        if st.chunked.is_some() || matches!(st.phase, Phase::Head | Phase::Body) {
+        if st.decoding() || matches!(st.phase, Phase::Head | Phase::Body) {
             // A request cut short: never delivered as complete.
             inc(&self.counters(conn).incomplete);
         }
@@ -841,5 +869,23 @@ impl HttpStatsHandle {
             s.add(c);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Per-connection HTTP state is part of every idle connection's footprint; the buffers of
+    /// chunked bodies live behind one pointer until a connection sends one.
+    #[test]
+    fn idle_http_state_stays_small() {
+        assert!(
+            std::mem::size_of::<HttpConn>() <= 80,
+            "HttpConn grew to {} bytes",
+            std::mem::size_of::<HttpConn>()
+        );
+        let st = HttpConn::default();
+        assert!(st.chunked.is_none() && !st.decoding());
     }
 }

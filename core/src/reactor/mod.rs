@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::buf::{BufferPool, OutQueue};
 use crate::config::Config;
-use crate::conn::{Conn, ConnId};
+use crate::conn::{AddrPair, Conn, ConnId};
 use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
 use crate::pool::{Done, Job, JobEvents, JobKind, PoolLink, TimerOp, panic_message};
@@ -124,8 +124,9 @@ pub(crate) struct Connection {
     out: OutQueue,
     /// The housekeeping timer and the tick it fires at.
     timer: Option<TimerId>,
-    /// Pending user timers (unallocated until the first one).
-    user_timers: Vec<(u64, TimerId)>,
+    /// The first pending user timer (tag and key); any more live in `extra`. An HTTP
+    /// connection keeps exactly one, so it needs no allocation for it.
+    timer1: Option<(u64, TimerId)>,
     timer_at: u64,
     /// Last tick with traffic in either direction (or the connect attempt's start).
     last_active: u64,
@@ -144,21 +145,115 @@ pub(crate) struct Connection {
     closing: Option<(CloseReason, bool)>,
     /// When a lingering close gives up waiting for the peer.
     linger_at: u64,
-    /// Pool mode: events waiting for the next job (`P_*`) and fired timer tags.
+    /// Pool mode: events waiting for the next job (`P_*`).
     pending: u8,
-    pending_timers: Vec<u64>,
     /// Pool mode: sequence number of the job queued or running (0 = none) and its deadline.
     job_seq: u64,
     job_timer: Option<TimerId>,
     /// Pool mode: peer and local address, for callbacks on workers (which never touch the
     /// socket).
-    addrs: Option<Box<(SocketAddr, SocketAddr)>>,
+    addrs: AddrPair,
     /// Pool mode: bytes at the front of `input` that the handler already saw and left
     /// unconsumed (they do not count as input waiting for the worker).
     tail_len: usize,
+    /// State most connections never need, allocated on first use.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rarely used part of a connection's state: one pointer in [`Connection`] instead of
+/// three vectors, which keeps an idle connection small.
+#[derive(Debug, Default)]
+struct Extra {
+    /// User timers beyond the first.
+    timers: Vec<(u64, TimerId)>,
+    /// Pool mode: tags of timers that fired, waiting for the next job.
+    pending_timers: Vec<u64>,
     /// Pool mode: writes from other threads that arrived while a job ran; they follow the
     /// job's own output, so a callback's writes keep their place in the stream.
     held_writes: Vec<Vec<u8>>,
+}
+
+impl Connection {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_default()
+    }
+
+    fn add_user_timer(&mut self, tag: u64, key: TimerId) {
+        if self.timer1.is_none() {
+            self.timer1 = Some((tag, key));
+        } else {
+            self.extra().timers.push((tag, key));
+        }
+    }
+
+    /// Forgets the user timer `key` (it fired); false when it is no longer pending.
+    fn take_user_timer(&mut self, key: TimerId) -> bool {
+        if self.timer1.is_some_and(|(_, k)| k == key) {
+            self.timer1 = self.extra.as_mut().and_then(|e| e.timers.pop());
+            return true;
+        }
+        if let Some(e) = self.extra.as_mut()
+            && let Some(i) = e.timers.iter().position(|&(_, k)| k == key)
+        {
+            e.timers.swap_remove(i);
+            return true;
+        }
+        false
+    }
+
+    /// Removes every user timer tagged `tag`, handing each key to `cancel`; returns how many.
+    fn remove_user_timers(&mut self, tag: u64, mut cancel: impl FnMut(TimerId)) -> usize {
+        let mut n = 0;
+        if let Some(e) = self.extra.as_mut() {
+            e.timers.retain(|&(t, key)| {
+                if t == tag {
+                    cancel(key);
+                    n += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        if let Some((t, key)) = self.timer1
+            && t == tag
+        {
+            cancel(key);
+            n += 1;
+            self.timer1 = self.extra.as_mut().and_then(|e| e.timers.pop());
+        }
+        n
+    }
+
+    /// Removes every user timer, handing each key to `cancel`.
+    fn clear_user_timers(&mut self, mut cancel: impl FnMut(TimerId)) {
+        if let Some((_, key)) = self.timer1.take() {
+            cancel(key);
+        }
+        if let Some(e) = self.extra.as_mut() {
+            e.timers.drain(..).for_each(|(_, key)| cancel(key));
+        }
+    }
+
+    fn has_pending_timers(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|e| !e.pending_timers.is_empty())
+    }
+
+    fn take_pending_timers(&mut self) -> Vec<u64> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.pending_timers))
+            .unwrap_or_default()
+    }
+
+    fn take_held_writes(&mut self) -> Vec<Vec<u8>> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.held_writes))
+            .unwrap_or_default()
+    }
 }
 
 /// The live connection named by `id` (slot and generation both match).
@@ -401,24 +496,17 @@ impl Core {
             return;
         };
         let t = self.timers.insert(when, TimerEvent::User { id, tag });
-        c.user_timers.push((tag, t));
+        c.add_user_timer(tag, t);
     }
 
     pub(crate) fn cancel_user_timers(&mut self, id: ConnId, tag: u64) -> usize {
         let Some(c) = lookup(&mut self.conns, id) else {
             return 0;
         };
-        let before = c.user_timers.len();
         let timers = &mut self.timers;
-        c.user_timers.retain(|&(t, key)| {
-            if t == tag {
-                timers.cancel(key);
-                false
-            } else {
-                true
-            }
-        });
-        before - c.user_timers.len()
+        c.remove_user_timers(tag, |key| {
+            timers.cancel(key);
+        })
     }
 
     pub(crate) fn peer_addr(&self, id: ConnId) -> Result<SocketAddr> {
@@ -870,7 +958,7 @@ impl<H: Handler> Reactor<H> {
             input: Vec::new(),
             out: OutQueue::default(),
             timer: None,
-            user_timers: Vec::new(),
+            timer1: None,
             timer_at: NEVER,
             last_active: self.core.now,
             input_since: NEVER,
@@ -881,12 +969,11 @@ impl<H: Handler> Reactor<H> {
             closing: None,
             linger_at: NEVER,
             pending: 0,
-            pending_timers: Vec::new(),
             job_seq: 0,
             job_timer: None,
-            addrs: None,
+            addrs: AddrPair::default(),
             tail_len: 0,
-            held_writes: Vec::new(),
+            extra: None,
         });
         self.states[s] = Some(state);
         self.live += 1;
@@ -901,8 +988,8 @@ impl<H: Handler> Reactor<H> {
             if let Some(c) = self.core.get_mut(id) {
                 // Workers never touch the socket, so they get its addresses with each job.
                 c.addrs = match (c.stream.peer_addr(), c.stream.local_addr()) {
-                    (Ok(p), Ok(l)) => Some(Box::new((p, l))),
-                    _ => None,
+                    (Ok(p), Ok(l)) => AddrPair::new(p, l),
+                    _ => AddrPair::default(),
                 };
             }
             self.post(id, P_OPEN);
@@ -1382,9 +1469,10 @@ impl<H: Handler> Reactor<H> {
         if let Some(t) = c.job_timer.take() {
             self.core.timers.cancel(t);
         }
-        for (_, t) in c.user_timers.drain(..) {
-            self.core.timers.cancel(t);
-        }
+        let timers = &mut self.core.timers;
+        c.clear_user_timers(|t| {
+            timers.cancel(t);
+        });
         self.core.pool.put(std::mem::take(&mut c.input));
         self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
@@ -1472,15 +1560,14 @@ impl<H: Handler> Reactor<H> {
                         continue;
                     };
                     // Cancelled by a callback of this same batch: not delivered.
-                    let Some(i) = c.user_timers.iter().position(|&(_, k)| k == key) else {
+                    if !c.take_user_timer(key) {
                         continue;
-                    };
-                    c.user_timers.swap_remove(i);
+                    }
                     if c.flags & CONNECTING != 0 {
                         continue;
                     }
                     if self.pool.is_some() {
-                        c.pending_timers.push(tag);
+                        c.extra().pending_timers.push(tag);
                         self.dispatch(id);
                     } else {
                         invoke(
@@ -1563,12 +1650,15 @@ impl<H: Handler> Reactor<H> {
                     && c.close_req.is_none()
                     && c.closing.is_none()
                 {
-                    let held: usize = c.held_writes.iter().map(Vec::len).sum();
+                    let held: usize = c
+                        .extra
+                        .as_ref()
+                        .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum());
                     if c.out.len() + held + data.len() > self.core.limits.max_write_buffer {
                         self.core
                             .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
                     } else {
-                        c.held_writes.push(data);
+                        c.extra().held_writes.push(data);
                     }
                     return;
                 }
@@ -1645,7 +1735,7 @@ impl<H: Handler> Reactor<H> {
         if c.job_seq != 0
             || c.close_req.is_some()
             || c.closing.is_some()
-            || (due == 0 && c.pending_timers.is_empty())
+            || (due == 0 && !c.has_pending_timers())
         {
             return;
         }
@@ -1660,7 +1750,7 @@ impl<H: Handler> Reactor<H> {
             } else {
                 Vec::new()
             },
-            timers: std::mem::take(&mut c.pending_timers),
+            timers: c.take_pending_timers(),
             drain: due & P_DRAIN != 0,
             eof: due & P_EOF != 0,
             resume: due & P_RESUME != 0,
@@ -1683,7 +1773,7 @@ impl<H: Handler> Reactor<H> {
             kind: JobKind::Events(events),
             out: self.core.pool.get(),
             queued: c.out.len(),
-            addrs: c.addrs.as_deref().copied(),
+            addrs: c.addrs.get(),
         };
         self.send_job(job);
     }
@@ -1897,7 +1987,7 @@ impl<H: Handler> Reactor<H> {
             }
             None => self.core.pool.put(data),
         }
-        let held = std::mem::take(&mut c.held_writes);
+        let held = c.take_held_writes();
         if out.is_empty() {
             self.core.pool.put(out);
         } else if c.out.len() + out.len() > limits.max_write_buffer {
@@ -1930,8 +2020,8 @@ impl<H: Handler> Reactor<H> {
                 TimerOp::Set(after, tag) => self.core.set_user_timer(id, after, tag),
                 TimerOp::Cancel(tag) => {
                     self.core.cancel_user_timers(id, tag);
-                    if let Some(c) = self.core.get_mut(id) {
-                        c.pending_timers.retain(|&t| t != tag);
+                    if let Some(e) = self.core.get_mut(id).and_then(|c| c.extra.as_mut()) {
+                        e.pending_timers.retain(|&t| t != tag);
                     }
                 }
             }
@@ -2165,6 +2255,71 @@ mod tests {
         assert!(sock.tcp_nodelay().unwrap());
         assert!(sock.keepalive().unwrap());
         assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+    }
+
+    /// An idle connection's footprint is most of the engine's memory per connection
+    /// (bench/RESULTS.md): a field added here should be a choice, not an accident.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        assert!(
+            std::mem::size_of::<Option<Connection>>() <= 296,
+            "Connection grew to {} bytes",
+            std::mem::size_of::<Option<Connection>>()
+        );
+    }
+
+    #[test]
+    fn user_timers_spill_past_the_first_and_cancel_by_tag() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let mut c = Connection {
+            stream: TcpStream::from_std(s),
+            id: ConnId::new(0, 1, 1),
+            flags: 0,
+            input: Vec::new(),
+            out: OutQueue::default(),
+            timer: None,
+            timer1: None,
+            timer_at: 0,
+            last_active: 0,
+            input_since: 0,
+            stall_since: 0,
+            queued_since: 0,
+            sent_since: 0,
+            close_req: None,
+            closing: None,
+            linger_at: 0,
+            pending: 0,
+            job_seq: 0,
+            job_timer: None,
+            addrs: AddrPair::default(),
+            tail_len: 0,
+            extra: None,
+        };
+        let mut wheel = TimerWheel::new();
+        let keys: Vec<TimerId> = (0..4).map(|i| wheel.insert(10 + i, ())).collect();
+        // Tags 7, 8, 7, 9: one inline, three spilled.
+        for (&k, tag) in keys.iter().zip([7, 8, 7, 9]) {
+            c.add_user_timer(tag, k);
+        }
+        assert!(c.extra.is_some());
+        let mut cancelled = Vec::new();
+        assert_eq!(c.remove_user_timers(7, |k| cancelled.push(k)), 2);
+        assert_eq!(cancelled, [keys[2], keys[0]]);
+        // A cancelled timer that fires anyway is not delivered; a pending one is, once.
+        assert!(!c.take_user_timer(keys[0]));
+        assert!(c.take_user_timer(keys[3]));
+        assert!(!c.take_user_timer(keys[3]));
+        let mut rest = Vec::new();
+        c.clear_user_timers(|k| rest.push(k));
+        assert_eq!(rest, [keys[1]]);
+        assert!(c.timer1.is_none() && c.extra.as_ref().unwrap().timers.is_empty());
+        // Without a timer or pool state the connection allocates nothing for them.
+        let mut plain = Connection { extra: None, ..c };
+        plain.add_user_timer(1, keys[1]);
+        assert!(plain.extra.is_none());
+        assert!(plain.take_user_timer(keys[1]));
     }
 
     #[test]
