@@ -169,6 +169,14 @@ typedef struct shoal_conn shoal_conn;
 typedef struct shoal_deferred shoal_deferred;
 
 /**
+ * Response header fields checked and serialized once by shoal_headers_new(), for answers
+ * that repeat them: shoal_response_send_prepared() copies the block instead of checking and
+ * writing each field again. Immutable: any number of threads may send with one at once.
+ * Owned by the caller: free it with shoal_headers_free() once no call is using it.
+ */
+typedef struct shoal_headers shoal_headers;
+
+/**
  * The request an `on_request` callback answers. Valid, with every pointer read from it, only
  * during that callback.
  */
@@ -1148,6 +1156,42 @@ shoal_status shoal_response_send(struct shoal_response *res,
                                  size_t body_len);
 
 /**
+ * Checks and serializes `count` header fields (the rules of shoal_response_send()) into a
+ * shoal_headers stored in `*out`; the fields are copied, so they need not outlive the call.
+ * SHOAL_ERR_INVALID_RESPONSE for a field shoal_response_send() would refuse (nothing is
+ * stored then).
+ *
+ * # Safety
+ * `headers` readable for `count` entries whose pointers are readable for their lengths;
+ * `out` writable.
+ */
+shoal_status shoal_headers_new(const struct shoal_header *headers,
+                               size_t count,
+                               struct shoal_headers **out);
+
+/**
+ * Frees prepared header fields. NULL is ignored.
+ *
+ * # Safety
+ * `h` NULL or from shoal_headers_new(), not yet freed, and no call using it running.
+ */
+void shoal_headers_free(struct shoal_headers *h);
+
+/**
+ * Sends a complete response as shoal_response_send() does, with header fields prepared by
+ * shoal_headers_new(): the fast path for answers that repeat their headers.
+ *
+ * # Safety
+ * `res` is the running on_request's; `headers` from shoal_headers_new(), not freed; `body`
+ * readable for `body_len`.
+ */
+shoal_status shoal_response_send_prepared(struct shoal_response *res,
+                                          uint16_t status,
+                                          const struct shoal_headers *headers,
+                                          const void *body,
+                                          size_t body_len);
+
+/**
  * Starts a streamed response (chunked for HTTP/1.1, close-delimited for HTTP/1.0); send the
  * body with shoal_response_write_chunk() and end it with shoal_response_finish() (an
  * unfinished stream is ended when on_request returns).
@@ -1210,6 +1254,20 @@ shoal_status shoal_deferred_send(struct shoal_deferred *d,
                                  size_t count,
                                  const void *body,
                                  size_t body_len);
+
+/**
+ * Answers a deferred response with prepared header fields (as
+ * shoal_response_send_prepared()), from any thread.
+ *
+ * # Safety
+ * `d` as for shoal_deferred_send(); `headers` from shoal_headers_new(), not freed; `body`
+ * readable for `body_len`.
+ */
+shoal_status shoal_deferred_send_prepared(struct shoal_deferred *d,
+                                          uint16_t status,
+                                          const struct shoal_headers *headers,
+                                          const void *body,
+                                          size_t body_len);
 
 /**
  * Starts a streamed answer to a deferred response; `*out` receives a shoal_chunked owned by

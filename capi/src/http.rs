@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use shoal_core::http::{ChunkedBody, Deferred, Request, Response, Version};
+use shoal_core::http::{ChunkedBody, Deferred, PreparedHeaders, Request, Response, Version};
 
 use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or};
 use crate::callbacks::shoal_conn_id;
@@ -35,6 +35,15 @@ pub struct shoal_deferred {
 #[derive(Debug)]
 pub struct shoal_chunked {
     inner: Option<ChunkedBody>,
+}
+
+/// Response header fields checked and serialized once by shoal_headers_new(), for answers
+/// that repeat them: shoal_response_send_prepared() copies the block instead of checking and
+/// writing each field again. Immutable: any number of threads may send with one at once.
+/// Owned by the caller: free it with shoal_headers_free() once no call is using it.
+#[derive(Debug)]
+pub struct shoal_headers {
+    inner: PreparedHeaders,
 }
 
 /// A response header field: name and value as (pointer, length) pairs. Names must be tokens;
@@ -341,6 +350,71 @@ pub unsafe extern "C" fn shoal_response_send(
     })
 }
 
+/// Checks and serializes `count` header fields (the rules of shoal_response_send()) into a
+/// shoal_headers stored in `*out`; the fields are copied, so they need not outlive the call.
+/// SHOAL_ERR_INVALID_RESPONSE for a field shoal_response_send() would refuse (nothing is
+/// stored then).
+///
+/// # Safety
+/// `headers` readable for `count` entries whose pointers are readable for their lengths;
+/// `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_headers_new(
+    headers: *const shoal_header,
+    count: usize,
+    out: *mut *mut shoal_headers,
+) -> shoal_status {
+    ffi_guard!({
+        let out = mut_or!(out);
+        // SAFETY: forwarded contract.
+        let made = unsafe { with_fields(headers, count, |h| PreparedHeaders::new(h)) };
+        match made {
+            Ok(Ok(inner)) => {
+                *out = Box::into_raw(Box::new(shoal_headers { inner }));
+                SHOAL_OK
+            }
+            Ok(Err(e)) => crate::error::status_of(&e),
+            Err(s) => s,
+        }
+    })
+}
+
+/// Frees prepared header fields. NULL is ignored.
+///
+/// # Safety
+/// `h` NULL or from shoal_headers_new(), not yet freed, and no call using it running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_headers_free(h: *mut shoal_headers) {
+    ffi_guard!((), {
+        if !h.is_null() {
+            // SAFETY: from shoal_headers_new(), freed only here.
+            drop(unsafe { Box::from_raw(h) });
+        }
+    })
+}
+
+/// Sends a complete response as shoal_response_send() does, with header fields prepared by
+/// shoal_headers_new(): the fast path for answers that repeat their headers.
+///
+/// # Safety
+/// `res` is the running on_request's; `headers` from shoal_headers_new(), not freed; `body`
+/// readable for `body_len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_response_send_prepared(
+    res: *mut shoal_response,
+    status: u16,
+    headers: *const shoal_headers,
+    body: *const c_void,
+    body_len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let r = res_or!(res);
+        let h = ref_or!(headers);
+        let body = slice_or!(body.cast::<u8>(), body_len);
+        result(r.send_prepared(status, &h.inner, body))
+    })
+}
+
 /// Starts a streamed response (chunked for HTTP/1.1, close-delimited for HTTP/1.0); send the
 /// body with shoal_response_write_chunk() and end it with shoal_response_finish() (an
 /// unfinished stream is ended when on_request returns).
@@ -441,6 +515,28 @@ pub unsafe extern "C" fn shoal_deferred_send(
         // SAFETY: forwarded contract.
         unsafe { with_fields(headers, count, |h| result(d.inner.send(status, h, body))) }
             .unwrap_or_else(|s| s)
+    })
+}
+
+/// Answers a deferred response with prepared header fields (as
+/// shoal_response_send_prepared()), from any thread.
+///
+/// # Safety
+/// `d` as for shoal_deferred_send(); `headers` from shoal_headers_new(), not freed; `body`
+/// readable for `body_len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_deferred_send_prepared(
+    d: *mut shoal_deferred,
+    status: u16,
+    headers: *const shoal_headers,
+    body: *const c_void,
+    body_len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let d = mut_or!(d);
+        let h = ref_or!(headers);
+        let body = slice_or!(body.cast::<u8>(), body_len);
+        result(d.inner.send_prepared(status, &h.inner, body))
     })
 }
 

@@ -6,17 +6,44 @@ mod http_util;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http_util::*;
-use shoal_core::http::{HttpConfig, Request, Response, Version};
+use shoal_core::http::{HttpConfig, PreparedHeaders, Request, Response, Version};
 
 const SEC: Duration = Duration::from_secs(1);
+
+/// `Content-Type: text/plain` and `X-Prep: yes`, prepared once.
+fn prepared() -> &'static PreparedHeaders {
+    static P: OnceLock<PreparedHeaders> = OnceLock::new();
+    P.get_or_init(|| {
+        PreparedHeaders::new(&[("Content-Type", "text/plain"), ("X-Prep", "yes")]).unwrap()
+    })
+}
 
 /// The test application: routes exercising every response style.
 fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
     let text = [("Content-Type", "text/plain")];
     match req.path() {
+        "/prepared" => res.send_prepared(200, prepared(), b"same").unwrap(),
+        "/plain" => res
+            .send(
+                200,
+                &[("Content-Type", "text/plain"), ("X-Prep", "yes")],
+                b"same",
+            )
+            .unwrap(),
+        "/prepared-close" => {
+            static CLOSE: OnceLock<PreparedHeaders> = OnceLock::new();
+            let close =
+                CLOSE.get_or_init(|| PreparedHeaders::new(&[("Connection", "close")]).unwrap());
+            res.send_prepared(200, close, b"bye").unwrap();
+        }
+        "/prepared-defer" => {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || d.send_prepared(201, prepared(), b"later").unwrap());
+        }
         "/echo" => res.send(200, &text, req.body()).unwrap(),
         "/version" => {
             let v = match req.version() {
@@ -370,6 +397,50 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
         let st = srv.server.http_stats();
         assert_eq!(st.handler_failures, 5, "{st:?}");
         assert_eq!(st.responses[4], 4);
+    }
+}
+
+#[test]
+fn prepared_headers_answer_exactly_like_plain_ones() {
+    let srv = Http::start(config(1), app);
+    let mut c = Client::connect(srv.addr);
+    let (p, q) = (c.get("/prepared"), c.get("/plain"));
+    // The same fields in the same order (the Date aside, which may tick between them).
+    let strip_date = |r: &Resp| {
+        let mut r = r.clone();
+        r.headers.retain(|(n, _)| n != "Date");
+        r
+    };
+    assert_eq!(strip_date(&p), strip_date(&q));
+    assert_eq!(
+        (p.status, p.text(), p.header("x-prep")),
+        (200, "same".into(), Some("yes"))
+    );
+    c.send(b"HEAD /prepared HTTP/1.1\r\nHost: t\r\n\r\n");
+    let h = c.read(1, &[true]).remove(0);
+    assert_eq!((h.header("content-length"), h.body.len()), (Some("4"), 0));
+    let d = c.get("/prepared-defer");
+    assert_eq!(
+        (d.status, d.text(), d.header("x-prep")),
+        (201, "later".into(), Some("yes"))
+    );
+    // What a prepared block says about the connection counts as in a plain answer.
+    let ex = exchange(
+        srv.addr,
+        &[&get("/prepared-close"), &get("/never")],
+        Duration::ZERO,
+        5 * SEC,
+        false,
+    );
+    assert_eq!(ex.statuses(), vec![200]);
+    assert!(ex.closed && !ex.reset);
+    // Invalid fields are refused when the block is made.
+    for bad in [
+        [("X-Evil", "a\r\nb")],
+        [("Content-Length", "1")],
+        [("Bad Name", "v")],
+    ] {
+        assert!(PreparedHeaders::new(&bad).is_err(), "{bad:?}");
     }
 }
 

@@ -65,11 +65,12 @@ static size_t big_size(const shoal_request *req) {
     return FILLER_SIZE;
 }
 
-static shoal_status send_big(shoal_response *res, size_t n, const shoal_header *text) {
+static shoal_status send_big(shoal_response *res, size_t n, const shoal_headers *text) {
     if (n <= FILLER_SIZE) {
-        return shoal_response_send(res, 200, text, 1, filler, n);
+        return shoal_response_send_prepared(res, 200, text, filler, n);
     }
-    shoal_status st = shoal_response_start_chunked(res, 200, text, 1);
+    shoal_header h = header("Content-Type", "text/plain", 10);
+    shoal_status st = shoal_response_start_chunked(res, 200, &h, 1);
     for (size_t left = n; st == SHOAL_OK && left > 0;) {
         size_t k = left < FILLER_SIZE ? left : FILLER_SIZE;
         st = shoal_response_write_chunk(res, filler, k);
@@ -100,10 +101,17 @@ static shoal_status not_allowed(shoal_response *res, const char *allow) {
     return shoal_response_send(res, 405, &h, 1, NULL, 0);
 }
 
+/* Shared by every callback on every thread; never written after the server starts. */
+typedef struct app {
+    long delay_ms;
+    /* Content-Type: text/plain, checked and serialized once (shoal_headers_new). */
+    shoal_headers *text;
+} app;
+
 static int on_request(void *user_data, const shoal_request *req, shoal_response *res) {
-    const long *delay_ms = user_data;
-    if (*delay_ms > 0) {
-        struct timespec ts = {*delay_ms / 1000, (*delay_ms % 1000) * 1000000L};
+    const app *a = user_data;
+    if (a->delay_ms > 0) {
+        struct timespec ts = {a->delay_ms / 1000, (a->delay_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     }
     const char *method;
@@ -116,18 +124,17 @@ static int on_request(void *user_data, const shoal_request *req, shoal_response 
     }
     if (st == SHOAL_OK) {
         bool get = is(method, method_len, "GET") || is(method, method_len, "HEAD");
-        shoal_header text = header("Content-Type", "text/plain", 10);
         if (is(path, path_len, "/")) {
-            st = get ? shoal_response_send(res, 200, &text, 1, "Hello, World!", 13)
+            st = get ? shoal_response_send_prepared(res, 200, a->text, "Hello, World!", 13)
                      : not_allowed(res, "GET, HEAD");
         } else if (is(path, path_len, "/echo")) {
             st = is(method, method_len, "POST") ? echo(req, res) : not_allowed(res, "POST");
         } else if (is(path, path_len, "/big")) {
-            st = get ? send_big(res, big_size(req), &text) : not_allowed(res, "GET, HEAD");
+            st = get ? send_big(res, big_size(req), a->text) : not_allowed(res, "GET, HEAD");
         } else if (is(path, path_len, "/fail") && is(method, method_len, "GET")) {
             return 1; /* fails on purpose: shoal answers 500 and closes this connection only */
         } else {
-            st = shoal_response_send(res, 404, &text, 1, "Not Found", 9);
+            st = shoal_response_send_prepared(res, 404, a->text, "Not Found", 9);
         }
     }
     if (st == SHOAL_OK || st == SHOAL_ERR_CLOSED) {
@@ -170,19 +177,22 @@ int main(int argc, char **argv) {
     };
     cli_args args =
         cli_parse(argc, argv, "http_hello", 8080, flags, sizeof flags / sizeof flags[0]);
-    /* Read by every callback on every thread, never written after the server starts. */
-    static long delay_ms;
-    delay_ms = (long)cli_value(&args, "handler-delay-ms", 0);
+    static app a;
+    a.delay_ms = (long)cli_value(&args, "handler-delay-ms", 0);
     memset(filler, 'x', sizeof filler);
+    shoal_header text = header("Content-Type", "text/plain", 10);
+    cli_check(args.program, "shoal_headers_new", shoal_headers_new(&text, 1, &a.text));
 
     shoal_config *config = cli_config(&args);
     shoal_http_handler handler = {.size = sizeof handler, .on_request = on_request};
     shoal_server *server = NULL;
     cli_check(args.program, "shoal_http_server_new",
-              shoal_http_server_new(config, &handler, &delay_ms, NULL, &server));
+              shoal_http_server_new(config, &handler, &a, NULL, &server));
     shoal_config_free(config);
 
     cli_run(&args, server);
+    /* cli_run stopped and freed the server: no callback uses the headers any more. */
+    shoal_headers_free(a.text);
     cli_free(&args);
     return 0;
 }

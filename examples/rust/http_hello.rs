@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use shoal_core::Config;
-use shoal_core::http::{HttpConfig, HttpServer, Request, Response};
+use shoal_core::http::{HttpConfig, HttpServer, PreparedHeaders, Request, Response};
 
 /// A megabyte of filler for `/big`, made once.
 fn filler() -> &'static [u8] {
@@ -21,13 +21,18 @@ fn filler() -> &'static [u8] {
     BIG.get_or_init(|| vec![b'x'; 1 << 20])
 }
 
-fn handle(req: &Request<'_>, res: &mut Response<'_, '_>, delay: Option<Duration>) {
+/// `text` is `Content-Type: text/plain`, checked and serialized once at start-up.
+fn handle(
+    req: &Request<'_>,
+    res: &mut Response<'_, '_>,
+    text: &PreparedHeaders,
+    delay: Option<Duration>,
+) {
     if let Some(d) = delay {
         std::thread::sleep(d);
     }
-    let text = [("Content-Type", "text/plain")];
     let result = match (req.method(), req.path()) {
-        ("GET" | "HEAD", "/") => res.send(200, &text, b"Hello, World!"),
+        ("GET" | "HEAD", "/") => res.send_prepared(200, text, b"Hello, World!"),
         ("POST", "/echo") => {
             let ct = req
                 .header("content-type")
@@ -42,22 +47,23 @@ fn handle(req: &Request<'_>, res: &mut Response<'_, '_>, delay: Option<Duration>
                 .unwrap_or(1 << 20);
             let fill = filler();
             if n <= fill.len() {
-                res.send(200, &text, &fill[..n])
+                res.send_prepared(200, text, &fill[..n])
             } else {
-                res.start_chunked(200, &text).and_then(|()| {
-                    let mut left = n;
-                    while left > 0 {
-                        let k = left.min(fill.len());
-                        res.write_chunk(&fill[..k])?;
-                        left -= k;
-                    }
-                    res.finish()
-                })
+                res.start_chunked(200, &[("Content-Type", "text/plain")])
+                    .and_then(|()| {
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(fill.len());
+                            res.write_chunk(&fill[..k])?;
+                            left -= k;
+                        }
+                        res.finish()
+                    })
             }
         }
         ("GET", "/fail") => panic!("GET /fail fails on purpose"),
         (_, "/" | "/echo" | "/big") => res.send(405, &[("Allow", "GET, HEAD, POST")], b""),
-        _ => res.send(404, &text, b"Not Found"),
+        _ => res.send_prepared(404, text, b"Not Found"),
     };
     if let Err(e) = result {
         eprintln!("http_hello: response failed: {e}");
@@ -156,9 +162,10 @@ fn main() {
         config = config.keepalive_timeout(d);
     }
     let delay = args.millis("handler-delay-ms");
+    let text = PreparedHeaders::new(&[("Content-Type", "text/plain")]).expect("valid headers");
     let server = HttpServer::bind(
         config,
-        move |req: &Request<'_>, res: &mut Response<'_, '_>| handle(req, res, delay),
+        move |req: &Request<'_>, res: &mut Response<'_, '_>| handle(req, res, &text, delay),
     )
     .unwrap_or_else(|e| {
         eprintln!("http_hello: {e}");

@@ -1,12 +1,15 @@
 /* HTTP servers through the C interface: routes reading method, path, query, version, headers
  * (by name and by index) and body; immediate, streamed and deferred responses (answered from
  * another pthread, with pipelined requests behind); a failing callback answered with 500;
- * invalid response headers refused; HTTP stats. Runs inline and with workers. */
+ * invalid response headers refused; prepared header blocks (copied at creation, refused when
+ * invalid, sent now and from a pthread); HTTP stats. Runs inline and with workers. */
 #include "testutil.h"
 
 #include <stdatomic.h>
 
 static atomic_int freed;
+/* Made once in main before any server runs, freed after the last one. */
+static shoal_headers *prepared;
 
 static shoal_header hdr(const char *name, const char *value) {
     shoal_header h = {name, strlen(name), value, strlen(value)};
@@ -19,6 +22,17 @@ static void *answer_later(void *p) {
     shoal_header h = hdr("X-From", "pthread");
     CHECK_OK(shoal_deferred_send(d, 200, &h, 1, "deferred", 8));
     CHECK_STATUS(shoal_deferred_send(d, 200, NULL, 0, NULL, 0), SHOAL_ERR_INVALID_RESPONSE);
+    shoal_deferred_free(d);
+    return NULL;
+}
+
+static void *answer_prepared_later(void *p) {
+    shoal_deferred *d = p;
+    sleep_ms(5);
+    CHECK_STATUS(shoal_deferred_send_prepared(d, 200, NULL, NULL, 0), SHOAL_ERR_NULL);
+    CHECK_OK(shoal_deferred_send_prepared(d, 201, prepared, "later", 5));
+    CHECK_STATUS(shoal_deferred_send_prepared(d, 200, prepared, NULL, 0),
+                 SHOAL_ERR_INVALID_RESPONSE);
     shoal_deferred_free(d);
     return NULL;
 }
@@ -80,6 +94,21 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
                          (int)q_len, q, shoal_request_version(req), (int)v_len, v,
                          shoal_request_header_count(req), (int)n0_len, n0);
         return shoal_response_send(res, 200, &text, 1, out, (size_t)n);
+    }
+    if (equals(path, path_len, "/prepared")) {
+        CHECK_STATUS(shoal_response_send_prepared(res, 200, NULL, "x", 1), SHOAL_ERR_NULL);
+        CHECK_STATUS(shoal_response_send_prepared(NULL, 200, prepared, "x", 1), SHOAL_ERR_NULL);
+        CHECK_STATUS(shoal_response_send_prepared(res, 99, prepared, "x", 1),
+                     SHOAL_ERR_INVALID_RESPONSE);
+        return shoal_response_send_prepared(res, 200, prepared, "prepared", 8);
+    }
+    if (equals(path, path_len, "/defer-prepared")) {
+        shoal_deferred *d = NULL;
+        CHECK_OK(shoal_response_defer(res, &d));
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, answer_prepared_later, d) == 0);
+        CHECK(pthread_detach(t) == 0);
+        return 0;
     }
     if (equals(path, path_len, "/defer") || equals(path, path_len, "/defer-stream")) {
         shoal_deferred *d = NULL;
@@ -187,6 +216,16 @@ static void scenario(uint64_t workers) {
     CHECK(strncmp(buf, "HTTP/1.1 400", 12) == 0);
     CHECK(strstr(buf, "Set-Cookie") == NULL);
 
+    exchange(c, "GET /prepared HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    const char *ok_head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Prep: yes\r\n";
+    CHECK(strncmp(buf, ok_head, strlen(ok_head)) == 0);
+    CHECK(strstr(buf, "\r\nContent-Length: 8\r\n") != NULL);
+    CHECK(strstr(buf, "\r\n\r\nprepared") != NULL);
+    exchange(c, "GET /defer-prepared HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
+    const char *later_head = "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nX-Prep: yes\r\n";
+    CHECK(strncmp(buf, later_head, strlen(later_head)) == 0);
+    CHECK(strstr(buf, "\r\n\r\nlater") != NULL);
+
     exchange(c, "GET /many HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
     CHECK(strstr(buf, "\r\nX-A: v\r\n") != NULL);
@@ -237,7 +276,7 @@ static void scenario(uint64_t workers) {
     CHECK_OK(shoal_server_http_stats(srv, &hs));
     CHECK(hs.requests >= 12);
     CHECK(hs.parse_errors == 1);
-    CHECK(hs.deferred == 2);
+    CHECK(hs.deferred == 3);
     CHECK(hs.responses[4] >= 1);
 
     CHECK_OK(shoal_server_stop(srv));
@@ -249,9 +288,36 @@ static void scenario(uint64_t workers) {
     atomic_store(&freed, 0);
 }
 
+/* Prepared header blocks: refused like shoal_response_send() refuses, and copied. */
+static void prepare_headers(void) {
+    shoal_headers *untouched = (shoal_headers *)&freed;
+    shoal_headers *out = untouched;
+    shoal_header evil = hdr("X-Evil", "a\r\nSet-Cookie: owned");
+    CHECK_STATUS(shoal_headers_new(&evil, 1, &out), SHOAL_ERR_INVALID_RESPONSE);
+    shoal_header framing = hdr("Content-Length", "5");
+    CHECK_STATUS(shoal_headers_new(&framing, 1, &out), SHOAL_ERR_INVALID_RESPONSE);
+    shoal_header unnamed = {NULL, 3, "v", 1};
+    CHECK_STATUS(shoal_headers_new(&unnamed, 1, &out), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_headers_new(NULL, 1, &out), SHOAL_ERR_NULL);
+    CHECK(out == untouched);
+    char name[16];
+    char value[16];
+    snprintf(name, sizeof name, "X-Prep");
+    snprintf(value, sizeof value, "yes");
+    shoal_header fields[2] = {hdr("Content-Type", "text/plain"), hdr(name, value)};
+    CHECK_STATUS(shoal_headers_new(fields, 2, NULL), SHOAL_ERR_NULL);
+    CHECK_OK(shoal_headers_new(fields, 2, &prepared));
+    /* The block is a copy: the caller's buffers may change or go away. */
+    memset(name, 'z', sizeof name);
+    memset(value, 'z', sizeof value);
+    shoal_headers_free(NULL);
+}
+
 int main(void) {
+    prepare_headers();
     scenario(0);
     scenario(2);
+    shoal_headers_free(prepared);
     printf("http_test ok\n");
     return 0;
 }

@@ -21,6 +21,6 @@ mod stats;
 
 pub use parse::{MAX_HEADERS, ParseError};
 pub use request::{Request, Version};
-pub use response::{ChunkedBody, Deferred, Response};
+pub use response::{ChunkedBody, Deferred, PreparedHeaders, Response};
 pub use server::{HttpConfig, HttpHandler, HttpServer, HttpStatsHandle};
 pub use stats::HttpStats;

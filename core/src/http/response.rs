@@ -183,27 +183,31 @@ pub(crate) struct Plan {
     pub(crate) bound: usize,
 }
 
-/// Validates the user headers (a token name; no CR, LF, NUL or other control byte in the
-/// value; Content-Length and Transfer-Encoding are shoal's) and decides the framing.
-pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
-    info: &Info,
-    status: u16,
-    headers: &[(N, V)],
-    body: Body,
-) -> Result<Plan> {
-    if !(200..=999).contains(&status) {
-        return Err(Error::InvalidResponse(
+/// What the handler's header fields say about the head, found while validating them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Facts {
+    has_date: bool,
+    has_connection: bool,
+    /// A `Connection: close` among them.
+    close: bool,
+    /// Their serialized length.
+    len: usize,
+}
+
+fn check_status(status: u16) -> Result<()> {
+    if (200..=999).contains(&status) {
+        Ok(())
+    } else {
+        Err(Error::InvalidResponse(
             "status must be in 200..=999 (interim responses are shoal's)",
-        ));
+        ))
     }
-    let mut p = Plan {
-        close: !info.keep_alive,
-        chunked: false,
-        has_date: false,
-        has_connection: false,
-        // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
-        bound: 48 + 8 + DATE_LEN + 40 + 26 + 2,
-    };
+}
+
+/// Validates header fields (a token name; no CR, LF, NUL or other control byte in the value;
+/// Content-Length and Transfer-Encoding are shoal's).
+fn check_fields<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Result<Facts> {
+    let mut f = Facts::default();
     for (name, value) in headers {
         let (name, value) = (name.as_ref(), value.as_ref());
         if name.is_empty() || !all_in(name, TCHAR) {
@@ -224,20 +228,34 @@ pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
                     "Content-Length and Transfer-Encoding are set by shoal",
                 ));
             }
-            4 if name.eq_ignore_ascii_case(b"date") => p.has_date = true,
+            4 if name.eq_ignore_ascii_case(b"date") => f.has_date = true,
             10 if name.eq_ignore_ascii_case(b"connection") => {
-                p.has_connection = true;
+                f.has_connection = true;
                 if value
                     .split(|&b| b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
                 {
-                    p.close = true;
+                    f.close = true;
                 }
             }
             _ => {}
         }
-        p.bound += name.len() + value.len() + 4;
+        f.len += name.len() + value.len() + 4;
     }
+    Ok(f)
+}
+
+/// Decides the framing of a head whose fields were checked.
+fn plan_checked(info: &Info, status: u16, f: Facts, body: Body) -> Result<Plan> {
+    check_status(status)?;
+    let mut p = Plan {
+        close: !info.keep_alive || f.close,
+        chunked: false,
+        has_date: f.has_date,
+        has_connection: f.has_connection,
+        // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
+        bound: 48 + 8 + DATE_LEN + 40 + 26 + 2 + f.len,
+    };
     if has_body(status) && matches!(body, Body::Streamed) {
         if info.version == 1 {
             p.chunked = true;
@@ -247,6 +265,77 @@ pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         }
     }
     Ok(p)
+}
+
+/// Validates the status and the user headers and decides the framing.
+pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    info: &Info,
+    status: u16,
+    headers: &[(N, V)],
+    body: Body,
+) -> Result<Plan> {
+    check_status(status)?;
+    plan_checked(info, status, check_fields(headers)?, body)
+}
+
+/// Header fields to serialize: pairs already checked by [`plan`], or a prepared block.
+pub(crate) trait Fields {
+    fn put_fields<S: Sink>(&self, out: &mut S);
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> Fields for [(N, V)] {
+    #[inline]
+    fn put_fields<S: Sink>(&self, out: &mut S) {
+        for (name, value) in self {
+            out.put(name.as_ref());
+            out.put(b": ");
+            out.put(value.as_ref());
+            out.put(b"\r\n");
+        }
+    }
+}
+
+impl Fields for PreparedHeaders {
+    #[inline]
+    fn put_fields<S: Sink>(&self, out: &mut S) {
+        out.put(&self.block);
+    }
+}
+
+/// Response header fields checked and serialized once, for answers that repeat them (a
+/// handler's `Content-Type`, a server's fixed `Server` or cache headers):
+/// [`Response::send_prepared`] and [`Deferred::send_prepared`] copy the block instead of
+/// validating and writing each field again. The rules of [`Response::send`] apply, when the
+/// block is made.
+///
+/// ```
+/// use shoal_core::http::PreparedHeaders;
+/// let text = PreparedHeaders::new(&[("Content-Type", "text/plain")]).unwrap();
+/// assert_eq!(text.as_bytes(), b"Content-Type: text/plain\r\n");
+/// assert!(PreparedHeaders::new(&[("X-Evil", "a\r\nb")]).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedHeaders {
+    block: Box<[u8]>,
+    facts: Facts,
+}
+
+impl PreparedHeaders {
+    /// Checks and serializes `headers` (the error [`Response::send`] would give for them).
+    pub fn new<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Result<Self> {
+        let facts = check_fields(headers)?;
+        let mut block = Vec::with_capacity(facts.len);
+        headers.put_fields(&mut block);
+        Ok(PreparedHeaders {
+            block: block.into_boxed_slice(),
+            facts,
+        })
+    }
+
+    /// The serialized fields, each ending in CRLF.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.block
+    }
 }
 
 /// Where a head is serialized: a growable buffer, or a slice sized by [`Plan::bound`].
@@ -277,12 +366,12 @@ impl Sink for Cursor<'_> {
 }
 
 /// Serializes a planned head.
-pub(crate) fn emit<S: Sink, N: AsRef<[u8]>, V: AsRef<[u8]>>(
+pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
     out: &mut S,
     plan: &Plan,
     info: &Info,
     status: u16,
-    headers: &[(N, V)],
+    headers: &F,
     body: Body,
     date: &[u8; DATE_LEN],
 ) {
@@ -301,12 +390,7 @@ pub(crate) fn emit<S: Sink, N: AsRef<[u8]>, V: AsRef<[u8]>>(
             out.put(b"\r\n");
         }
     }
-    for (name, value) in headers {
-        out.put(name.as_ref());
-        out.put(b": ");
-        out.put(value.as_ref());
-        out.put(b"\r\n");
-    }
+    headers.put_fields(out);
     if !plan.has_date {
         out.put(b"Date: ");
         out.put(date);
@@ -355,9 +439,22 @@ pub(crate) fn write_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     date: &[u8; DATE_LEN],
 ) -> Result<(bool, bool)> {
     let p = plan(info, status, headers, body)?;
-    out.reserve(p.bound);
-    emit(out, &p, info, status, headers, body, date);
+    write_planned(out, &p, info, status, headers, body, date);
     Ok((p.close, p.chunked))
+}
+
+/// Appends a head already planned.
+fn write_planned<F: Fields + ?Sized>(
+    out: &mut Vec<u8>,
+    p: &Plan,
+    info: &Info,
+    status: u16,
+    headers: &F,
+    body: Body,
+    date: &[u8; DATE_LEN],
+) {
+    out.reserve(p.bound);
+    emit(out, p, info, status, headers, body, date);
 }
 
 /// Appends the framing of one chunk of `len` bytes: `len` in hex and CRLF.
@@ -457,10 +554,34 @@ impl<'r, 'c> Response<'r, 'c> {
         body: &[u8],
     ) -> Result<()> {
         self.fresh()?;
+        check_status(status)?;
+        let facts = check_fields(headers)?;
+        self.send_fields(status, headers, facts, body)
+    }
+
+    /// Sends a complete response as [`Response::send`] does, with header fields checked and
+    /// serialized beforehand: the fast path for answers that repeat their headers.
+    pub fn send_prepared(
+        &mut self,
+        status: u16,
+        headers: &PreparedHeaders,
+        body: &[u8],
+    ) -> Result<()> {
+        self.fresh()?;
+        self.send_fields(status, headers, headers.facts, body)
+    }
+
+    fn send_fields<F: Fields + ?Sized>(
+        &mut self,
+        status: u16,
+        headers: &F,
+        facts: Facts,
+        body: &[u8],
+    ) -> Result<()> {
         let info = self.info;
         // The head declares the body's length even when the body is not sent (HEAD).
         let framing = Body::Length(body.len());
-        let p = plan(&info, status, headers, framing)?;
+        let p = plan_checked(&info, status, facts, framing)?;
         let payload = if info.head || !has_body(status) {
             &[][..]
         } else {
@@ -615,17 +736,39 @@ impl Deferred {
         if self.done {
             return Err(Error::InvalidResponse("the response was already started"));
         }
-        let mut out = Vec::with_capacity(256 + body.len());
-        let (close, _) = with_date(Instant::now(), |d| {
-            write_head(
-                &mut out,
-                &self.info,
-                status,
-                headers,
-                Body::Length(body.len()),
-                d,
-            )
-        })?;
+        check_status(status)?;
+        let facts = check_fields(headers)?;
+        self.send_fields(status, headers, facts, body)
+    }
+
+    /// Sends the complete response with prepared header fields (as
+    /// [`Response::send_prepared`]).
+    pub fn send_prepared(
+        &mut self,
+        status: u16,
+        headers: &PreparedHeaders,
+        body: &[u8],
+    ) -> Result<()> {
+        self.send_fields(status, headers, headers.facts, body)
+    }
+
+    fn send_fields<F: Fields + ?Sized>(
+        &mut self,
+        status: u16,
+        headers: &F,
+        facts: Facts,
+        body: &[u8],
+    ) -> Result<()> {
+        if self.done {
+            return Err(Error::InvalidResponse("the response was already started"));
+        }
+        let framing = Body::Length(body.len());
+        let p = plan_checked(&self.info, status, facts, framing)?;
+        let mut out = Vec::with_capacity(p.bound + body.len());
+        with_date(Instant::now(), |d| {
+            write_planned(&mut out, &p, &self.info, status, headers, framing, d);
+        });
+        let close = p.close;
         if !self.info.head && has_body(status) {
             out.extend_from_slice(body);
         }
