@@ -16,7 +16,7 @@ callgrind's `Ir` over every thread of the server (the Python servers: the interp
 the binding and the engine together); the kernel's work is not counted.
 
 Servers: `shoal` (target/release/examples/http_hello), `shoal-c` (target/c/http_hello),
-`shoal-py` (bench/python/shoal_http.py with shoal's defaults: workers=4) and
+`shoal-py` (examples/python/http_hello.py with shoal's defaults: workers=4) and
 `shoal-py-inline` (the same with inline=True), run by --python (default
 target/bench-venv/bin/python, which `make bench-python` makes; else target/venv/bin/python
 when shoal imports there), `epoll` (bench/c/epoll_http.c) and `hyper`
@@ -89,8 +89,8 @@ RUN_TIMEOUT = 900
 DESCRIPTIONS = {
     "shoal": "Rust handler: `target/release/examples/http_hello`, one reactor",
     "shoal-c": "C handler: `target/c/http_hello` (examples/c/http_hello.c on libshoal.so), one reactor",
-    "shoal-py": "Python handler: bench/python/shoal_http.py, shoal's defaults (one reactor, workers=4, gil_batch=16)",
-    "shoal-py-inline": "Python handler: bench/python/shoal_http.py with inline=True (the handler runs on the reactor thread)",
+    "shoal-py": "Python handler: examples/python/http_hello.py, shoal's defaults (one reactor, workers=4, gil_batch=16)",
+    "shoal-py-inline": "Python handler: examples/python/http_hello.py with inline=True (the handler runs on the reactor thread)",
     "epoll": "`bench/c/epoll_http.c`: fixed response, no parsing (the floor)",
     "hyper": "`bench/peers/src/hyper_hello.rs`: hyper 1.x on a current-thread tokio runtime",
 }
@@ -136,7 +136,7 @@ def prepare(servers: list[str], args, problems: list[str]) -> tuple[Path | None,
         py, why = find_python(args.python)
         for name in servers:
             if name in PYTHON_SERVERS:
-                script = ROOT / "bench" / "python" / "shoal_http.py"
+                script = ROOT / "examples" / "python" / "http_hello.py"
                 spec = ServerSpec(
                     name, py or Path("/nonexistent/python"),
                     args=[str(script.relative_to(ROOT)), "--host", HOST, "--port", "0", "--threads", "1", *PYTHON_SERVERS[name]],

@@ -93,6 +93,7 @@ bh = _load("bench_http", "http.py")
 be = _load("bench_echo", "echo.py")
 
 BENCH_PY = ROOT / "bench" / "python"
+EXAMPLES_PY = ROOT / "examples" / "python"
 REQUIREMENTS = BENCH_PY / "requirements.txt"
 VENV = TARGET / "bench-venv"
 SETUP_TIMEOUT = 1800
@@ -104,8 +105,8 @@ SHOAL_VARIANTS = ["shoal-py", "shoal-py-w1", "shoal-py-inline"]
 PARTS = ["http", "echo", "batch", "memory", "syscalls"]
 
 DESCRIPTIONS = {
-    "shoal-py": "bench/python/shoal_{kind}.py: shoal's Python package with its defaults, one reactor (`threads=1`) and "
-    "`workers=4` threads running the callbacks, `gil_batch=16`",
+    "shoal-py": "examples/python/{example}.py (the project's example, every route of it): shoal's Python package with "
+    "its defaults, one reactor (`--threads 1`) and `workers=4` threads running the callbacks, `gil_batch=16`",
     "shoal-py-w1": "the same with `workers=1`: one reactor and one worker thread",
     "shoal-py-inline": "the same with `inline=True`: the callbacks run on the reactor thread",
     "granian": "bench/python/granian_hello.py: an RSGI app returning `response_str(200, ..., \"Hello, World!\")`; granian, "
@@ -122,7 +123,8 @@ UVLOOP_WHAT = {
 def describe(name: str, kind: str) -> str:
     if name.startswith("shoal-py-b"):
         return f"shoal-py with `gil_batch={name[len('shoal-py-b'):]}`"
-    return DESCRIPTIONS[name].format(kind=kind, what=UVLOOP_WHAT[kind])
+    example = "http_hello" if kind == "http" else "echo"
+    return DESCRIPTIONS[name].format(kind=kind, what=UVLOOP_WHAT[kind], example=example)
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def build_loadgen(args, problems: list[str]) -> Path | None:
 def python_spec(name: str, kind: str, py: Path | None, missing: dict[str, str | None], batch_workers: int) -> ServerSpec:
     base = ["--host", bh.HOST, "--port", "0", "--threads", "1"]
     if name.startswith("shoal-py"):
-        script, module = BENCH_PY / f"shoal_{kind}.py", "shoal"
+        script, module = EXAMPLES_PY / ("http_hello.py" if kind == "http" else "echo.py"), "shoal"
         extra = {"shoal-py": [], "shoal-py-w1": ["--workers", "1"], "shoal-py-inline": ["--inline"]}.get(name)
         if extra is None:  # shoal-py-bN
             extra = ["--workers", str(batch_workers), "--gil-batch", name[len("shoal-py-b") :]]

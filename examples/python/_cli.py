@@ -20,6 +20,8 @@ def parser(description: str, port: int) -> argparse.ArgumentParser:
                    help="worker threads running the callbacks (default 4)")
     p.add_argument("--inline", action="store_true",
                    help="run callbacks on the reactor threads (for callbacks that never block)")
+    p.add_argument("--gil-batch", type=int, default=None,
+                   help="callbacks a worker runs per GIL acquisition (default 16)")
     p.add_argument("--idle-timeout", type=float, default=None, help="seconds; default off")
     p.add_argument("--max-connections", type=int, default=None)
     return p
@@ -28,7 +30,7 @@ def parser(description: str, port: int) -> argparse.ArgumentParser:
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The server options given on the command line (absent ones keep shoal's defaults)."""
     out: dict[str, Any] = {"host": args.host, "port": args.port}
-    for name in ["threads", "workers", "idle_timeout", "max_connections"]:
+    for name in ["threads", "workers", "gil_batch", "idle_timeout", "max_connections"]:
         value = getattr(args, name)
         if value is not None:
             out[name] = value
@@ -45,7 +47,8 @@ def serve(server: shoal.Server, name: str) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     host, port = server.address
-    print(f"{name}: listening on {host}:{port}", flush=True)
+    # The example-server convention (as the C and Rust examples): exactly this line.
+    print(f"listening on {host}:{port}", flush=True)
     try:
         server.run()
     except KeyboardInterrupt:
