@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Instructions per request: shoal's HTTP server (Rust, C and Python handlers), the raw-epoll C reference and hyper under valgrind's callgrind.
+"""Instructions per request: shoal's HTTP server (Rust, C and Python handlers), the raw-epoll C reference and hyper under valgrind's callgrind; and per echo round trip: shoal (Rust, C), epoll, tokio and libuv.
 
     python3 bench/callgrind.py [--quick] [--servers shoal,shoal-c,shoal-py,shoal-py-inline,epoll,hyper]
                                [--pipeline 1,16] [--conns 16] [--requests N] [--py-requests N]
+                               [--echo-servers shoal,shoal-c,epoll,tokio,libuv] [--echo-count K]
                                [--python PATH] [--out FILE] [--json FILE] [--no-build] [--no-setup]
 
 Wall-clock figures on this machine drift by 20% between runs; the number of user-space
@@ -11,9 +12,11 @@ D, the server runs twice under `valgrind --tool=callgrind`, while `loadgen http 
 --requests K --pipeline D` sends exactly K requests (D per write, waiting for the D
 responses) over C keep-alive connections: once with K = N and once with K = N / 5. The
 instructions per request are the difference of the two totals over the difference of the
-request counts, so start-up, connection set-up and shutdown cancel out. Each total is
-callgrind's `Ir` over every thread of the server (the Python servers: the interpreter,
-the binding and the engine together); the kernel's work is not counted.
+request counts, so start-up, connection set-up and shutdown cancel out. The echo servers
+run the same way while `loadgen echo --conns 64 --size 64 --count K` makes exactly K round
+trips (K and K / 5). Each total is callgrind's `Ir` over every thread of the server (the
+Python servers: the interpreter, the binding and the engine together); the kernel's work is
+not counted.
 
 Servers: `shoal` (target/release/examples/http_hello), `shoal-c` (target/c/http_hello),
 `shoal-py` (examples/python/http_hello.py with shoal's defaults: workers=4) and
@@ -78,8 +81,13 @@ def _load(name: str, filename: str):
 
 
 bh = _load("bench_http", "http.py")
+be = _load("bench_echo", "echo.py")
 
 SERVER_ORDER = ["shoal", "shoal-c", "shoal-py", "shoal-py-inline", "epoll", "hyper"]
+# The echo workload's servers (bench/echo.py's); Go is left out: valgrind runs its runtime poorly.
+ECHO_ORDER = ["shoal", "shoal-c", "epoll", "tokio", "libuv"]
+ECHO_CONNS = 64
+ECHO_SIZE = 64
 PYTHON_SERVERS = {"shoal-py": [], "shoal-py-inline": ["--inline"]}
 SMALL_FRACTION = 5  # the short run sends requests / SMALL_FRACTION
 START_TIMEOUT = 180  # valgrind starts a Python interpreter slowly
@@ -94,12 +102,21 @@ DESCRIPTIONS = {
     "epoll": "`bench/c/epoll_http.c`: fixed response, no parsing (the floor)",
     "hyper": "`bench/peers/src/hyper_hello.rs`: hyper 1.x on a current-thread tokio runtime",
 }
+ECHO_DESCRIPTIONS = {
+    "shoal": "`target/release/examples/echo`, one reactor",
+    "shoal-c": "`target/c/echo` (examples/c/echo.c on libshoal.so), one reactor",
+    "epoll": "`bench/c/epoll_echo.c`: raw edge-triggered epoll (the floor)",
+    "tokio": "`bench/peers/src/tokio_echo.rs`: a task per connection on a current-thread runtime",
+    "libuv": "`bench/c/libuv_echo.c`: one uv_loop, uv_try_write",
+}
 
 
 @dataclass
 class Count:
     server: str
+    # HTTP: the pipeline depth; echo: 0 (then "requests" are round trips).
     depth: int
+    workload: str = "http"
     ok: bool = False
     requests_big: int = 0
     requests_small: int = 0
@@ -159,16 +176,24 @@ def callgrind_total(path: Path) -> int:
 
 
 def run_once(spec: ServerSpec, tools: Tools, requests: int, conns: int, depth: int) -> tuple[int, int]:
-    """(instructions, responses) of one server run under callgrind with `requests` requests."""
+    """(instructions, responses) of one server run under callgrind with `requests` requests
+    (depth 0: `requests` echo round trips of ECHO_SIZE bytes)."""
     out = tools.scratch(f"callgrind-{spec.name}-{depth}-{requests}.out")
     wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no", "--quiet"]
     srv = lg = None
     try:
         srv = Server(spec, tools, wrapper=wrapper, start_timeout=START_TIMEOUT)
-        argv = tools.pin(tools.loadgen_cpu) + [
-            str(tools.loadgen), "http", "--host", HOST, "--port", str(srv.port), "--conns", str(conns),
-            "--requests", str(requests), "--pipeline", str(depth), "--timeout", str(RUN_TIMEOUT - 60),
-        ]  # fmt: skip
+        if depth == 0:
+            load = [
+                "echo", "--host", HOST, "--port", str(srv.port), "--conns", str(conns), "--size", str(ECHO_SIZE),
+                "--count", str(requests), "--warmup", "0", "--duration", str(RUN_TIMEOUT - 60),
+            ]  # fmt: skip
+        else:
+            load = [
+                "http", "--host", HOST, "--port", str(srv.port), "--conns", str(conns),
+                "--requests", str(requests), "--pipeline", str(depth), "--timeout", str(RUN_TIMEOUT - 60),
+            ]  # fmt: skip
+        argv = tools.pin(tools.loadgen_cpu) + [str(tools.loadgen), *load]
         lg_err = tools.scratch("loadgen.stderr")
         lg = spawn(argv, stderr_path=lg_err)
         reader = LineReader(lg.stdout)
@@ -191,7 +216,7 @@ def run_once(spec: ServerSpec, tools: Tools, requests: int, conns: int, depth: i
             raise RuntimeError(f"exit status {src} after SIGTERM")
         if int(result.get("errors", 0)) or int(result.get("non2xx", 0)):
             raise RuntimeError(f"{result.get('errors')} connection errors, {result.get('non2xx')} non-2xx responses")
-        return callgrind_total(out), int(result["responses"])
+        return callgrind_total(out), int(result["round_trips" if depth == 0 else "responses"])
     finally:
         kill_quietly(lg)
         if srv is not None:
@@ -199,8 +224,8 @@ def run_once(spec: ServerSpec, tools: Tools, requests: int, conns: int, depth: i
 
 
 def count(spec: ServerSpec, tools: Tools, requests: int, conns: int, depth: int) -> Count:
-    c = Count(spec.name, depth)
-    small = max(conns * depth, requests // SMALL_FRACTION)
+    c = Count(spec.name, depth, "echo" if depth == 0 else "http")
+    small = max(conns * max(depth, 1), requests // SMALL_FRACTION)
     try:
         c.ir_small, c.requests_small = run_once(spec, tools, small, conns, depth)
         c.ir_big, c.requests_big = run_once(spec, tools, requests, conns, depth)
@@ -215,7 +240,10 @@ def count(spec: ServerSpec, tools: Tools, requests: int, conns: int, depth: int)
     return c
 
 
-def report(cmdline: str, servers: list[str], specs, counts: dict, depths: list[int], settings, problems) -> str:
+def report(
+    cmdline: str, servers: list[str], specs, counts: dict, depths: list[int], settings, problems,
+    echo_servers: list[str], echo_specs: dict[str, ServerSpec],
+) -> str:  # fmt: skip
     out: list[str] = []
     w = out.append
     w("# shoal instructions per request (callgrind)")
@@ -251,9 +279,29 @@ def report(cmdline: str, servers: list[str], specs, counts: dict, depths: list[i
                 cells.append(fmt_int(c.per_request))
         w(f"| {name} | " + " | ".join(cells) + f" | {'; '.join(notes)} |")
     w("")
+    if echo_servers:
+        w(
+            f"Echo: instructions per round trip of {ECHO_SIZE} bytes, `loadgen echo --conns {ECHO_CONNS} --size "
+            f"{ECHO_SIZE} --count K`, K = {settings['echo_count']:,} and K / {SMALL_FRACTION}, the same difference."
+        )
+        w("")
+        for name in echo_servers:
+            w(f"- `{name}`: {ECHO_DESCRIPTIONS[name]}")
+        w("")
+        w("| server | instructions / round trip | notes |")
+        w("|---|---:|---|")
+        for name in echo_servers:
+            c = counts.get((name, 0))
+            if echo_specs[name].missing:
+                w(f"| {name} | missing | {echo_specs[name].missing} |")
+            elif c is None or not c.ok:
+                w(f"| {name} | failed | {c.problem if c else 'not run'} |")
+            else:
+                w(f"| {name} | {fmt_int(c.per_request)} | |")
+        w("")
     w("Totals (instructions, requests) of each pair of runs:")
     w("")
-    w("| server | pipeline | short run | long run |")
+    w("| server | pipeline (0: echo) | short run | long run |")
     w("|---|---:|---:|---:|")
     for (name, d), c in counts.items():
         if c.requests_big:
@@ -277,6 +325,11 @@ def main() -> int:
     ap.add_argument("--requests", type=int, help="requests of the long run (default 32000; --quick 2000)")
     ap.add_argument("--py-requests", type=int, help="requests of the long run of the Python servers (default 8000; --quick 500)")
     ap.add_argument("--python", help="interpreter of the Python servers (default target/bench-venv/bin/python)")
+    ap.add_argument(
+        "--echo-servers", default=",".join(ECHO_ORDER),
+        help="comma list of " + ",".join(ECHO_ORDER) + " for the echo workload (empty: none)",
+    )  # fmt: skip
+    ap.add_argument("--echo-count", type=int, help="round trips of the long echo run (default 50000; --quick 2000)")
     ap.add_argument("--out", help="also write the Markdown report to this file")
     ap.add_argument("--json", help="also write the results as JSON to this file (for bench/suite.py)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
@@ -295,6 +348,11 @@ def main() -> int:
         ap.error(f"bad --servers/--requests/--py-requests/--conns (servers are {','.join(SERVER_ORDER)})")
     servers = [s for s in SERVER_ORDER if s in servers]
     depths = bh.int_list(args.pipeline, "--pipeline", ap)
+    echo_count = args.echo_count or (2_000 if args.quick else 50_000)
+    echo_servers = [s.strip() for s in args.echo_servers.split(",") if s.strip()]
+    if any(s not in ECHO_ORDER for s in echo_servers) or echo_count < 10 * SMALL_FRACTION:
+        ap.error(f"bad --echo-servers/--echo-count (echo servers are {','.join(ECHO_ORDER)})")
+    echo_servers = [s for s in ECHO_ORDER if s in echo_servers]
 
     signal.signal(signal.SIGTERM, on_sigterm)
     problems: list[str] = []
@@ -306,12 +364,16 @@ def main() -> int:
             if shutil.which("valgrind") is None:
                 valgrind_missing = f"valgrind is not installed (Debian package valgrind): {why or 'still missing'}"
         loadgen, specs = prepare(servers, args, problems)
+        echo_specs: dict[str, ServerSpec] = {}
+        if echo_servers and loadgen is not None:
+            ns = argparse.Namespace(no_build=args.no_build, jobs=args.jobs, loadgen=str(loadgen))
+            _, echo_specs = be.prepare(echo_servers, ns, problems)
         if loadgen is None:
             for msg in problems:
                 log(msg)
             return 2
         if valgrind_missing:
-            for s in specs.values():
+            for s in [*specs.values(), *echo_specs.values()]:
                 s.missing = s.missing or valgrind_missing
         tools = Tools(loadgen, args.server_cpu, args.loadgen_cpu, shutil.which("taskset") is not None, tmp)
         counts: dict[tuple[str, int], Count] = {}
@@ -330,11 +392,25 @@ def main() -> int:
                     if c.ok else f"  FAILED: {c.problem}"
                 )  # fmt: skip
                 counts[(name, d)] = c
+        for name in echo_servers:
+            spec = echo_specs[name]
+            if spec.missing:
+                log(f"echo {name}: missing: {spec.missing}")
+                continue
+            log(f"callgrind: echo {name}, {echo_count // SMALL_FRACTION} and {echo_count} round trips")
+            t0 = time.monotonic()
+            c = count(spec, tools, echo_count, ECHO_CONNS, 0)
+            log(
+                f"  {c.per_request:,.0f} instructions/round trip ({time.monotonic() - t0:.0f} s)"
+                if c.ok else f"  FAILED: {c.problem}"
+            )  # fmt: skip
+            counts[(name, 0)] = c
         settings = {
             "conns": args.conns, "requests": requests, "py_requests": py_requests, "depths": depths,
+            "echo_count": echo_count, "echo_conns": ECHO_CONNS, "echo_size": ECHO_SIZE,
             "valgrind": bh.version_of(["valgrind", "--version"]),
         }  # fmt: skip
-        text = report(cmdline, servers, specs, counts, depths, settings, problems)
+        text = report(cmdline, servers, specs, counts, depths, settings, problems, echo_servers, echo_specs)
         print(text, flush=True)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -345,6 +421,9 @@ def main() -> int:
                 "kind": "callgrind", "cmdline": cmdline, "settings": settings, "servers": servers,
                 "descriptions": {n: DESCRIPTIONS[n] for n in servers},
                 "missing": {n: specs[n].missing for n in servers if specs[n].missing},
+                "echo_servers": echo_servers,
+                "echo_descriptions": {n: ECHO_DESCRIPTIONS[n] for n in echo_servers},
+                "echo_missing": {n: echo_specs[n].missing for n in echo_servers if echo_specs[n].missing},
                 "counts": [asdict(c) for c in counts.values()], "problems": problems,
             })  # fmt: skip
         return 1 if any(not c.ok for c in counts.values()) else 0

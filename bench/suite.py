@@ -77,6 +77,7 @@ ECHO_SERVERS = ["shoal", "shoal-c", "epoll", "tokio", "libuv", "go"]
 PY_HTTP_SERVERS = ["shoal-py", "shoal-py-inline", "granian", "uvloop", "epoll"]
 PY_ECHO_SERVERS = ["shoal-py", "shoal-py-inline", "uvloop", "epoll"]
 CALLGRIND_SERVERS = ["shoal", "shoal-c", "shoal-py", "shoal-py-inline", "epoll", "hyper"]
+CALLGRIND_ECHO_SERVERS = ["shoal", "shoal-c", "epoll", "tokio", "libuv"]
 
 START = time.monotonic()
 
@@ -177,7 +178,7 @@ def plan(args) -> list[tuple[str, list[str], float]]:
         if "callgrind" in args.parts and shutil.which("valgrind"):
             parts.append(("callgrind", [
                 py, "bench/callgrind.py", "--servers", "shoal,epoll", "--pipeline", "1", "--requests", "1000",
-                "--conns", "4", "--no-setup", *jobs,
+                "--conns", "4", "--echo-servers", "shoal,epoll", "--echo-count", "1000", "--no-setup", *jobs,
                 "--out", str(args.md_dir / "callgrind.md"), "--json", str(out_dir / "callgrind.json"),
             ], 40))  # fmt: skip
         return parts
@@ -208,7 +209,8 @@ def plan(args) -> list[tuple[str, list[str], float]]:
     if "callgrind" in args.parts:
         parts.append(("callgrind", [
             py, "bench/callgrind.py", "--servers", ",".join(CALLGRIND_SERVERS), "--pipeline", "1,16",
-            "--requests", "20000", "--py-requests", "4000", *setup, *jobs,
+            "--requests", "20000", "--py-requests", "4000", "--echo-servers", ",".join(CALLGRIND_ECHO_SERVERS),
+            "--echo-count", "50000", *setup, *jobs,
             "--out", str(args.md_dir / "suite-callgrind.md"), "--json", str(out_dir / "callgrind.json"),
         ], 180))  # fmt: skip
     return parts
@@ -595,6 +597,24 @@ def generated_section(results: dict, meta: dict) -> str:
                     notes.append(c["problem"] if c else "not run")
             w(f"| {s} | " + " | ".join(cells) + f" | {'; '.join(n for n in notes if n)} |")
         w("")
+        echo_servers = cg.get("echo_servers") or []
+        if echo_servers:
+            w(
+                f"Echo, the same way: instructions per round trip of {st['echo_size']} bytes while `loadgen echo --conns "
+                f"{st['echo_conns']} --size {st['echo_size']} --count K` makes K = {st['echo_count']:,} and K/5 round trips."
+            )
+            w("")
+            w("| server | instructions / round trip | notes |")
+            w("|---|---:|---|")
+            for s in echo_servers:
+                c = next((c for c in cg["counts"] if c["server"] == s and c.get("workload") == "echo"), None)
+                if s in cg.get("echo_missing", {}):
+                    w(f"| {s} | missing | {cg['echo_missing'][s]} |")
+                elif c and c["ok"]:
+                    w(f"| {s} | {fmt(c['per_request'])} | |")
+                else:
+                    w(f"| {s} | failed | {c['problem'] if c else 'not run'} |")
+            w("")
     sys_rows = []
     for s in (http or {}).get("syscalls", []):
         if s["ok"] and s["requests"]:
@@ -797,7 +817,8 @@ def quick_verdict(results: dict, statuses: dict, broken: list[str], args, meta) 
             pts = data.get("points") or data.get("counts", [])
         for p in pts:
             if "per_request" in p:
-                lines.append(f"- {name} {p['server']} pipeline {p['depth']}: {fmt(p['per_request'])} instructions/request")
+                what = "echo: instructions/round trip" if p.get("workload") == "echo" else f"pipeline {p['depth']}: instructions/request"
+                lines.append(f"- {name} {p['server']} {what.split(': ')[0]}: {fmt(p['per_request'])} {what.split(': ')[1]}")
             else:
                 extra = f", pipeline {p['depth']}" if p.get("depth", 1) > 1 else ""
                 label = p.get("label") or (f"{name} sweep" if p.get("kind") == "sweep" else name)
