@@ -6,7 +6,8 @@
                           [--out FILE] [--json FILE]
 
 For each workload (64-byte messages over 64 and 512 connections) and each
-repetition, the servers run interleaved (shoal, epoll, tokio, shoal, ...),
+repetition, the servers run interleaved, the order rotated by one place per
+repetition (shoal epoll tokio, epoll tokio shoal, ...),
 each started fresh and pinned to one core (`taskset -c 0`), with
 `target/release/loadgen` pinned to the other (`taskset -c 1`). The server's
 utime+stime is read from /proc/PID/stat when loadgen prints `measure start`
@@ -67,6 +68,7 @@ from harness import (
     kill_quietly,
     log,
     measure_with_retries,
+    rotated,
     on_sigterm,
     parse_strace_summary,
     proc_cpu_seconds,
@@ -567,7 +569,7 @@ def main() -> int:
         points: list[Point] = []
         for conns, size in WORKLOADS:
             for rep in range(1, reps + 1):
-                for name in runnable:
+                for name in rotated(runnable, rep):
 
                     def one(attempt: int, name=name, conns=conns, size=size, rep=rep) -> Point:
                         log(f"echo {conns} conns x {size} B, rep {rep}/{reps}: {name}" + (f" (retry {attempt})" if attempt else ""))

@@ -535,6 +535,16 @@ def parse_strace_summary(path: Path) -> tuple[int, list[tuple[str, int]]]:
 T = TypeVar("T")
 
 
+def rotated(items: list, rep: int) -> list:
+    """The run order of repetition `rep` (from 1): rotated by one place per repetition (A B C,
+    B C A, C A B, ...), so no server always runs first, or always right after the same
+    neighbour, whose aftermath (sockets closing, caches) would then always fall on it."""
+    if not items:
+        return []
+    k = (rep - 1) % len(items)
+    return items[k:] + items[:k]
+
+
 def measure_with_retries(
     run: Callable[[int], T], *, ok: Callable[[T], bool], others: Callable[[T], float], retries: int, quiet_wait: float
 ) -> T:

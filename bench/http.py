@@ -11,8 +11,8 @@
 
 Every server answers `GET /` with `200 Hello, World!` (text/plain). For each
 workload (connections x pipeline depth; 64 and 512 connections, one request
-at a time and 16 pipelined) and each repetition, the servers run interleaved
-(shoal, shoal-c, shoal-pool, epoll, ..., shoal, ...), each started fresh and
+at a time and 16 pipelined) and each repetition, the servers run interleaved,
+the order rotated by one place per repetition (A B C, B C A, ...), each started fresh and
 pinned to one core (`taskset -c 0`), with wrk pinned to the other
 (`taskset -c 1 wrk -t1 -c<conns> -d<S>s --latency`, plus
 `-s bench/wrk/pipeline.lua -- <depth>` when pipelining). The connection-count
@@ -90,6 +90,7 @@ from harness import (
     kill_quietly,
     log,
     measure_with_retries,
+    rotated,
     nginx_binary,
     on_sigterm,
     parse_strace_summary,
@@ -1014,12 +1015,12 @@ def main() -> int:
         points: list[Point] = []
         for conns, depth in workloads:
             for rep in range(1, reps + 1):
-                for name in runnable:
+                for name in rotated(runnable, rep):
                     points.append(measure(name, conns, depth, rep, reps, "main"))
         sweep_runnable = [s for s in sweep_servers if not specs[s].missing]
         for conns in sweep:
             for rep in range(1, sweep_reps + 1):
-                for name in sweep_runnable:
+                for name in rotated(sweep_runnable, rep):
                     points.append(measure(name, conns, 1, rep, sweep_reps, "sweep"))
 
         settings = {

@@ -11,7 +11,7 @@
 
 Every server runs one core's worth of threads pinned to CPU 0 (`taskset -c 0`) with its
 load generator pinned to CPU 1, started fresh for each run, interleaved per repetition
-(A B C A B C ...), exactly as bench/http.py and bench/echo.py do; this script reuses
+(A B C, B C A, C A B: the order rotated by one place each time), exactly as bench/http.py and bench/echo.py do; this script reuses
 their measurement code (loaded from those files), so the numbers mean the same:
 
 - http: wrk (`-t1`, 64 connections, no pipelining and 16 pipelined requests per write,
@@ -72,6 +72,7 @@ from harness import (
     kill_all_live,
     log,
     measure_with_retries,
+    rotated,
     on_sigterm,
     run_build,
     spread,
@@ -759,7 +760,7 @@ def main() -> int:
         def run_all(sec: Section, one_point) -> None:
             for key in sec.keys:
                 for rep in range(1, reps + 1):
-                    for name in sec.servers:
+                    for name in rotated(sec.servers, rep):
                         if sec.specs[name].missing:
                             continue
 

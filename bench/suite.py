@@ -438,7 +438,7 @@ def generated_section(results: dict, meta: dict) -> str:
     w("")
     w(f"- run: {meta['date']}, {meta['elapsed'] / 60:.1f} minutes in all (setup and builds included)")
     w(f"- machine: {meta['cpu']}, {os.cpu_count()} logical CPUs; kernel {meta['kernel']}; load average at start {meta['loadavg']}")
-    w(f"- each point: a fresh server, {meta['warmup']} s of warm-up load (discarded), {meta['duration']} s measured; {meta['reps']} repetitions, interleaved")
+    w(f"- each point: a fresh server, {meta['warmup']} s of warm-up load (discarded), {meta['duration']} s measured; {meta['reps']} repetitions, interleaved in rotated order")
     w("")
     w("### Method")
     w("")
@@ -446,7 +446,8 @@ def generated_section(results: dict, meta: dict) -> str:
         "- Every server is pinned to CPU 0 and its load generator to CPU 1 (`taskset`), with one reactor, worker "
         "or process (GOMAXPROCS=1, `worker_processes 1`, current-thread runtimes), so every figure is per core. "
         "Each point starts the server fresh, warms it up, then measures for a fixed time; repetitions run "
-        "interleaved (A B C A B C …). Tables give the median and the spread (min–max)."
+        "interleaved, the order rotated by one place each time (A B C, B C A, C A B …: no server always runs first "
+        "or after the same neighbour). Tables give the median and the spread (min–max)."
     )
     w(
         "- On two cores the load generator (wrk for HTTP, bench/loadgen for echo) often saturates before a fast "
