@@ -818,8 +818,11 @@ def quick_verdict(results: dict, statuses: dict, broken: list[str], args, meta) 
             pts = data.get("points") or data.get("counts", [])
         for p in pts:
             if "per_request" in p:
-                what = "echo: instructions/round trip" if p.get("workload") == "echo" else f"pipeline {p['depth']}: instructions/request"
-                lines.append(f"- {name} {p['server']} {what.split(': ')[0]}: {fmt(p['per_request'])} {what.split(': ')[1]}")
+                if p.get("workload") == "echo":
+                    where, unit = "echo", "instructions/round trip"
+                else:
+                    where, unit = f"pipeline {p['depth']}", "instructions/request"
+                lines.append(f"- {name} {p['server']} {where}: {fmt(p['per_request'])} {unit}")
             else:
                 extra = f", pipeline {p['depth']}" if p.get("depth", 1) > 1 else ""
                 label = p.get("label") or (f"{name} sweep" if p.get("kind") == "sweep" else name)
