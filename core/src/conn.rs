@@ -271,6 +271,16 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// As [`Conn::write_in_place`] for the crate's own serializers: `f` appends at most `max`
+    /// bytes to the vector it gets (which has room for them), without the zero-fill a slice
+    /// needs. Returns how many it appended.
+    pub(crate) fn write_with(&mut self, max: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<usize> {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.write_with(self.id, max, f),
+            Inner::Worker(ctx) => ctx.write_with(max, f),
+        }
+    }
+
     /// Queues an owned buffer (without copying it again on the reactor thread).
     pub fn write_owned(&mut self, data: Vec<u8>) -> Result<()> {
         match &mut self.inner {

@@ -110,6 +110,40 @@ impl OutQueue {
         n
     }
 
+    /// Appends through `f`, which gets the tail chunk with room for at least `max` more bytes
+    /// (a fresh pooled chunk when the tail has less) and appends to it; returns how many it
+    /// appended. Unlike [`OutQueue::append_with`] nothing is zero-filled first: `f` extends
+    /// the vector, which initializes what it writes.
+    pub(crate) fn append_vec(
+        &mut self,
+        max: usize,
+        pool: &mut BufferPool,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        if self.head.capacity() == 0 && self.rest.is_empty() {
+            self.head = pool.get();
+            self.pos = 0;
+        }
+        let room = {
+            let t = self.tail();
+            t.capacity() - t.len()
+        };
+        if room < max {
+            let mut chunk = pool.get();
+            chunk.reserve(max);
+            self.push_chunk(chunk);
+        }
+        let tail = self.tail();
+        let start = tail.len();
+        f(tail);
+        // `f` only appends (it is the crate's own serializer); a shorter vector would mean
+        // it removed queued bytes.
+        debug_assert!(tail.len() >= start && tail.len() - start <= max);
+        let n = tail.len().saturating_sub(start);
+        self.len += n;
+        n
+    }
+
     /// Queues an owned buffer: it becomes the head of an empty queue as it is, a small one is
     /// copied into the tail chunk (and given to the pool), a large one is queued as a chunk.
     pub(crate) fn push_owned(&mut self, data: Vec<u8>, pool: &mut BufferPool) {

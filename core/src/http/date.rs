@@ -1,10 +1,22 @@
-//! The `Date` header value (IMF-fixdate), formatted at most once per second per thread.
+//! The `Date` header field (IMF-fixdate), formatted at most once per second per thread.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) const DATE_LEN: usize = 29;
+
+/// Length of the whole field line: `Date: ` + IMF-fixdate + CRLF.
+pub(crate) const DATE_LINE_LEN: usize = 6 + DATE_LEN + 2;
+
+/// The field line `Date: <date>\r\n` for `date`.
+pub(crate) fn line(date: &[u8; DATE_LEN]) -> [u8; DATE_LINE_LEN] {
+    let mut out = [0u8; DATE_LINE_LEN];
+    out[..6].copy_from_slice(b"Date: ");
+    out[6..6 + DATE_LEN].copy_from_slice(date);
+    out[6 + DATE_LEN..].copy_from_slice(b"\r\n");
+    out
+}
 
 /// Formats seconds since the Unix epoch as an IMF-fixdate (RFC 9110 §5.6.7).
 pub(crate) fn format(secs: u64) -> [u8; DATE_LEN] {
@@ -46,30 +58,31 @@ pub(crate) fn format(secs: u64) -> [u8; DATE_LEN] {
 
 struct Cache {
     valid_until: Option<Instant>,
-    value: [u8; DATE_LEN],
+    line: [u8; DATE_LINE_LEN],
 }
 
 thread_local! {
     static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache { valid_until: None, value: [0; DATE_LEN] })
+        RefCell::new(Cache { valid_until: None, line: [0; DATE_LINE_LEN] })
     };
 }
 
-/// Calls `f` with the current date, reformatted only when `now` passed into the next second.
-/// `now` is the reactor's cached loop time, so a cached date costs no clock read at all.
-pub(crate) fn with_date<R>(now: Instant, f: impl FnOnce(&[u8; DATE_LEN]) -> R) -> R {
+/// Calls `f` with the current `Date` field line (`Date: <date>\r\n`, ready to copy into a
+/// head), reformatted only when `now` passed into the next second. `now` is the reactor's
+/// cached loop time, so a cached date costs no clock read at all.
+pub(crate) fn with_date<R>(now: Instant, f: impl FnOnce(&[u8; DATE_LINE_LEN]) -> R) -> R {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.valid_until.is_none_or(|t| now >= t) {
             let since = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
-            c.value = format(since.as_secs());
+            c.line = line(&format(since.as_secs()));
             let to_next =
                 Duration::from_secs(1) - Duration::from_nanos(u64::from(since.subsec_nanos()));
             c.valid_until = Some(now + to_next);
         }
-        f(&c.value)
+        f(&c.line)
     })
 }
 
@@ -92,6 +105,7 @@ mod tests {
         let a = with_date(now, |d| *d);
         let b = with_date(now, |d| *d);
         assert_eq!(a, b);
-        assert_eq!(&a[26..], b"GMT");
+        assert_eq!(&a[..6], b"Date: ");
+        assert_eq!(&a[32..], b"GMT\r\n");
     }
 }

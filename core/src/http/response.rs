@@ -5,7 +5,7 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::date::{DATE_LEN, with_date};
+use super::date::{DATE_LINE_LEN, with_date};
 use super::stats::{Counters, Tally, inc};
 use crate::conn::{Conn, ConnId};
 use crate::error::{Error, Result};
@@ -254,7 +254,7 @@ fn plan_checked(info: &Info, status: u16, f: Facts, body: Body) -> Result<Plan> 
         has_date: f.has_date,
         has_connection: f.has_connection,
         // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
-        bound: 48 + 8 + DATE_LEN + 40 + 26 + 2 + f.len,
+        bound: 48 + DATE_LINE_LEN + 40 + 26 + 2 + f.len,
     };
     if has_body(status) && matches!(body, Body::Streamed) {
         if info.version == 1 {
@@ -338,31 +338,42 @@ impl PreparedHeaders {
     }
 }
 
-/// Where a head is serialized: a growable buffer, or a slice sized by [`Plan::bound`].
+/// Where a head is serialized: the tail of the output queue (with room reserved for
+/// [`Plan::bound`] bytes, so no append reallocates) or a buffer of its own.
 pub(crate) trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
 
 impl Sink for Vec<u8> {
+    // Inlined so that the fixed separators (": ", CRLF) become plain stores in every caller.
+    #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
 }
 
-/// Writes into a slice; the plan's bound guarantees room.
-pub(crate) struct Cursor<'a> {
-    pub(crate) buf: &'a mut [u8],
-    pub(crate) at: usize,
-}
-
-impl Sink for Cursor<'_> {
-    // Inlined so that the fixed separators (": ", CRLF) become plain stores in every caller.
-    #[inline(always)]
-    fn put(&mut self, bytes: &[u8]) {
-        let end = self.at + bytes.len();
-        self.buf[self.at..end].copy_from_slice(bytes);
-        self.at = end;
+/// The `Content-Length` field line for a body of `n` bytes, ready to copy: one piece
+/// instead of name, digits and CRLF separately. Returns the line and its length.
+fn content_length_line(n: usize) -> ([u8; 38], usize) {
+    const NAME: &[u8; 16] = b"Content-Length: ";
+    let mut line = [0u8; 38];
+    line[..16].copy_from_slice(NAME);
+    let digits = match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1_000..=9_999 => 4,
+        _ => n.ilog10() as usize + 1,
+    };
+    let end = 16 + digits;
+    let mut v = n;
+    for d in line[16..end].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
     }
+    line[end] = b'\r';
+    line[end + 1] = b'\n';
+    (line, end + 2)
 }
 
 /// Serializes a planned head.
@@ -373,7 +384,7 @@ pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
     status: u16,
     headers: &F,
     body: Body,
-    date: &[u8; DATE_LEN],
+    date: &[u8; DATE_LINE_LEN],
 ) {
     match status_line(status) {
         Some(line) => out.put(line),
@@ -392,27 +403,13 @@ pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
     }
     headers.put_fields(out);
     if !plan.has_date {
-        out.put(b"Date: ");
         out.put(date);
-        out.put(b"\r\n");
     }
     if has_body(status) {
         match body {
             Body::Length(n) => {
-                let mut digits = [0u8; 20];
-                let mut i = digits.len();
-                let mut v = n;
-                loop {
-                    i -= 1;
-                    digits[i] = b'0' + (v % 10) as u8;
-                    v /= 10;
-                    if v == 0 {
-                        break;
-                    }
-                }
-                out.put(b"Content-Length: ");
-                out.put(&digits[i..]);
-                out.put(b"\r\n");
+                let (line, len) = content_length_line(n);
+                out.put(&line[..len]);
             }
             Body::Streamed if plan.chunked => out.put(b"Transfer-Encoding: chunked\r\n"),
             Body::Streamed => {}
@@ -436,7 +433,7 @@ pub(crate) fn write_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     status: u16,
     headers: &[(N, V)],
     body: Body,
-    date: &[u8; DATE_LEN],
+    date: &[u8; DATE_LINE_LEN],
 ) -> Result<(bool, bool)> {
     let p = plan(info, status, headers, body)?;
     write_planned(out, &p, info, status, headers, body, date);
@@ -451,7 +448,7 @@ fn write_planned<F: Fields + ?Sized>(
     status: u16,
     headers: &F,
     body: Body,
-    date: &[u8; DATE_LEN],
+    date: &[u8; DATE_LINE_LEN],
 ) {
     out.reserve(p.bound);
     emit(out, p, info, status, headers, body, date);
@@ -592,19 +589,15 @@ impl<'r, 'c> Response<'r, 'c> {
         with_date(now, |d| {
             if payload.len() <= INLINE_BODY {
                 // Head and body serialized straight into the output queue: one copy.
-                conn.write_in_place(p.bound + payload.len(), |buf| {
-                    let mut c = Cursor { buf, at: 0 };
-                    emit(&mut c, &p, &info, status, headers, framing, d);
-                    c.put(payload);
-                    c.at
+                conn.write_with(p.bound + payload.len(), |out| {
+                    emit(out, &p, &info, status, headers, framing, d);
+                    out.put(payload);
                 })
                 .map(drop)
             } else {
                 // A large body is queued in pooled chunks after the head.
-                conn.write_in_place(p.bound, |buf| {
-                    let mut c = Cursor { buf, at: 0 };
-                    emit(&mut c, &p, &info, status, headers, framing, d);
-                    c.at
+                conn.write_with(p.bound, |out| {
+                    emit(out, &p, &info, status, headers, framing, d);
                 })?;
                 conn.write(payload)
             }
@@ -628,10 +621,8 @@ impl<'r, 'c> Response<'r, 'c> {
         let conn = &mut *self.conn;
         let now = conn.now();
         with_date(now, |d| {
-            conn.write_in_place(p.bound, |buf| {
-                let mut c = Cursor { buf, at: 0 };
-                emit(&mut c, &p, &info, status, headers, Body::Streamed, d);
-                c.at
+            conn.write_with(p.bound, |out| {
+                emit(out, &p, &info, status, headers, Body::Streamed, d);
             })
         })?;
         self.tally.response(status);
@@ -892,7 +883,7 @@ mod tests {
         head: false,
         keep_alive: true,
     };
-    const DATE: &[u8; DATE_LEN] = b"Thu, 01 Jan 1970 00:00:00 GMT";
+    const DATE: &[u8; DATE_LINE_LEN] = b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
 
     #[test]
     fn serializes_status_headers_and_length() {
@@ -994,6 +985,27 @@ mod tests {
         out.clear();
         write_head(&mut out, &INFO, 204, &[("a", "b")], Body::Length(5), DATE).unwrap();
         assert!(!out.windows(14).any(|w| w == b"Content-Length"));
+    }
+
+    #[test]
+    fn content_length_lines() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1_000,
+            9_999,
+            10_000,
+            123_456_789,
+            usize::MAX,
+        ] {
+            let (line, len) = content_length_line(n);
+            assert_eq!(line[..len], *format!("Content-Length: {n}\r\n").as_bytes());
+        }
     }
 
     #[test]

@@ -258,6 +258,14 @@ impl WorkerCtx {
         Ok(n)
     }
 
+    pub(crate) fn write_with(&mut self, max: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<usize> {
+        self.check_write(max)?;
+        let start = self.out.len();
+        self.out.reserve(max);
+        f(&mut self.out);
+        Ok(self.out.len().saturating_sub(start))
+    }
+
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<()> {
         self.check_write(bufs.iter().map(|b| b.len()).sum())?;
         for b in bufs {

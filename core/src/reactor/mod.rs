@@ -406,6 +406,21 @@ impl Core {
         Ok(n)
     }
 
+    pub(crate) fn write_with(
+        &mut self,
+        id: ConnId,
+        max: usize,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<usize> {
+        self.writable(id, max)?;
+        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        let n = c.out.append_vec(max, &mut self.pool, f);
+        if n > 0 {
+            Self::mark_dirty(&mut self.dirty, c);
+        }
+        Ok(n)
+    }
+
     pub(crate) fn write_owned(&mut self, id: ConnId, data: Vec<u8>) -> Result<()> {
         self.writable(id, data.len())?;
         let c = self.conns[id.slot() as usize].as_mut().expect("checked");
