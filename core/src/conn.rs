@@ -445,6 +445,14 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// [`Conn::queued`], or `None` when [`Conn::is_closing`]: both in one lookup.
+    pub(crate) fn queued_if_open(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Reactor(core) => core.queued_if_open(self.id),
+            Inner::Worker(ctx) => (!ctx.is_closing()).then(|| ctx.queued()),
+        }
+    }
+
     /// Time left before `handler_timeout` closes the connection, for a callback running on a
     /// worker with a handler timeout configured (the analogue of a context deadline);
     /// `None` otherwise.

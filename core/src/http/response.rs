@@ -177,6 +177,8 @@ fn has_body(status: u16) -> bool {
 pub(crate) struct Plan {
     pub(crate) close: bool,
     pub(crate) chunked: bool,
+    /// The status allows a body (and a Content-Length).
+    body_allowed: bool,
     has_date: bool,
     has_connection: bool,
     /// An upper bound on the head's length.
@@ -251,12 +253,13 @@ fn plan_checked(info: &Info, status: u16, f: Facts, body: Body) -> Result<Plan> 
     let mut p = Plan {
         close: !info.keep_alive || f.close,
         chunked: false,
+        body_allowed: has_body(status),
         has_date: f.has_date,
         has_connection: f.has_connection,
         // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
         bound: 48 + DATE_LINE_LEN + 40 + 26 + 2 + f.len,
     };
-    if has_body(status) && matches!(body, Body::Streamed) {
+    if p.body_allowed && matches!(body, Body::Streamed) {
         if info.version == 1 {
             p.chunked = true;
         } else {
@@ -354,7 +357,13 @@ impl Sink for Vec<u8> {
 
 /// The `Content-Length` field line for a body of `n` bytes, ready to copy: one piece
 /// instead of name, digits and CRLF separately. Returns the line and its length.
+#[inline(always)] // Returned by value, the line would be copied around the stack twice.
 fn content_length_line(n: usize) -> ([u8; 38], usize) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     const NAME: &[u8; 16] = b"Content-Length: ";
     let mut line = [0u8; 38];
     line[..16].copy_from_slice(NAME);
@@ -366,10 +375,17 @@ fn content_length_line(n: usize) -> ([u8; 38], usize) {
         _ => n.ilog10() as usize + 1,
     };
     let end = 16 + digits;
+    // Two digits per division, from the right.
     let mut v = n;
-    for d in line[16..end].iter_mut().rev() {
-        *d = b'0' + (v % 10) as u8;
-        v /= 10;
+    let mut at = end;
+    while at >= 18 {
+        let pair = (v % 100) * 2;
+        line[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+        v /= 100;
+        at -= 2;
+    }
+    if at > 16 {
+        line[16] = b'0' + v as u8;
     }
     line[end] = b'\r';
     line[end + 1] = b'\n';
@@ -405,7 +421,7 @@ pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
     if !plan.has_date {
         out.put(date);
     }
-    if has_body(status) {
+    if plan.body_allowed {
         match body {
             Body::Length(n) => {
                 let (line, len) = content_length_line(n);
@@ -579,7 +595,7 @@ impl<'r, 'c> Response<'r, 'c> {
         // The head declares the body's length even when the body is not sent (HEAD).
         let framing = Body::Length(body.len());
         let p = plan_checked(&info, status, facts, framing)?;
-        let payload = if info.head || !has_body(status) {
+        let payload = if info.head || !p.body_allowed {
             &[][..]
         } else {
             body
@@ -760,7 +776,7 @@ impl Deferred {
             write_planned(&mut out, &p, &self.info, status, headers, framing, d);
         });
         let close = p.close;
-        if !self.info.head && has_body(status) {
+        if !self.info.head && p.body_allowed {
             out.extend_from_slice(body);
         }
         self.done = true;

@@ -472,9 +472,10 @@ impl<H: HttpHandler> Http<H> {
         let mut partial_body = false;
         let mut body_got = 0u64;
         loop {
-            if st.awaiting || conn.is_closing() {
-                break;
-            }
+            let queued = match conn.queued_if_open() {
+                Some(q) if !st.awaiting => q,
+                _ => break,
+            };
             if let Some(c) = st.chunked.as_mut()
                 && let Some(decoder) = c.decoder.as_mut()
             {
@@ -511,7 +512,7 @@ impl<H: HttpHandler> Http<H> {
                 conn.resume_input();
                 break;
             }
-            if conn.queued() > self.high_watermark {
+            if queued > self.high_watermark {
                 // Too much output queued: first let it flush (yield); if it is still above the
                 // watermark after that, the client is not reading, and parsing waits for
                 // `on_drain`, so memory stays flat.

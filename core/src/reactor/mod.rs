@@ -347,9 +347,36 @@ impl Core {
 
     /// A connection that accepts more output: live, not closing, no close requested.
     fn writable(&mut self, id: ConnId, extra: usize) -> Result<&mut Connection> {
+        Self::writable_in(
+            &mut self.conns,
+            &mut self.dirty,
+            self.limits.max_write_buffer,
+            id,
+            extra,
+        )
+    }
+
+    /// [`Core::writable`], lending the buffer pool and the dirty list with the connection
+    /// (one lookup for the check and the write).
+    fn writable_parts(
+        &mut self,
+        id: ConnId,
+        extra: usize,
+    ) -> Result<(&mut Connection, &mut BufferPool, &mut Vec<u32>)> {
         let max = self.limits.max_write_buffer;
-        let Some(c) = self
-            .conns
+        let c = Self::writable_in(&mut self.conns, &mut self.dirty, max, id, extra)?;
+        Ok((c, &mut self.pool, &mut self.dirty))
+    }
+
+    /// [`Core::writable`] on the fields it needs, so the caller keeps the others (the pool).
+    fn writable_in<'c>(
+        conns: &'c mut [Option<Connection>],
+        dirty: &mut Vec<u32>,
+        max: usize,
+        id: ConnId,
+        extra: usize,
+    ) -> Result<&'c mut Connection> {
+        let Some(c) = conns
             .get_mut(id.slot() as usize)
             .and_then(Option::as_mut)
             .filter(|c| c.id == id)
@@ -361,7 +388,7 @@ impl Core {
         }
         if c.out.len().saturating_add(extra) > max {
             c.close_req = Some((CloseReason::WriteOverflow, CloseMode::Abort));
-            Self::mark_dirty(&mut self.dirty, c);
+            Self::mark_dirty(dirty, c);
             return Err(Error::WriteOverflow);
         }
         Ok(c)
@@ -371,22 +398,20 @@ impl Core {
         if data.is_empty() {
             return self.writable(id, 0).map(drop);
         }
-        self.writable(id, data.len())?;
-        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
-        c.out.push_copy(data, &mut self.pool);
-        Self::mark_dirty(&mut self.dirty, c);
+        let (c, pool, dirty) = self.writable_parts(id, data.len())?;
+        c.out.push_copy(data, pool);
+        Self::mark_dirty(dirty, c);
         Ok(())
     }
 
     pub(crate) fn write_vectored(&mut self, id: ConnId, bufs: &[IoSlice<'_>]) -> Result<()> {
         let total = bufs.iter().fold(0usize, |a, b| a.saturating_add(b.len()));
-        self.writable(id, total)?;
-        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        let (c, pool, dirty) = self.writable_parts(id, total)?;
         for b in bufs {
-            c.out.push_copy(b, &mut self.pool);
+            c.out.push_copy(b, pool);
         }
         if total > 0 {
-            Self::mark_dirty(&mut self.dirty, c);
+            Self::mark_dirty(dirty, c);
         }
         Ok(())
     }
@@ -397,11 +422,10 @@ impl Core {
         max: usize,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize> {
-        self.writable(id, max)?;
-        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
-        let n = c.out.append_with(max, &mut self.pool, f);
+        let (c, pool, dirty) = self.writable_parts(id, max)?;
+        let n = c.out.append_with(max, pool, f);
         if n > 0 {
-            Self::mark_dirty(&mut self.dirty, c);
+            Self::mark_dirty(dirty, c);
         }
         Ok(n)
     }
@@ -412,27 +436,33 @@ impl Core {
         max: usize,
         f: impl FnOnce(&mut Vec<u8>),
     ) -> Result<usize> {
-        self.writable(id, max)?;
-        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
-        let n = c.out.append_vec(max, &mut self.pool, f);
+        let (c, pool, dirty) = self.writable_parts(id, max)?;
+        let n = c.out.append_vec(max, pool, f);
         if n > 0 {
-            Self::mark_dirty(&mut self.dirty, c);
+            Self::mark_dirty(dirty, c);
         }
         Ok(n)
     }
 
     pub(crate) fn write_owned(&mut self, id: ConnId, data: Vec<u8>) -> Result<()> {
-        self.writable(id, data.len())?;
-        let c = self.conns[id.slot() as usize].as_mut().expect("checked");
+        let (c, pool, dirty) = self.writable_parts(id, data.len())?;
         if !data.is_empty() {
-            c.out.push_owned(data, &mut self.pool);
-            Self::mark_dirty(&mut self.dirty, c);
+            c.out.push_owned(data, pool);
+            Self::mark_dirty(dirty, c);
         }
         Ok(())
     }
 
     pub(crate) fn queued(&self, id: ConnId) -> usize {
         self.get(id).map_or(0, |c| c.out.len())
+    }
+
+    /// Bytes queued, or `None` when the connection is closing: [`Core::queued`] and
+    /// [`Core::is_closing`] in one lookup.
+    pub(crate) fn queued_if_open(&self, id: ConnId) -> Option<usize> {
+        self.get(id)
+            .filter(|c| c.close_req.is_none() && c.closing.is_none())
+            .map(|c| c.out.len())
     }
 
     pub(crate) fn is_closing(&self, id: ConnId) -> bool {
