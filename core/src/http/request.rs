@@ -35,19 +35,15 @@ impl<'a> Request<'a> {
 
     /// The path: the target up to `?`, without scheme and authority for an absolute-form
     /// target.
+    #[inline]
     pub fn path(&self) -> &'a str {
         let t = self.target;
-        // Origin form (`/…`) is what nearly every request uses: no scheme to strip.
+        // Origin form (`/…`) is what nearly every request uses: no scheme to strip, and the
+        // rarer forms stay out of line.
         let t = if t.starts_with('/') {
             t
         } else {
-            match t.find("://") {
-                Some(i) => {
-                    let after = &t[i + 3..];
-                    after.find('/').map_or("/", |j| &after[j..])
-                }
-                None => t,
-            }
+            strip_authority(t)
         };
         match t.bytes().position(|b| b == b'?') {
             Some(q) => &t[..q],
@@ -101,6 +97,19 @@ impl<'a> Request<'a> {
     /// The body, complete and de-chunked (empty when there is none).
     pub fn body(&self) -> &'a [u8] {
         self.body
+    }
+}
+
+/// The path of a target that is not in origin form: after the scheme and authority of an
+/// absolute form (`/` when there is none), or the target itself (`*`, an authority).
+#[cold]
+fn strip_authority(t: &str) -> &str {
+    match t.find("://") {
+        Some(i) => {
+            let after = &t[i + 3..];
+            after.find('/').map_or("/", |j| &after[j..])
+        }
+        None => t,
     }
 }
 

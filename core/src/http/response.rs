@@ -602,22 +602,22 @@ impl<'r, 'c> Response<'r, 'c> {
         };
         let conn = &mut *self.conn;
         let now = conn.now();
+        // A small body is serialized with the head straight into the output queue (one
+        // copy); a large one is queued after it in pooled chunks.
+        let (inline, rest) = if payload.len() <= INLINE_BODY {
+            (payload, &[][..])
+        } else {
+            (&[][..], payload)
+        };
         with_date(now, |d| {
-            if payload.len() <= INLINE_BODY {
-                // Head and body serialized straight into the output queue: one copy.
-                conn.write_with(p.bound + payload.len(), |out| {
-                    emit(out, &p, &info, status, headers, framing, d);
-                    out.put(payload);
-                })
-                .map(drop)
-            } else {
-                // A large body is queued in pooled chunks after the head.
-                conn.write_with(p.bound, |out| {
-                    emit(out, &p, &info, status, headers, framing, d);
-                })?;
-                conn.write(payload)
-            }
+            conn.write_with(p.bound + inline.len(), |out| {
+                emit(out, &p, &info, status, headers, framing, d);
+                out.put(inline);
+            })
         })?;
+        if !rest.is_empty() {
+            conn.write(rest)?;
+        }
         self.tally.response(status);
         self.outcome = Outcome::Sent { close: p.close };
         Ok(())
