@@ -371,7 +371,9 @@ impl<H: HttpHandler> Http<H> {
         st.deadline = None;
     }
 
-    /// Runs the handler for one complete request.
+    /// Runs the handler for one complete request. Inlined into the request loop (its one
+    /// call site there), where the request and its head are already in registers.
+    #[inline(always)]
     fn dispatch(
         &self,
         conn: &mut Conn<'_>,
@@ -543,14 +545,8 @@ impl<H: HttpHandler> Http<H> {
                 headers: parsed.req.headers,
                 body: b"",
             };
-            match head.framing {
-                Framing::None => {
-                    pos += head.len;
-                    served += 1;
-                    if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
-                        break;
-                    }
-                }
+            let body = match head.framing {
+                Framing::None => &[][..],
                 Framing::Length(n) => {
                     let end = head.len + n as usize;
                     if buf.len() < end {
@@ -559,16 +555,8 @@ impl<H: HttpHandler> Http<H> {
                         body_got = (buf.len() - head.len) as u64;
                         break;
                     }
-                    let req = Request {
-                        body: &buf[head.len..end],
-                        ..req
-                    };
                     st.body_since = None;
-                    pos += end;
-                    served += 1;
-                    if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
-                        break;
-                    }
+                    &buf[head.len..end]
                 }
                 Framing::Chunked => {
                     let c = st.chunked.get_or_insert_default();
@@ -578,7 +566,14 @@ impl<H: HttpHandler> Http<H> {
                     c.decoder = Some(ChunkedDecoder::new(&self.limits));
                     self.send_continue(conn, st, &head);
                     pos += head.len;
+                    continue;
                 }
+            };
+            pos += head.len + body.len();
+            served += 1;
+            let req = Request { body, ..req };
+            if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
+                break;
             }
         }
         // The read deadline for what comes next.
