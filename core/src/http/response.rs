@@ -247,7 +247,7 @@ fn check_fields<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Result<Fa
     Ok(f)
 }
 
-/// Decides the framing of a head whose fields were checked.
+/// Checks the status and decides the framing of a head whose fields were checked.
 fn plan_checked(info: &Info, status: u16, f: Facts, body: Body) -> Result<Plan> {
     check_status(status)?;
     let mut p = Plan {
@@ -277,7 +277,6 @@ pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     headers: &[(N, V)],
     body: Body,
 ) -> Result<Plan> {
-    check_status(status)?;
     plan_checked(info, status, check_fields(headers)?, body)
 }
 
@@ -503,6 +502,8 @@ pub struct Response<'r, 'c> {
     pub(crate) failed: bool,
     tally: &'r mut Tally,
     stats: &'r Arc<[Counters]>,
+    /// The `Date` line of this pass over the connection's input.
+    date: &'r [u8; DATE_LINE_LEN],
 }
 
 impl<'r, 'c> Response<'r, 'c> {
@@ -511,6 +512,7 @@ impl<'r, 'c> Response<'r, 'c> {
         info: Info,
         tally: &'r mut Tally,
         stats: &'r Arc<[Counters]>,
+        date: &'r [u8; DATE_LINE_LEN],
     ) -> Self {
         Response {
             conn,
@@ -519,6 +521,7 @@ impl<'r, 'c> Response<'r, 'c> {
             failed: false,
             tally,
             stats,
+            date,
         }
     }
 
@@ -567,7 +570,6 @@ impl<'r, 'c> Response<'r, 'c> {
         body: &[u8],
     ) -> Result<()> {
         self.fresh()?;
-        check_status(status)?;
         let facts = check_fields(headers)?;
         self.send_fields(status, headers, facts, body)
     }
@@ -600,8 +602,7 @@ impl<'r, 'c> Response<'r, 'c> {
         } else {
             body
         };
-        let conn = &mut *self.conn;
-        let now = conn.now();
+        let (conn, d) = (&mut *self.conn, self.date);
         // A small body is serialized with the head straight into the output queue (one
         // copy); a large one is queued after it in pooled chunks.
         let (inline, rest) = if payload.len() <= INLINE_BODY {
@@ -609,11 +610,9 @@ impl<'r, 'c> Response<'r, 'c> {
         } else {
             (&[][..], payload)
         };
-        with_date(now, |d| {
-            conn.write_with(p.bound + inline.len(), |out| {
-                emit(out, &p, &info, status, headers, framing, d);
-                out.put(inline);
-            })
+        conn.write_with(p.bound + inline.len(), |out| {
+            emit(out, &p, &info, status, headers, framing, d);
+            out.put(inline);
         })?;
         if !rest.is_empty() {
             conn.write(rest)?;
@@ -634,12 +633,9 @@ impl<'r, 'c> Response<'r, 'c> {
         self.fresh()?;
         let info = self.info;
         let p = plan(&info, status, headers, Body::Streamed)?;
-        let conn = &mut *self.conn;
-        let now = conn.now();
-        with_date(now, |d| {
-            conn.write_with(p.bound, |out| {
-                emit(out, &p, &info, status, headers, Body::Streamed, d);
-            })
+        let d = self.date;
+        self.conn.write_with(p.bound, |out| {
+            emit(out, &p, &info, status, headers, Body::Streamed, d);
         })?;
         self.tally.response(status);
         self.outcome = Outcome::Streaming {
@@ -743,7 +739,6 @@ impl Deferred {
         if self.done {
             return Err(Error::InvalidResponse("the response was already started"));
         }
-        check_status(status)?;
         let facts = check_fields(headers)?;
         self.send_fields(status, headers, facts, body)
     }

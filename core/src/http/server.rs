@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkedDecoder, Progress};
-use super::date::with_date;
+use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
 use super::response::{Body, Info, Outcome, Response, write_head};
@@ -379,6 +379,7 @@ impl<H: HttpHandler> Http<H> {
         conn: &mut Conn<'_>,
         st: &mut HttpConn,
         tally: &mut Tally,
+        date: &[u8; DATE_LINE_LEN],
         req: &Request<'_>,
         head: &Head,
     ) -> Flow {
@@ -396,7 +397,7 @@ impl<H: HttpHandler> Http<H> {
             keep_alive: head.keep_alive && !st.peer_closed && !last,
         };
         let (result, outcome, reported) = {
-            let mut res = Response::new(conn, info, tally, &self.stats);
+            let mut res = Response::new(conn, info, tally, &self.stats, date);
             let handler = &self.handler;
             let result = catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
             // A stream the handler started but did not end is ended for it.
@@ -457,7 +458,9 @@ impl<H: HttpHandler> Http<H> {
     /// Handles the requests in `data`; returns the bytes consumed.
     fn process(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
         let mut tally = Tally::default();
-        let pos = self.process_with(conn, st, data, &mut tally);
+        // The reactor's clock stands still during a pass: one Date line serves all of it.
+        let date = with_date(conn.now(), |d| *d);
+        let pos = self.process_with(conn, st, data, &mut tally, &date);
         tally.flush(self.counters(conn));
         pos
     }
@@ -468,6 +471,7 @@ impl<H: HttpHandler> Http<H> {
         st: &mut HttpConn,
         data: &[u8],
         tally: &mut Tally,
+        date: &[u8; DATE_LINE_LEN],
     ) -> usize {
         let mut pos = 0;
         let mut served = 0;
@@ -493,7 +497,7 @@ impl<H: HttpHandler> Http<H> {
                         c.decoder = None;
                         st.body_since = None;
                         served += 1;
-                        if let Flow::Stop = self.dispatch_chunked(conn, st, tally) {
+                        if let Flow::Stop = self.dispatch_chunked(conn, st, tally, date) {
                             break;
                         }
                         continue;
@@ -572,7 +576,7 @@ impl<H: HttpHandler> Http<H> {
             pos += head.len + body.len();
             served += 1;
             let req = Request { body, ..req };
-            if let Flow::Stop = self.dispatch(conn, st, tally, &req, &head) {
+            if let Flow::Stop = self.dispatch(conn, st, tally, date, &req, &head) {
                 break;
             }
         }
@@ -611,7 +615,13 @@ impl<H: HttpHandler> Http<H> {
 
     /// Dispatches a request whose chunked body is complete: the head is parsed again from
     /// the copy kept when its body started.
-    fn dispatch_chunked(&self, conn: &mut Conn<'_>, st: &mut HttpConn, tally: &mut Tally) -> Flow {
+    fn dispatch_chunked(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        tally: &mut Tally,
+        date: &[u8; DATE_LINE_LEN],
+    ) -> Flow {
         let c = st.chunked.as_mut().expect("a chunked body was decoded");
         let head_buf = std::mem::take(&mut c.head);
         let body = std::mem::take(&mut c.body);
@@ -627,7 +637,7 @@ impl<H: HttpHandler> Http<H> {
                         body: &body,
                     };
                     let head = parsed.head;
-                    self.dispatch(conn, st, tally, &req, &head)
+                    self.dispatch(conn, st, tally, date, &req, &head)
                 }
                 // It parsed when its body began; it cannot fail now.
                 _ => {
