@@ -875,3 +875,50 @@ fn invalid_config_is_rejected_before_binding() {
     s.start().unwrap();
     assert!(matches!(s.start(), Err(Error::AlreadyStarted)));
 }
+
+/// `Conn::write_in_place` hands the closure a zeroed slice of `max` bytes, keeps what it
+/// says it wrote (at most `max`), and queues the pieces in order across pooled chunks: on the
+/// reactor and on a worker.
+#[test]
+fn write_in_place_queues_what_the_closure_wrote_in_order() {
+    struct Upper;
+    impl Handler for Upper {
+        type State = ();
+        fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            // Ask for more room than needed; claim one byte too many when the piece is odd,
+            // which must be cut back to `max`.
+            let max = d.len();
+            let claimed = if d.len() % 2 == 1 { max + 1 } else { max };
+            let n = conn
+                .write_in_place(max, |buf| {
+                    assert_eq!(buf.len(), max);
+                    assert!(buf.iter().all(|&b| b == 0), "the slice is zero-filled");
+                    for (o, i) in buf.iter_mut().zip(d) {
+                        *o = i.to_ascii_uppercase();
+                    }
+                    claimed
+                })
+                .expect("write_in_place");
+            assert_eq!(n, max);
+            d.len()
+        }
+    }
+    for cfg in [config(1, true), config(1, true).workers(1, 16)] {
+        let srv = Running::start(cfg, Upper);
+        let mut c = client(srv.addr);
+        // 300 KB in pieces of 1..=3000 bytes: many appends, several pooled chunks.
+        let msg: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let mut sent = 0;
+        let mut size = 1;
+        while sent < msg.len() {
+            let end = (sent + size).min(msg.len());
+            c.write_all(&msg[sent..end]).unwrap();
+            sent = end;
+            size = size % 3000 + 7;
+        }
+        let mut got = vec![0; msg.len()];
+        c.read_exact(&mut got).expect("all of it back");
+        assert!(got == msg.to_ascii_uppercase(), "bytes differ");
+        srv.stop_within(5 * SEC);
+    }
+}

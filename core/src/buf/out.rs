@@ -86,28 +86,14 @@ impl OutQueue {
         pool: &mut BufferPool,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> usize {
-        if self.head.capacity() == 0 && self.rest.is_empty() {
-            self.head = pool.get();
-            self.pos = 0;
-        }
-        let room = {
-            let t = self.tail();
-            t.capacity() - t.len()
-        };
-        if room < max {
-            let mut chunk = pool.get();
-            chunk.reserve(max);
-            self.push_chunk(chunk);
-        }
-        let tail = self.tail();
-        let start = tail.len();
-        // Zero-fill only the bytes we may write (a few hundred at most on the hot path), so
-        // `f` gets an initialized slice and no unsafe length juggling is needed.
-        tail.resize(start + max, 0);
-        let n = f(&mut tail[start..]).min(max);
-        tail.truncate(start + n);
-        self.len += n;
-        n
+        self.append_vec(max, pool, |tail| {
+            let start = tail.len();
+            // Zero-fill only the bytes we may write (a few hundred at most on the hot path),
+            // so `f` gets an initialized slice and no unsafe length juggling is needed.
+            tail.resize(start + max, 0);
+            let n = f(&mut tail[start..]).min(max);
+            tail.truncate(start + n);
+        })
     }
 
     /// Appends through `f`, which gets the tail chunk with room for at least `max` more bytes
