@@ -49,6 +49,33 @@ pub fn parse_head_properties(data: &[u8]) {
         Ok(None) => assert!(data.len() <= LIMITS.max_header_bytes),
         Err(_) => {}
     }
+    line_endings_are_strict(data, &whole);
+}
+
+/// Whether every LF in `head` follows a CR (the reference the parser's cheaper check must
+/// agree with).
+fn every_lf_after_cr(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && head[i - 1] == b'\r'))
+}
+
+/// A head with a bare LF is never accepted; a head the tokenizer completes with CR LF line
+/// endings throughout is never refused for a bare LF.
+fn line_endings_are_strict(data: &[u8], whole: &HeadOutcome) {
+    if let Ok(Some((len, _))) = whole {
+        assert!(every_lf_after_cr(&data[..*len]), "a bare LF was accepted");
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 16];
+    if let Ok(httparse::Status::Complete(len)) = httparse::Request::new(&mut fields).parse(data)
+        && every_lf_after_cr(&data[..len])
+    {
+        assert_ne!(
+            *whole,
+            Err(ParseError::BareLineFeed),
+            "CR LF endings refused as a bare LF"
+        );
+    }
 }
 
 type ChunkedOutcome = (Result<Progress, ParseError>, usize, Vec<u8>);
@@ -170,6 +197,48 @@ mod tests {
                 } else {
                     data.insert(i, b);
                 }
+            }
+            parse_head_properties(&data);
+        }
+
+        /// Heads whose lines end in CR LF or a bare LF at random (leading empty lines,
+        /// the request line, fields with trailing whitespace, the final empty line): the
+        /// parser refuses exactly those with a bare LF.
+        #[test]
+        fn bare_lf_is_found_wherever_a_line_ends(
+            endings in proptest::collection::vec(any::<bool>(), 8),
+            leading in 0usize..3,
+            fields in 0usize..4,
+            trailing in proptest::collection::vec(0u8..3, 4),
+        ) {
+            let eol = |i: usize| if endings[i % 8] { &b"\r\n"[..] } else { &b"\n"[..] };
+            let mut data = Vec::new();
+            let mut bare = false;
+            let mut line = 0;
+            let mut end = |data: &mut Vec<u8>, bare: &mut bool| {
+                let e = eol(line);
+                *bare |= e == b"\n";
+                data.extend_from_slice(e);
+                line += 1;
+            };
+            for _ in 0..leading {
+                end(&mut data, &mut bare);
+            }
+            data.extend_from_slice(b"GET /p HTTP/1.1");
+            end(&mut data, &mut bare);
+            data.extend_from_slice(b"Host: h");
+            end(&mut data, &mut bare);
+            for f in 0..fields {
+                data.extend_from_slice(format!("X-{f}: v{f}").as_bytes());
+                data.extend(std::iter::repeat_n(b' ', usize::from(trailing[f])));
+                end(&mut data, &mut bare);
+            }
+            end(&mut data, &mut bare);
+            let outcome = head_outcome(&data);
+            if bare {
+                prop_assert_eq!(outcome, Err(ParseError::BareLineFeed));
+            } else {
+                prop_assert!(matches!(outcome, Ok(Some((n, _))) if n == data.len()));
             }
             parse_head_properties(&data);
         }
