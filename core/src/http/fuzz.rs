@@ -228,9 +228,9 @@ mod tests {
             end(&mut data, &mut bare);
             data.extend_from_slice(b"Host: h");
             end(&mut data, &mut bare);
-            for f in 0..fields {
+            for (f, &spaces) in trailing.iter().enumerate().take(fields) {
                 data.extend_from_slice(format!("X-{f}: v{f}").as_bytes());
-                data.extend(std::iter::repeat_n(b' ', usize::from(trailing[f])));
+                data.extend(std::iter::repeat_n(b' ', usize::from(spaces)));
                 end(&mut data, &mut bare);
             }
             end(&mut data, &mut bare);
