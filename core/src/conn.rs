@@ -446,6 +446,7 @@ impl<'a> Conn<'a> {
     }
 
     /// [`Conn::queued`], or `None` when [`Conn::is_closing`]: both in one lookup.
+    #[inline]
     pub(crate) fn queued_if_open(&self) -> Option<usize> {
         match &self.inner {
             Inner::Reactor(core) => core.queued_if_open(self.id),

@@ -459,6 +459,7 @@ impl Core {
 
     /// Bytes queued, or `None` when the connection is closing: [`Core::queued`] and
     /// [`Core::is_closing`] in one lookup.
+    #[inline]
     pub(crate) fn queued_if_open(&self, id: ConnId) -> Option<usize> {
         self.get(id)
             .filter(|c| c.close_req.is_none() && c.closing.is_none())
