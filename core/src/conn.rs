@@ -265,10 +265,9 @@ impl<'a> Conn<'a> {
         max: usize,
         f: impl FnOnce(&mut [u8]) -> usize,
     ) -> Result<usize> {
-        match &mut self.inner {
-            Inner::Reactor(core) => core.write_in_place(self.id, max, f),
-            Inner::Worker(ctx) => ctx.write_in_place(max, f),
-        }
+        self.write_with(max, |v| {
+            crate::buf::fill_in_place(v, max, f);
+        })
     }
 
     /// As [`Conn::write_in_place`] for the crate's own serializers: `f` appends at most `max`

@@ -3,5 +3,5 @@
 mod out;
 mod pool;
 
-pub(crate) use out::OutQueue;
+pub(crate) use out::{OutQueue, fill_in_place};
 pub(crate) use pool::BufferPool;

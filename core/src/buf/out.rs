@@ -10,6 +10,21 @@ const MAX_IOV: usize = 64;
 /// Owned writes smaller than this are copied into the tail chunk instead of queued as a chunk.
 const COPY_OWNED_BELOW: usize = 1024;
 
+/// Lets `f` write up to `max` bytes in place at the end of `v` and keeps what it says it
+/// wrote (at most `max`); returns that count. Only the bytes `f` may write are zero-filled
+/// first, so `f` gets an initialized slice and no unsafe length juggling is needed.
+pub(crate) fn fill_in_place(
+    v: &mut Vec<u8>,
+    max: usize,
+    f: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let start = v.len();
+    v.resize(start + max, 0);
+    let n = f(&mut v[start..]).min(max);
+    v.truncate(start + n);
+    n
+}
+
 /// Queued, unsent output of one connection.
 ///
 /// Small writes are copied into the tail chunk (a pooled buffer), so many small responses leave
@@ -76,30 +91,10 @@ impl OutQueue {
         }
     }
 
-    /// Appends up to `max` bytes written in place by `f` into the tail chunk (taking a fresh
-    /// pooled chunk when the tail has less than `max` bytes free). `f` returns how many bytes
-    /// it wrote; at most `max` are kept. Serializing straight into the queue saves building a
-    /// message elsewhere and copying it in.
-    pub(crate) fn append_with(
-        &mut self,
-        max: usize,
-        pool: &mut BufferPool,
-        f: impl FnOnce(&mut [u8]) -> usize,
-    ) -> usize {
-        self.append_vec(max, pool, |tail| {
-            let start = tail.len();
-            // Zero-fill only the bytes we may write (a few hundred at most on the hot path),
-            // so `f` gets an initialized slice and no unsafe length juggling is needed.
-            tail.resize(start + max, 0);
-            let n = f(&mut tail[start..]).min(max);
-            tail.truncate(start + n);
-        })
-    }
-
     /// Appends through `f`, which gets the tail chunk with room for at least `max` more bytes
     /// (a fresh pooled chunk when the tail has less) and appends to it; returns how many it
-    /// appended. Unlike [`OutQueue::append_with`] nothing is zero-filled first: `f` extends
-    /// the vector, which initializes what it writes.
+    /// appended. Nothing is zero-filled first: `f` extends the vector, which initializes
+    /// what it writes.
     pub(crate) fn append_vec(
         &mut self,
         max: usize,

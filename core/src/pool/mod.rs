@@ -245,19 +245,6 @@ impl WorkerCtx {
         Ok(())
     }
 
-    pub(crate) fn write_in_place(
-        &mut self,
-        max: usize,
-        f: impl FnOnce(&mut [u8]) -> usize,
-    ) -> Result<usize> {
-        self.check_write(max)?;
-        let start = self.out.len();
-        self.out.resize(start + max, 0);
-        let n = f(&mut self.out[start..]).min(max);
-        self.out.truncate(start + n);
-        Ok(n)
-    }
-
     pub(crate) fn write_with(&mut self, max: usize, f: impl FnOnce(&mut Vec<u8>)) -> Result<usize> {
         self.check_write(max)?;
         let start = self.out.len();

@@ -345,38 +345,16 @@ impl Core {
         }
     }
 
-    /// A connection that accepts more output: live, not closing, no close requested.
-    fn writable(&mut self, id: ConnId, extra: usize) -> Result<&mut Connection> {
-        Self::writable_in(
-            &mut self.conns,
-            &mut self.dirty,
-            self.limits.max_write_buffer,
-            id,
-            extra,
-        )
-    }
-
-    /// [`Core::writable`], lending the buffer pool and the dirty list with the connection
-    /// (one lookup for the check and the write).
+    /// A connection that accepts more output (live, not closing, no close requested, room
+    /// for `extra` more bytes), with the buffer pool and the dirty list lent beside it: one
+    /// lookup for the check and the write.
     fn writable_parts(
         &mut self,
         id: ConnId,
         extra: usize,
     ) -> Result<(&mut Connection, &mut BufferPool, &mut Vec<u32>)> {
-        let max = self.limits.max_write_buffer;
-        let c = Self::writable_in(&mut self.conns, &mut self.dirty, max, id, extra)?;
-        Ok((c, &mut self.pool, &mut self.dirty))
-    }
-
-    /// [`Core::writable`] on the fields it needs, so the caller keeps the others (the pool).
-    fn writable_in<'c>(
-        conns: &'c mut [Option<Connection>],
-        dirty: &mut Vec<u32>,
-        max: usize,
-        id: ConnId,
-        extra: usize,
-    ) -> Result<&'c mut Connection> {
-        let Some(c) = conns
+        let Some(c) = self
+            .conns
             .get_mut(id.slot() as usize)
             .and_then(Option::as_mut)
             .filter(|c| c.id == id)
@@ -386,17 +364,17 @@ impl Core {
         if c.close_req.is_some() || c.closing.is_some() {
             return Err(Error::Closed);
         }
-        if c.out.len().saturating_add(extra) > max {
+        if c.out.len().saturating_add(extra) > self.limits.max_write_buffer {
             c.close_req = Some((CloseReason::WriteOverflow, CloseMode::Abort));
-            Self::mark_dirty(dirty, c);
+            Self::mark_dirty(&mut self.dirty, c);
             return Err(Error::WriteOverflow);
         }
-        Ok(c)
+        Ok((c, &mut self.pool, &mut self.dirty))
     }
 
     pub(crate) fn write_copy(&mut self, id: ConnId, data: &[u8]) -> Result<()> {
         if data.is_empty() {
-            return self.writable(id, 0).map(drop);
+            return self.writable_parts(id, 0).map(drop);
         }
         let (c, pool, dirty) = self.writable_parts(id, data.len())?;
         c.out.push_copy(data, pool);
@@ -414,20 +392,6 @@ impl Core {
             Self::mark_dirty(dirty, c);
         }
         Ok(())
-    }
-
-    pub(crate) fn write_in_place(
-        &mut self,
-        id: ConnId,
-        max: usize,
-        f: impl FnOnce(&mut [u8]) -> usize,
-    ) -> Result<usize> {
-        let (c, pool, dirty) = self.writable_parts(id, max)?;
-        let n = c.out.append_with(max, pool, f);
-        if n > 0 {
-            Self::mark_dirty(dirty, c);
-        }
-        Ok(n)
     }
 
     pub(crate) fn write_with(
