@@ -1,10 +1,10 @@
 //! Property checks behind the fuzz targets in `fuzz/` (feature `fuzzing`; not a stable API).
 //! Each takes arbitrary bytes and panics when a property the server relies on is broken.
 
-use std::mem::MaybeUninit;
-
 use super::chunked::{ChunkedDecoder, Progress};
-use super::parse::{Limits, MAX_HEADERS, ParseError, parse_head};
+use super::parse::{
+    FieldSlots, Limits, ParseError, common_request_line, parse_head, parse_head_in_full,
+};
 
 /// Small limits, so that the fuzzer reaches them.
 const LIMITS: Limits = Limits {
@@ -18,9 +18,44 @@ const LIMITS: Limits = Limits {
 type HeadOutcome = Result<Option<(usize, String)>, ParseError>;
 
 fn head_outcome(buf: &[u8]) -> HeadOutcome {
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    parse_head(buf, &mut fields, &LIMITS)
-        .map(|p| p.map(|p| (p.head.len, format!("{:?} {:?}", p.head, p.req.path))))
+    let mut fields = FieldSlots::new();
+    let outcome = parse_head(buf, &mut fields, &LIMITS).map(|p| p.map(|p| meaning(&p)));
+    let mut fields = FieldSlots::new();
+    let in_full = parse_head_in_full(buf, &mut fields, &LIMITS).map(|p| p.map(|p| meaning(&p)));
+    assert_eq!(
+        outcome, in_full,
+        "the common-line shortcut changed the outcome"
+    );
+    outcome
+}
+
+/// Everything the server takes from a head.
+fn meaning(p: &super::parse::Parsed<'_, '_>) -> (usize, String) {
+    (
+        p.head.len,
+        format!("{:?} {:?} {:?} {:?}", p.head, p.method, p.target, p.headers),
+    )
+}
+
+/// The shortcut for common request lines accepts only lines httparse accepts, with the same
+/// method, target, version and length.
+fn common_request_line_agrees(data: &[u8]) {
+    let Some((method, target, version, line)) = common_request_line(data) else {
+        return;
+    };
+    let mut head = data[..line].to_vec();
+    head.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; 1];
+    let mut req = httparse::Request::new(&mut fields);
+    assert_eq!(
+        req.parse(&head),
+        Ok(httparse::Status::Complete(line + 2)),
+        "the shortcut accepted a line httparse does not"
+    );
+    assert_eq!(
+        (req.method, req.path, req.version),
+        (Some(method), Some(target), Some(version))
+    );
 }
 
 /// The request head parser: a complete head is complete in every longer buffer with the same
@@ -50,6 +85,7 @@ pub fn parse_head_properties(data: &[u8]) {
         Err(_) => {}
     }
     line_endings_are_strict(data, &whole);
+    common_request_line_agrees(data);
 }
 
 /// Whether every LF in `head` follows a CR (the reference the parser's cheaper check must
@@ -240,6 +276,50 @@ mod tests {
             } else {
                 prop_assert!(matches!(outcome, Ok(Some((n, _))) if n == data.len()));
             }
+            parse_head_properties(&data);
+        }
+
+        /// Request lines of the common form take the shortcut, with the tokens they hold;
+        /// the head means the same as through httparse's request parser.
+        #[test]
+        fn common_request_lines_take_the_shortcut(
+            method in "[A-Z]{1,12}",
+            target in "[!-~]{1,40}",
+            version in 0u8..2,
+            fields in 0usize..24,
+        ) {
+            let mut data = format!("{method} {target} HTTP/1.{version}\r\nHost: h\r\n").into_bytes();
+            for f in 0..fields {
+                data.extend_from_slice(format!("X-{f}: v\r\n").as_bytes());
+            }
+            data.extend_from_slice(b"\r\n");
+            let line = method.len() + target.len() + 12;
+            prop_assert_eq!(
+                common_request_line(&data),
+                Some((method.as_str(), target.as_str(), version, line))
+            );
+            parse_head_properties(&data);
+        }
+
+        /// Request lines of the common form with a few bytes replaced by ones at the edges
+        /// of what the shortcut accepts: it never accepts what httparse refuses, nor reads
+        /// it differently.
+        #[test]
+        fn request_lines_agree_with_httparse(
+            method in "[A-Z]{1,8}",
+            target in "[!-~]{1,24}",
+            version in 0u8..2,
+            edits in proptest::collection::vec(
+                (any::<u16>(), proptest::sample::select(&b"@[`{a-_/*H0.2 \t\r\n\x00\x1f\x21\x7e\x7f\x80\xff"[..])),
+                0..3,
+            ),
+        ) {
+            let mut data = format!("{method} {target} HTTP/1.{version}\r\n").into_bytes();
+            for (at, b) in edits {
+                let i = usize::from(at) % data.len();
+                data[i] = b;
+            }
+            data.extend_from_slice(b"Host: h\r\n\r\n");
             parse_head_properties(&data);
         }
 

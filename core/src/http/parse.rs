@@ -1,6 +1,7 @@
-//! Request heads: tokenized by `httparse`, then checked against the framing and validity rules
-//! of RFC 9112 that a tokenizer leaves to its caller (the request-smuggling lessons of hyper,
-//! Go's net/http, nginx and llhttp).
+//! Request heads: tokenized by `httparse` (the request line of the common form by a strict
+//! shortcut that agrees with it, `common_request_line`), then checked against the framing
+//! and validity rules of RFC 9112 that a tokenizer leaves to its caller (the
+//! request-smuggling lessons of hyper, Go's net/http, nginx and llhttp).
 
 use std::mem::MaybeUninit;
 
@@ -160,8 +161,110 @@ pub(crate) struct Limits {
 
 /// A parsed request head: the tokenizer's view plus the checked facts.
 pub(crate) struct Parsed<'h, 'b> {
-    pub(crate) req: httparse::Request<'h, 'b>,
+    pub(crate) method: &'b str,
+    pub(crate) target: &'b str,
+    pub(crate) headers: &'h [httparse::Header<'b>],
     pub(crate) head: Head,
+}
+
+/// Slots for the header fields httparse tokenizes, made ready (initialized) only as far as a
+/// request needs: one set serves every request of a pass over a connection's input, so a
+/// pass of pipelined requests readies them once, and a request with few fields does not pay
+/// for `max_headers` of them.
+pub(crate) struct FieldSlots<'b> {
+    slots: [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS],
+    /// `slots[..ready]` are initialized.
+    ready: usize,
+}
+
+/// Slots readied for a first attempt; a request with more fields is tokenized again with
+/// all `max_headers`.
+const FIRST_SLOTS: usize = 16;
+
+impl<'b> FieldSlots<'b> {
+    pub(crate) fn new() -> Self {
+        FieldSlots {
+            slots: [const { MaybeUninit::uninit() }; MAX_HEADERS],
+            ready: 0,
+        }
+    }
+
+    /// The first `n` slots (at most [`MAX_HEADERS`]), initialized.
+    fn first(&mut self, n: usize) -> &mut [httparse::Header<'b>] {
+        let n = n.min(MAX_HEADERS);
+        if self.ready < n {
+            self.slots[self.ready..n].fill(MaybeUninit::new(httparse::EMPTY_HEADER));
+            self.ready = n;
+        }
+        let slots = &mut self.slots[..n];
+        // SAFETY: `n <= ready`, and `slots[..ready]` are initialized (filled just above or by
+        // an earlier call, and `ready` never decreases); `MaybeUninit<T>` has the
+        // layout of `T`, so the initialized prefix may be viewed as `[T]`.
+        unsafe {
+            &mut *(slots as *mut [MaybeUninit<httparse::Header<'b>>]
+                as *mut [httparse::Header<'b>])
+        }
+    }
+}
+
+/// The request line in its common form — at the very start of the buffer, a method of
+/// capital letters, one space, a target of visible ASCII, one space, `HTTP/1.1` or
+/// `HTTP/1.0`, CR LF — recognized in a few word operations. Returns the method, the
+/// target, the minor version and the line's length. Everything this accepts, httparse's
+/// request-line parser accepts with the same result (a property test holds it to that);
+/// anything else (empty lines first, other method or target bytes, bare LF, a partial
+/// line) is left to httparse.
+#[inline]
+pub(crate) fn common_request_line(buf: &[u8]) -> Option<(&str, &str, u8, usize)> {
+    let m = buf.iter().position(|b| !b.is_ascii_uppercase())?;
+    if m == 0 || buf[m] != b' ' {
+        return None;
+    }
+    let t_start = m + 1;
+    let t = t_start + visible_ascii_prefix(&buf[t_start..]);
+    if t == t_start || buf.get(t) != Some(&b' ') {
+        return None;
+    }
+    let tail = buf.get(t + 1..)?.first_chunk::<10>()?;
+    let version = if *tail == *b"HTTP/1.1\r\n" {
+        1
+    } else if *tail == *b"HTTP/1.0\r\n" {
+        0
+    } else {
+        return None;
+    };
+    // SAFETY: `buf[..m]` are capital letters and `buf[t_start..t]` visible ASCII (both
+    // checked above): ASCII is valid UTF-8.
+    let (method, target) = unsafe {
+        (
+            std::str::from_utf8_unchecked(&buf[..m]),
+            std::str::from_utf8_unchecked(&buf[t_start..t]),
+        )
+    };
+    Some((method, target, version, t + 11))
+}
+
+/// How many bytes at the start of `buf` are visible ASCII (`!` to `~`), eight at a time.
+#[inline]
+fn visible_ascii_prefix(buf: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut at = 0;
+    while let Some(w) = buf.get(at..at + 8) {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        // Per byte b: b >= 0x80, b + 1 >= 0x80 (b >= 0x7f) or b + 0x5f < 0x80 (b < 0x21).
+        // A byte below 0x80 carries into no other; a byte at or above is flagged itself, and
+        // its carry only reaches bytes after it: the lowest flagged byte is the first bad one.
+        let bad = (w | w.wrapping_add(ONES) | !w.wrapping_add(0x5f * ONES)) & HIGH;
+        if bad != 0 {
+            return at + (bad.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + buf[at..]
+        .iter()
+        .take_while(|b| (b'!'..=b'~').contains(b))
+        .count()
 }
 
 /// `name` is `Host` in any case: one word comparison (setting bit 5 lower-cases a letter and
@@ -192,17 +295,14 @@ fn has_token(value: &[u8], token: &str) -> bool {
 /// previous field's), and the head ends with the last field's terminator and the empty
 /// line. So checking the two bytes before each name, and the last four bytes, covers every
 /// line: a few comparisons per field instead of a pass over every byte.
-fn has_bare_lf(buf: &[u8], len: usize, req: &httparse::Request<'_, '_>) -> bool {
+fn has_bare_lf(buf: &[u8], len: usize, method: &str, headers: &[httparse::Header<'_>]) -> bool {
     let offset = |p: *const u8| (p as usize).wrapping_sub(buf.as_ptr() as usize);
-    let Some(method) = req.method else {
-        return true;
-    };
     // Empty lines before the request line come in CR LF pairs.
     let start = offset(method.as_ptr());
     if start > len || !buf[..start].chunks(2).all(|c| c == b"\r\n") {
         return true;
     }
-    for h in req.headers.iter() {
+    for h in headers {
         let at = offset(h.name.as_ptr());
         if at < 2 || at > len || buf[at - 2..at] != *b"\r\n" {
             return true;
@@ -244,17 +344,39 @@ fn classify_version(buf: &[u8]) -> VersionError {
     }
 }
 
-/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, wait for more
-/// (the size limits are already enforced on what is buffered).
+/// What tokenizing a head found: method, target, minor version, head length, field count.
+type Tokens<'b> = (&'b str, &'b str, u8, usize, usize);
+
+/// A head whose request line has the common form: the line recognized by
+/// [`common_request_line`], the fields tokenized by httparse. `None` for anything else,
+/// incomplete or malformed, which [`tokenize`] then parses (and judges) in full.
 #[inline(always)]
-pub(crate) fn parse_head<'h, 'b>(
+fn common_head<'b>(buf: &'b [u8], fields: &mut FieldSlots<'b>, max: usize) -> Option<Tokens<'b>> {
+    let (method, target, version, line) = common_request_line(buf)?;
+    let mut n = FIRST_SLOTS.min(max);
+    loop {
+        match httparse::parse_headers(&buf[line..], fields.first(n)) {
+            Ok(httparse::Status::Complete((len, headers))) => {
+                return Some((method, target, version, line + len, headers.len()));
+            }
+            Err(httparse::Error::TooManyHeaders) if n < max => n = max,
+            _ => return None,
+        }
+    }
+}
+
+/// Tokenizes a head with httparse's request parser and maps what it refuses to a
+/// [`ParseError`]. `Ok(None)`: incomplete, wait for more (the size limits are already
+/// enforced on what is buffered).
+#[cold]
+fn tokenize<'b>(
     buf: &'b [u8],
-    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
+    fields: &mut FieldSlots<'b>,
+    max: usize,
     limits: &Limits,
-) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
-    let mut req = httparse::Request::new(&mut []);
-    let max = limits.max_headers.min(headers.len());
-    let len = match req.parse_with_uninit_headers(buf, &mut headers[..max]) {
+) -> Result<Option<Tokens<'b>>, ParseError> {
+    let mut req = httparse::Request::new(fields.first(max));
+    let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             // Enforce the limits on what is buffered, before reading more. The target is
@@ -294,14 +416,64 @@ pub(crate) fn parse_head<'h, 'b>(
             });
         }
     };
+    match (req.method, req.path, req.version) {
+        (Some(method), Some(target), Some(version)) => {
+            Ok(Some((method, target, version, len, req.headers.len())))
+        }
+        // A complete parse sets all three.
+        _ => Err(ParseError::BadRequestLine),
+    }
+}
+
+/// Parses and checks the head at the start of `buf`. `Ok(None)`: incomplete, wait for more
+/// (the size limits are already enforced on what is buffered).
+#[inline(always)]
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut FieldSlots<'b>,
+    limits: &Limits,
+) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
+    let max = limits.max_headers.min(MAX_HEADERS);
+    let tokens = match common_head(buf, fields, max) {
+        Some(found) => found,
+        None => match tokenize(buf, fields, max, limits)? {
+            Some(found) => found,
+            None => return Ok(None),
+        },
+    };
+    check_head(buf, fields, tokens, limits)
+}
+
+/// [`parse_head`] without the shortcut for common request lines: everything tokenized by
+/// httparse's request parser (the reference the shortcut is tested against).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn parse_head_in_full<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut FieldSlots<'b>,
+    limits: &Limits,
+) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
+    let max = limits.max_headers.min(MAX_HEADERS);
+    match tokenize(buf, fields, max, limits)? {
+        Some(tokens) => check_head(buf, fields, tokens, limits),
+        None => Ok(None),
+    }
+}
+
+/// Checks a tokenized head against the limits and the rules of RFC 9112.
+#[inline(always)]
+fn check_head<'h, 'b>(
+    buf: &'b [u8],
+    fields: &'h mut FieldSlots<'b>,
+    (method, target, version, len, count): Tokens<'b>,
+    limits: &Limits,
+) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
+    let headers = &fields.first(count)[..];
     if len > limits.max_header_bytes {
         return Err(ParseError::HeadTooLarge);
     }
-    if has_bare_lf(buf, len, &req) {
+    if has_bare_lf(buf, len, method, headers) {
         return Err(ParseError::BareLineFeed);
     }
-    let version = req.version.unwrap_or(1);
-    let target = req.path.unwrap_or("");
     if target.len() > limits.max_target_len {
         return Err(ParseError::UriTooLong);
     }
@@ -314,7 +486,7 @@ pub(crate) fn parse_head<'h, 'b>(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for h in req.headers.iter() {
+    for h in headers {
         let name = h.name.as_bytes();
         // Dispatch on length: most fields match none of the names below.
         if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
@@ -398,9 +570,11 @@ pub(crate) fn parse_head<'h, 'b>(
     } else {
         keep_alive_token && !close
     };
-    let is_head = req.method == Some("HEAD");
+    let is_head = method == "HEAD";
     Ok(Some(Parsed {
-        req,
+        method,
+        target,
+        headers,
         head: Head {
             len,
             version,
@@ -425,8 +599,8 @@ mod tests {
     };
 
     fn parse(buf: &[u8]) -> Result<Option<Head>, ParseError> {
-        let mut h = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-        parse_head(buf, &mut h, &LIMITS).map(|p| p.map(|p| p.head))
+        let mut fields = FieldSlots::new();
+        parse_head(buf, &mut fields, &LIMITS).map(|p| p.map(|p| p.head))
     }
 
     #[test]
@@ -468,6 +642,44 @@ mod tests {
         assert_eq!(h.len, 32);
         assert_eq!(h.framing, Framing::None);
         assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn fields_beyond_the_first_slots_are_tokenized() {
+        for n in [13, 14, 15, 40, 62] {
+            let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+            for i in 0..n {
+                head.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"Content-Length: 3\r\n\r\n");
+            let mut fields = FieldSlots::new();
+            let p = parse_head(&head, &mut fields, &LIMITS).unwrap().unwrap();
+            assert_eq!(p.headers.len(), n + 2);
+            assert_eq!(p.headers[n + 1].value, b"3");
+            assert_eq!(p.head.framing, Framing::Length(3), "{n} fields");
+        }
+    }
+
+    #[test]
+    fn uncommon_request_lines_are_parsed_in_full() {
+        for (line, method, target) in [
+            (&b"M-SEARCH * HTTP/1.1"[..], "M-SEARCH", "*"),
+            (b"get /a HTTP/1.1", "get", "/a"),
+            (b"GET /caf\xc3\xa9 HTTP/1.1", "GET", "/caf\u{e9}"),
+        ] {
+            assert_eq!(common_request_line(line), None);
+            let mut head = line.to_vec();
+            head.extend_from_slice(b"\r\nHost: x\r\n\r\n");
+            let mut fields = FieldSlots::new();
+            let p = parse_head(&head, &mut fields, &LIMITS).unwrap().unwrap();
+            assert_eq!(
+                (p.method, p.target, p.head.len),
+                (method, target, head.len())
+            );
+        }
+        let mut fields = FieldSlots::new();
+        let p = parse_head(b"\r\nGET / HTTP/1.0\r\n\r\n", &mut fields, &LIMITS);
+        assert_eq!(p.unwrap().unwrap().head.version, 0);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! input, calls an [`HttpHandler`] per request, and keeps the connection's HTTP state
 //! (keep-alive, pipelining, bodies, timeouts) in the handler state.
 
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkedDecoder, Progress};
 use super::date::{DATE_LINE_LEN, with_date};
-use super::parse::{Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
+use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
 use super::response::{Body, Info, Outcome, Response, write_head};
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
@@ -477,6 +476,7 @@ impl<H: HttpHandler> Http<H> {
         let mut served = 0;
         let mut partial_body = false;
         let mut body_got = 0u64;
+        let mut fields = FieldSlots::new();
         loop {
             let queued = match conn.queued_if_open() {
                 Some(q) if !st.awaiting => q,
@@ -532,7 +532,6 @@ impl<H: HttpHandler> Http<H> {
                 break;
             }
             st.flush_yield = false;
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let parsed = match parse_head(buf, &mut fields, &self.limits) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
@@ -543,10 +542,10 @@ impl<H: HttpHandler> Http<H> {
             };
             let head = parsed.head;
             let req = Request {
-                method: parsed.req.method.unwrap_or(""),
-                target: parsed.req.path.unwrap_or(""),
+                method: parsed.method,
+                target: parsed.target,
                 version: head.version,
-                headers: parsed.req.headers,
+                headers: parsed.headers,
                 body: b"",
             };
             let body = match head.framing {
@@ -626,14 +625,14 @@ impl<H: HttpHandler> Http<H> {
         let head_buf = std::mem::take(&mut c.head);
         let body = std::mem::take(&mut c.body);
         let flow = {
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut fields = FieldSlots::new();
             match parse_head(&head_buf, &mut fields, &self.limits) {
                 Ok(Some(parsed)) => {
                     let req = Request {
-                        method: parsed.req.method.unwrap_or(""),
-                        target: parsed.req.path.unwrap_or(""),
+                        method: parsed.method,
+                        target: parsed.target,
                         version: parsed.head.version,
-                        headers: parsed.req.headers,
+                        headers: parsed.headers,
                         body: &body,
                     };
                     let head = parsed.head;
