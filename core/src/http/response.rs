@@ -283,6 +283,13 @@ pub(crate) fn plan<N: AsRef<[u8]>, V: AsRef<[u8]>>(
 /// Header fields to serialize: pairs already checked by [`plan`], or a prepared block.
 pub(crate) trait Fields {
     fn put_fields<S: Sink>(&self, out: &mut S);
+
+    /// The status line, then the fields.
+    #[inline]
+    fn put_status_and_fields<S: Sink>(&self, status: u16, out: &mut S) {
+        put_status_line(status, out);
+        self.put_fields(out);
+    }
 }
 
 impl<N: AsRef<[u8]>, V: AsRef<[u8]>> Fields for [(N, V)] {
@@ -300,9 +307,22 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> Fields for [(N, V)] {
 impl Fields for PreparedHeaders {
     #[inline]
     fn put_fields<S: Sink>(&self, out: &mut S) {
-        out.put(&self.block);
+        out.put(self.as_bytes());
+    }
+
+    #[inline]
+    fn put_status_and_fields<S: Sink>(&self, status: u16, out: &mut S) {
+        if status == 200 {
+            out.put(&self.block);
+        } else {
+            put_status_line(status, out);
+            self.put_fields(out);
+        }
     }
 }
+
+/// The status line of a 200 response, which a prepared block keeps in front of its fields.
+const OK_LINE: &[u8] = b"HTTP/1.1 200 OK\r\n";
 
 /// Response header fields checked and serialized once, for answers that repeat them (a
 /// handler's `Content-Type`, a server's fixed `Server` or cache headers):
@@ -318,6 +338,8 @@ impl Fields for PreparedHeaders {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedHeaders {
+    /// The status line of a 200 response, then the serialized fields: the most common head
+    /// starts with one copy.
     block: Box<[u8]>,
     facts: Facts,
 }
@@ -326,7 +348,8 @@ impl PreparedHeaders {
     /// Checks and serializes `headers` (the error [`Response::send`] would give for them).
     pub fn new<N: AsRef<[u8]>, V: AsRef<[u8]>>(headers: &[(N, V)]) -> Result<Self> {
         let facts = check_fields(headers)?;
-        let mut block = Vec::with_capacity(facts.len);
+        let mut block = Vec::with_capacity(OK_LINE.len() + facts.len);
+        block.extend_from_slice(OK_LINE);
         headers.put_fields(&mut block);
         Ok(PreparedHeaders {
             block: block.into_boxed_slice(),
@@ -336,7 +359,7 @@ impl PreparedHeaders {
 
     /// The serialized fields, each ending in CRLF.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.block
+        &self.block[OK_LINE.len()..]
     }
 }
 
@@ -391,16 +414,9 @@ fn content_length_line(n: usize) -> ([u8; 38], usize) {
     (line, end + 2)
 }
 
-/// Serializes a planned head.
-pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
-    out: &mut S,
-    plan: &Plan,
-    info: &Info,
-    status: u16,
-    headers: &F,
-    body: Body,
-    date: &[u8; DATE_LINE_LEN],
-) {
+/// Writes the status line.
+#[inline]
+fn put_status_line<S: Sink>(status: u16, out: &mut S) {
     match status_line(status) {
         Some(line) => out.put(line),
         None => {
@@ -416,7 +432,19 @@ pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
             out.put(b"\r\n");
         }
     }
-    headers.put_fields(out);
+}
+
+/// Serializes a planned head.
+pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
+    out: &mut S,
+    plan: &Plan,
+    info: &Info,
+    status: u16,
+    headers: &F,
+    body: Body,
+    date: &[u8; DATE_LINE_LEN],
+) {
+    headers.put_status_and_fields(status, out);
     if !plan.has_date {
         out.put(date);
     }
@@ -913,6 +941,36 @@ mod tests {
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Length: 13\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn prepared_fields_serialize_as_pairs_do() {
+        let pairs = [("Content-Type", "text/plain"), ("X-A", "b")];
+        let prepared = PreparedHeaders::new(&pairs).unwrap();
+        assert_eq!(
+            prepared.as_bytes(),
+            b"Content-Type: text/plain\r\nX-A: b\r\n"
+        );
+        for status in [200, 201, 204, 404, 500, 599] {
+            for info in [
+                INFO,
+                Info { version: 0, ..INFO },
+                Info {
+                    keep_alive: false,
+                    ..INFO
+                },
+            ] {
+                let body = Body::Length(5);
+                let mut a = Vec::new();
+                write_head(&mut a, &info, status, &pairs, body, DATE).unwrap();
+                let p = plan_checked(&info, status, prepared.facts, body).unwrap();
+                let mut b = Vec::new();
+                write_planned(&mut b, &p, &info, status, &prepared, body, DATE);
+                assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+                let line = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                assert!(b.starts_with(line.as_bytes()), "{status}");
+            }
+        }
     }
 
     #[test]

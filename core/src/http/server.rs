@@ -405,6 +405,10 @@ impl<H: HttpHandler> Http<H> {
             }
             (result, res.outcome, res.failed)
         };
+        if result.is_ok() && !reported && outcome == (Outcome::Sent { close: false }) {
+            // The common case: answered in full, the connection stays open.
+            return Flow::Continue;
+        }
         let failed = match (&result, outcome) {
             (Ok(()), _) if reported => true,
             (Err(payload), _) => {
@@ -541,13 +545,6 @@ impl<H: HttpHandler> Http<H> {
                 }
             };
             let head = parsed.head;
-            let req = Request {
-                method: parsed.method,
-                target: parsed.target,
-                version: head.version,
-                headers: parsed.headers,
-                body: b"",
-            };
             let body = match head.framing {
                 Framing::None => &[][..],
                 Framing::Length(n) => {
@@ -574,7 +571,13 @@ impl<H: HttpHandler> Http<H> {
             };
             pos += head.len + body.len();
             served += 1;
-            let req = Request { body, ..req };
+            let req = Request {
+                method: parsed.method,
+                target: parsed.target,
+                version: head.version,
+                headers: parsed.headers,
+                body,
+            };
             if let Flow::Stop = self.dispatch(conn, st, tally, date, &req, &head) {
                 break;
             }
