@@ -181,6 +181,10 @@ pub(crate) struct FieldSlots<'b> {
 /// all `max_headers`.
 const FIRST_SLOTS: usize = 16;
 
+/// The first slots, ready to copy.
+static EMPTY_SLOTS: [MaybeUninit<httparse::Header<'static>>; FIRST_SLOTS] =
+    [MaybeUninit::new(httparse::EMPTY_HEADER); FIRST_SLOTS];
+
 impl<'b> FieldSlots<'b> {
     pub(crate) fn new() -> Self {
         FieldSlots {
@@ -193,7 +197,12 @@ impl<'b> FieldSlots<'b> {
     fn first(&mut self, n: usize) -> &mut [httparse::Header<'b>] {
         let n = n.min(MAX_HEADERS);
         if self.ready < n {
-            self.slots[self.ready..n].fill(MaybeUninit::new(httparse::EMPTY_HEADER));
+            // The first slots are copied from a ready-made block (one `memcpy`), the rest
+            // filled one by one.
+            let from = self.ready;
+            let copied = n.min(FIRST_SLOTS).max(from);
+            self.slots[from..copied].copy_from_slice(&EMPTY_SLOTS[from..copied]);
+            self.slots[copied..n].fill(MaybeUninit::new(httparse::EMPTY_HEADER));
             self.ready = n;
         }
         let slots = &mut self.slots[..n];

@@ -616,7 +616,9 @@ impl<H: HttpHandler> Http<H> {
     }
 
     /// Dispatches a request whose chunked body is complete: the head is parsed again from
-    /// the copy kept when its body started.
+    /// the copy kept when its body started. Kept out of the request loop, whose stack frame
+    /// would otherwise hold a second set of header slots.
+    #[inline(never)]
     fn dispatch_chunked(
         &self,
         conn: &mut Conn<'_>,
