@@ -134,7 +134,7 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' capi/shoal.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shoal.pc
 
-## The whole benchmark suite (bench/suite.py, under 20 minutes on 2 cores): installs the peers
+## The whole benchmark suite (bench/suite.py, under 25 minutes on 2 cores): installs the peers
 ## (bench/setup.sh: apt-get; pip into target/bench-venv), builds, runs HTTP, echo, Python and
 ## callgrind against every peer, and rewrites the generated part of bench/RESULTS.md (between
 ## its bench:begin/bench:end markers) and bench/charts/*.png.

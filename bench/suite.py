@@ -7,7 +7,8 @@
 Full run (`make bench`): installs what the peers need (`bash bench/setup.sh`: wrk, Go,
 fasthttp, nginx, libuv, valgrind, strace), builds shoal, the load generator and the peers,
 then runs, one after the other, each harness of bench/ with settings sized to finish in
---budget-minutes (default 20) on this 2-core machine:
+--budget-minutes (default 25; the parts plan about 19 minutes, and a fresh machine spends
+another minute or two installing peers and making the bench venv) on this 2-core machine:
 
 - http      bench/http.py: shoal (Rust and C handlers), the epoll reference, hyper,
             may_minihttp, fasthttp, Go net/http, nginx; wrk at 64 and 512 connections,
@@ -684,7 +685,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the smoke run of make bench-quick")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma list of " + ",".join(PARTS))
-    ap.add_argument("--budget-minutes", type=float, default=20.0, help="the whole run's time limit (default 20; --quick 2)")
+    ap.add_argument("--budget-minutes", type=float, default=25.0, help="the whole run's time limit (default 25; --quick 2)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each point (default 3)")
     ap.add_argument("--duration", type=int, default=2, help="measured seconds of each point (default 2)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds before each point (default 1)")
