@@ -201,7 +201,9 @@ impl<'b> FieldSlots<'b> {
             // filled one by one.
             let from = self.ready;
             let copied = n.min(FIRST_SLOTS).max(from);
-            self.slots[from..copied].copy_from_slice(&EMPTY_SLOTS[from..copied]);
+            if from < copied {
+                self.slots[from..copied].copy_from_slice(&EMPTY_SLOTS[from..copied]);
+            }
             self.slots[copied..n].fill(MaybeUninit::new(httparse::EMPTY_HEADER));
             self.ready = n;
         }
@@ -242,6 +244,7 @@ pub(crate) fn common_request_line(buf: &[u8]) -> Option<(&str, &str, u8, usize)>
     } else {
         return None;
     };
+    debug_assert!(buf[..m].is_ascii() && buf[t_start..t].is_ascii());
     // SAFETY: `buf[..m]` are capital letters and `buf[t_start..t]` visible ASCII (both
     // checked above): ASCII is valid UTF-8.
     let (method, target) = unsafe {
@@ -678,6 +681,48 @@ mod tests {
             assert_eq!(p.headers[n + 1].value, b"3");
             assert_eq!(p.head.framing, Framing::Length(3), "{n} fields");
         }
+    }
+
+    /// One set of slots serves every head of a pass, as in the server's request loop: heads
+    /// with many fields, then few, then one on the full path, then exactly `max_headers`
+    /// and one more, each tokenized in full and none seeing another's fields.
+    #[test]
+    fn slots_are_reused_across_heads_of_any_size() {
+        let head = |line: &str, n: usize| {
+            let mut h = format!("{line}\r\nHost: x\r\n").into_bytes();
+            for i in 0..n {
+                h.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        let max = LIMITS.max_headers;
+        let heads = [
+            (head("GET / HTTP/1.1", 40), Ok(41)),
+            (head("GET / HTTP/1.1", 2), Ok(3)),
+            (head("get /x HTTP/1.1", 20), Ok(21)),
+            (head("GET / HTTP/1.1", 16), Ok(17)),
+            (head("GET / HTTP/1.1", max - 1), Ok(max)),
+            (head("GET / HTTP/1.1", max), Err(ParseError::TooManyHeaders)),
+            (head("GET / HTTP/1.1", 0), Ok(1)),
+        ];
+        let mut fields = FieldSlots::new();
+        for (h, want) in &heads {
+            let got = parse_head(h, &mut fields, &LIMITS).map(|p| {
+                let p = p.expect("a complete head");
+                let last = p.headers.last().expect("Host at least");
+                if p.headers.len() > 1 {
+                    assert_eq!(last.value, format!("{}", p.headers.len() - 2).as_bytes());
+                }
+                p.headers.len()
+            });
+            assert_eq!(&got, want, "{}", String::from_utf8_lossy(&h[..16]));
+        }
+        // Readied past the first block, then further: nothing is copied twice.
+        let mut slots = FieldSlots::new();
+        assert_eq!(slots.first(17).len(), 17);
+        assert_eq!(slots.first(20).len(), 20);
+        assert_eq!(slots.first(3).len(), 3);
     }
 
     /// The word-at-a-time class scan agrees with a byte loop for every byte value at every

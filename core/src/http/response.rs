@@ -951,24 +951,38 @@ mod tests {
             prepared.as_bytes(),
             b"Content-Type: text/plain\r\nX-A: b\r\n"
         );
-        for status in [200, 201, 204, 404, 500, 599] {
-            for info in [
-                INFO,
-                Info { version: 0, ..INFO },
-                Info {
-                    keep_alive: false,
-                    ..INFO
-                },
-            ] {
-                let body = Body::Length(5);
-                let mut a = Vec::new();
-                write_head(&mut a, &info, status, &pairs, body, DATE).unwrap();
-                let p = plan_checked(&info, status, prepared.facts, body).unwrap();
-                let mut b = Vec::new();
-                write_planned(&mut b, &p, &info, status, &prepared, body, DATE);
-                assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
-                let line = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-                assert!(b.starts_with(line.as_bytes()), "{status}");
+        // Fields that change the head shoal adds: its own Date and Connection lines give way.
+        let own: [(&str, &str); 2] = [
+            ("Connection", "close"),
+            ("Date", "Sun, 29 Nov 2026 00:00:00 GMT"),
+        ];
+        for pairs in [&pairs[..], &own[..]] {
+            let prepared = PreparedHeaders::new(pairs).unwrap();
+            for status in [200, 201, 204, 404, 500, 599] {
+                for info in [
+                    INFO,
+                    Info { version: 0, ..INFO },
+                    Info {
+                        keep_alive: false,
+                        ..INFO
+                    },
+                    Info { head: true, ..INFO },
+                ] {
+                    let body = Body::Length(5);
+                    let mut a = Vec::new();
+                    write_head(&mut a, &info, status, pairs, body, DATE).unwrap();
+                    let p = plan_checked(&info, status, prepared.facts, body).unwrap();
+                    let mut b = Vec::new();
+                    write_planned(&mut b, &p, &info, status, &prepared, body, DATE);
+                    let text = String::from_utf8_lossy(&b);
+                    assert_eq!(String::from_utf8_lossy(&a), text);
+                    let line = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+                    assert!(b.starts_with(line.as_bytes()), "{status}");
+                    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+                    assert_eq!(text.matches("Date: ").count(), 1, "{text}");
+                    assert!(text.matches("Connection: ").count() <= 1, "{text}");
+                    assert!(text.ends_with("\r\n\r\n"), "{text}");
+                }
             }
         }
     }
