@@ -370,22 +370,56 @@ fn classify_version(buf: &[u8]) -> VersionError {
 /// What tokenizing a head found: method, target, minor version, head length, field count.
 type Tokens<'b> = (&'b str, &'b str, u8, usize, usize);
 
+/// What [`common_head`] found.
+enum Common<'b> {
+    /// A complete head with a common request line.
+    Head(Tokens<'b>),
+    /// A common request line, and fields still arriving.
+    Partial,
+    /// Anything else, incomplete or malformed, which [`tokenize`] parses (and judges) in
+    /// full.
+    Other,
+}
+
 /// A head whose request line has the common form: the line recognized by
-/// [`common_request_line`], the fields tokenized by httparse. `None` for anything else,
-/// incomplete or malformed, which [`tokenize`] then parses (and judges) in full.
+/// [`common_request_line`], the fields tokenized by httparse.
 #[inline(always)]
-fn common_head<'b>(buf: &'b [u8], fields: &mut FieldSlots<'b>, max: usize) -> Option<Tokens<'b>> {
-    let (method, target, version, line) = common_request_line(buf)?;
+fn common_head<'b>(buf: &'b [u8], fields: &mut FieldSlots<'b>, max: usize) -> Common<'b> {
+    let Some((method, target, version, line)) = common_request_line(buf) else {
+        return Common::Other;
+    };
     let mut n = FIRST_SLOTS.min(max);
     loop {
         match httparse::parse_headers(&buf[line..], fields.first(n)) {
             Ok(httparse::Status::Complete((len, headers))) => {
-                return Some((method, target, version, line + len, headers.len()));
+                return Common::Head((method, target, version, line + len, headers.len()));
             }
+            // httparse's request parser reads such a line the same way and then parses the
+            // fields as here, so it would find them incomplete too.
+            Ok(httparse::Status::Partial) => return Common::Partial,
             Err(httparse::Error::TooManyHeaders) if n < max => n = max,
-            _ => return None,
+            Err(_) => return Common::Other,
         }
     }
+}
+
+/// Enforces the limits on an incomplete head, before reading more. The target is measured
+/// exactly as for a complete head (the bytes between the first and the second space of the
+/// request line), so a request answers the same whether it arrives at once or in pieces.
+#[cold]
+fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
+    let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if let Some(sp) = buf[..line].iter().position(|&b| b == b' ') {
+        let rest = &buf[sp + 1..line];
+        let target = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        if target > limits.max_target_len {
+            return Err(ParseError::UriTooLong);
+        }
+    }
+    if buf.len() > limits.max_header_bytes {
+        return Err(ParseError::HeadTooLarge);
+    }
+    Ok(())
 }
 
 /// Tokenizes a head with httparse's request parser and maps what it refuses to a
@@ -402,21 +436,7 @@ fn tokenize<'b>(
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
-            // Enforce the limits on what is buffered, before reading more. The target is
-            // measured exactly as for a complete head (the bytes between the first and the
-            // second space of the request line), so a request answers the same whether it
-            // arrives at once or in pieces.
-            let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
-            if let Some(sp) = buf[..line].iter().position(|&b| b == b' ') {
-                let rest = &buf[sp + 1..line];
-                let target = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-                if target > limits.max_target_len {
-                    return Err(ParseError::UriTooLong);
-                }
-            }
-            if buf.len() > limits.max_header_bytes {
-                return Err(ParseError::HeadTooLarge);
-            }
+            check_incomplete(buf, limits)?;
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
@@ -458,8 +478,12 @@ pub(crate) fn parse_head<'h, 'b>(
 ) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
     let max = limits.max_headers.min(MAX_HEADERS);
     let tokens = match common_head(buf, fields, max) {
-        Some(found) => found,
-        None => match tokenize(buf, fields, max, limits)? {
+        Common::Head(found) => found,
+        Common::Partial => {
+            check_incomplete(buf, limits)?;
+            return Ok(None);
+        }
+        Common::Other => match tokenize(buf, fields, max, limits)? {
             Some(found) => found,
             None => return Ok(None),
         },
