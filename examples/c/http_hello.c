@@ -13,7 +13,8 @@
  *
  * Flags besides --host, --port, --threads and --workers: --queue, --max-connections,
  * --max-header-bytes, --max-body-bytes, --max-requests-per-conn, --header-timeout-ms,
- * --body-timeout-ms, --keepalive-timeout-ms, --write-timeout-ms, --max-write-buffer, and
+ * --body-timeout-ms, --keepalive-timeout-ms, --write-timeout-ms, --write-min-rate,
+ * --body-min-rate, --idle-timeout-ms, --max-write-buffer, --send-buffer, and
  * --handler-delay-ms (each request sleeps first, to show blocking handlers on workers).
  */
 #include "cli.h"
@@ -173,6 +174,8 @@ int main(int argc, char **argv) {
          "bodies must arrive at this many bytes/s (default 500, 0 = off)", 0, false},
         {"idle-timeout-ms", SHOAL_OPT_IDLE_TIMEOUT_MS, "close connections idle this long", 0,
          false},
+        {"send-buffer", SHOAL_OPT_SEND_BUFFER,
+         "SO_SNDBUF in bytes (fixed; default: the kernel's autotuning)", 0, false},
         {"handler-delay-ms", 0, "sleep this long in each handler call", 0, false},
     };
     cli_args args =
