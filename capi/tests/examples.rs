@@ -551,3 +551,50 @@ fn bad_flags_exit_2_and_help_exits_0() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SHOAL_ERR_"), "{err}");
 }
+
+/// The flag names `examples/rust/http_hello.rs` declares: the string literals of its
+/// `cli::Args::parse(name, &[(flag, help), ...])` call, every other one after the name.
+fn rust_http_hello_flags() -> Vec<String> {
+    let src = std::fs::read_to_string(root().join("examples/rust/http_hello.rs")).unwrap();
+    let start = src
+        .find("cli::Args::parse(")
+        .expect("the Rust example parses flags");
+    let list = &src[start..];
+    let list = &list[..list.find("],").expect("the flag list ends")];
+    let literals: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
+    assert_eq!(literals.first(), Some(&"http_hello"), "{literals:?}");
+    literals[1..]
+        .iter()
+        .step_by(2)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+#[test]
+fn c_http_hello_takes_the_flags_of_its_rust_twin() {
+    let exe = build("http_hello", "http_hello-flags");
+    let mut cmd = Command::new(&exe);
+    sanitizer_env(&mut cmd);
+    let out = cmd.arg("--help").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let usage = String::from_utf8_lossy(&out.stdout);
+    let c_flags: Vec<&str> = usage
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let rust_flags = rust_http_hello_flags();
+    assert!(rust_flags.len() >= 15, "{rust_flags:?}");
+    for flag in &rust_flags {
+        assert!(
+            c_flags.contains(&flag.as_str()),
+            "the C http_hello lacks --{flag}:\n{usage}"
+        );
+    }
+    for flag in &c_flags {
+        assert!(
+            ["host", "port", "threads"].contains(flag) || rust_flags.iter().any(|f| f == flag),
+            "the Rust http_hello lacks --{flag}"
+        );
+    }
+}
