@@ -357,6 +357,14 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// On a worker: whether the handler paused or resumed input during this job.
+    pub(crate) fn input_requested(&self) -> bool {
+        match &self.inner {
+            Inner::Reactor(_) => false,
+            Inner::Worker(ctx) => ctx.input_requested(),
+        }
+    }
+
     /// Counts a handler failure and closes gracefully with `HandlerFailed`, so a protocol
     /// layer can first answer the failure (an HTTP 500).
     pub(crate) fn fail_gracefully(&mut self) {

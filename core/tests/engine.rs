@@ -922,3 +922,98 @@ fn write_in_place_queues_what_the_closure_wrote_in_order() {
         srv.stop_within(5 * SEC);
     }
 }
+
+/// Consumes one line per call and yields (pause, then resume) while more input follows:
+/// the rest is presented again through `on_resume`. Keeps the default `on_eof`.
+struct OneLineAtATime;
+
+impl OneLineAtATime {
+    fn serve(conn: &mut Conn<'_>, data: &[u8]) -> usize {
+        let Some(end) = data.iter().position(|&b| b == b'\n').map(|i| i + 1) else {
+            return 0;
+        };
+        conn.write(&data[..end]).unwrap();
+        if end < data.len() {
+            conn.pause_input();
+            conn.resume_input();
+        }
+        end
+    }
+}
+
+impl Handler for OneLineAtATime {
+    type State = ();
+
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        Self::serve(conn, data)
+    }
+
+    fn on_resume(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        Self::serve(conn, data)
+    }
+}
+
+fn numbered_lines(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| format!("{i}\n").into_bytes()).collect()
+}
+
+#[test]
+fn yielded_input_is_presented_before_end_of_stream() {
+    // The client sends many lines and half-closes at once: every line is answered before
+    // the connection closes, inline and on workers.
+    for cfg in [config(1, true), config(1, true).workers(1, 16)] {
+        let srv = Running::start(cfg, OneLineAtATime);
+        let mut c = client(srv.addr);
+        let sent = numbered_lines(1000);
+        c.write_all(&sent).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let (got, end) = read_to_end(&mut c, 10 * SEC);
+        assert_eq!(end, ReadEnd::Eof);
+        assert_eq!(got.len(), sent.len(), "{:?}", srv.handle.stats());
+        assert_eq!(got, sent);
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
+fn a_handler_that_yields_after_each_message_is_not_overrun() {
+    // While yielded input waits to be presented again, nothing more is read: the kernel
+    // pushes back on the client, and the input shoal holds stays under a small cap.
+    for cfg in [config(1, true), config(1, true).workers(1, 16)] {
+        let srv = Running::start(cfg.max_read_buffer(64 << 10), OneLineAtATime);
+        let mut c = client(srv.addr);
+        let sent = numbered_lines(50_000);
+        let mut writer = c.try_clone().unwrap();
+        let data = sent.clone();
+        let w = std::thread::spawn(move || {
+            writer.write_all(&data).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let (got, end) = read_to_end(&mut c, 60 * SEC);
+        w.join().unwrap();
+        assert_eq!(end, ReadEnd::Eof, "{:?}", srv.handle.stats());
+        assert_eq!(got.len(), sent.len(), "{:?}", srv.handle.stats());
+        assert_eq!(got, sent);
+        assert_eq!(srv.handle.stats().closed(CloseReason::ReadOverflow), 0);
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
+fn writes_queued_before_stop_are_delivered() {
+    // The reactor is busy (a callback naps), so the write waits in its inbox when `stop()`
+    // arrives: it must still reach the client before the connection closes.
+    let (srv, events) = probe(config(1, true));
+    let mut a = client(srv.addr);
+    let a_id = events.open();
+    let mut b = client(srv.addr);
+    let _ = events.open();
+    b.write_all(b"nap").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    srv.handle.write(a_id, b"last words").unwrap();
+    srv.handle.stop();
+    let (got, end) = read_to_end(&mut a, 5 * SEC);
+    assert_eq!(end, ReadEnd::Eof);
+    assert_eq!(got, b"last words");
+    srv.stop_within(5 * SEC);
+}

@@ -95,8 +95,11 @@ pub(crate) struct Done<H: Handler> {
     pub(crate) consumed: Option<usize>,
     pub(crate) out: Vec<u8>,
     pub(crate) actions: Actions,
-    /// The job carried end-of-stream.
+    /// The job carried end-of-stream and `on_eof` ran.
     pub(crate) eof: bool,
+    /// The job carried end-of-stream, but the handler held back or yielded input first:
+    /// `on_eof` is due again after that input.
+    pub(crate) eof_deferred: bool,
 }
 
 /// What one worker is running, for the handler deadline. 64-byte aligned so workers do not
@@ -284,6 +287,11 @@ impl WorkerCtx {
         self.actions.input = Some(resume);
     }
 
+    /// Whether the handler paused or resumed input during this job.
+    pub(crate) fn input_requested(&self) -> bool {
+        self.actions.input.is_some()
+    }
+
     pub(crate) fn timer(&mut self, op: TimerOp) {
         self.actions.timers.push(op);
     }
@@ -391,6 +399,7 @@ impl<H: Handler> Worker<H> {
                 ctx.started = Instant::now();
                 ctx.addrs = addrs;
                 let mut consumed = None;
+                let mut eof_deferred = false;
                 let data = &ev.data;
                 let result = catch_unwind(AssertUnwindSafe(|| {
                     let mut conn = Conn::on_worker(id, ctx);
@@ -410,9 +419,15 @@ impl<H: Handler> Worker<H> {
                     if ev.drain && !conn.is_closing() {
                         handler.on_drain(&mut conn, &mut state);
                     }
+                    // Input the handler held back or yielded comes first: end-of-stream waits
+                    // until it has been presented again (the reactor keeps it pending).
                     if ev.eof && !conn.is_closing() {
-                        let keep = handler.on_eof(&mut conn, &mut state);
-                        ctx.actions.keep_open = keep;
+                        if conn.input_requested() {
+                            eof_deferred = true;
+                        } else {
+                            let keep = handler.on_eof(&mut conn, &mut state);
+                            ctx.actions.keep_open = keep;
+                        }
                     }
                 }));
                 if let Err(payload) = result {
@@ -431,7 +446,8 @@ impl<H: Handler> Worker<H> {
                     consumed,
                     out: std::mem::take(&mut ctx.out),
                     actions: std::mem::take(&mut ctx.actions),
-                    eof: ev.eof,
+                    eof: ev.eof && !eof_deferred,
+                    eof_deferred,
                 }
             }
             JobKind::Close(reason) => {
@@ -454,6 +470,7 @@ impl<H: Handler> Worker<H> {
                     out,
                     actions,
                     eof: false,
+                    eof_deferred: false,
                 }
             }
         };

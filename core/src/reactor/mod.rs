@@ -70,8 +70,13 @@ const LINGER: u16 = 1 << 12;
 /// The peer's end-of-stream or an error was reported: read to the end when reading resumes
 /// (edge-triggered epoll reports it only once).
 const HUP_SEEN: u16 = 1 << 9;
-/// Any reason not to read now.
-const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD | INPUT_HELD;
+/// Pool mode: unconsumed input is being presented again (an `on_resume` job is queued or
+/// running); set with the job, cleared when it is done.
+const RESUMING: u16 = 1 << 13;
+/// Any reason not to read now. Input the handler yielded (`REDELIVER`, `RESUMING`) is
+/// presented again before more is read: end-of-stream never overtakes it, and a handler that
+/// yields after each batch keeps what the connection holds bounded (the kernel pushes back).
+const NO_READ: u16 = READ_PAUSED | INPUT_PAUSED | QUEUE_HELD | INPUT_HELD | REDELIVER | RESUMING;
 
 // Pending events of a connection in pool mode (`Connection::pending`).
 const P_OPEN: u8 = 1 << 0;
@@ -805,6 +810,9 @@ impl<H: Handler> Reactor<H> {
             }
             if self.remote().take_notified() {
                 if !self.stopping && self.shared().is_stopping() {
+                    // Commands sent before `stop()` (a last write, a close) are carried out
+                    // before the connections are told to close.
+                    self.drain_inbox_before_shutdown();
                     self.begin_shutdown();
                 }
                 self.drain_inbox();
@@ -1165,6 +1173,9 @@ impl<H: Handler> Reactor<H> {
     /// Presents the unconsumed input again after `resume_input` (`Handler::on_resume`).
     fn redeliver(&mut self, id: ConnId) {
         if self.pool.is_some() {
+            if let Some(c) = self.core.get_mut(id) {
+                c.flags |= RESUMING;
+            }
             self.post(id, P_RESUME);
             return;
         }
@@ -1652,6 +1663,19 @@ impl<H: Handler> Reactor<H> {
         self.service_dirty();
     }
 
+    /// Carries out every command queued so far, past the per-turn budget (bounded, so that
+    /// threads still sending cannot hold the shutdown off).
+    fn drain_inbox_before_shutdown(&mut self) {
+        for _ in 0..INBOX_BUDGET * 64 {
+            let Some(cmd) = self.inbox.try_recv() else {
+                break;
+            };
+            bump(&self.core.stats().commands, 1);
+            self.command(cmd);
+        }
+        self.service_dirty();
+    }
+
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Write { id, data } => {
@@ -1735,9 +1759,12 @@ impl<H: Handler> Reactor<H> {
         let Some(c) = lookup(&mut self.core.conns, id) else {
             return;
         };
-        // While input is held, input events wait; the others still run.
+        // While input is held, input events wait; the others still run. Input yielded and
+        // not yet presented again (`REDELIVER`) goes first, in the `on_resume` job.
         let mask = if c.flags & INPUT_HELD != 0 {
             !(P_DATA | P_EOF | P_RESUME | P_RESUME_LATER)
+        } else if c.flags & REDELIVER != 0 {
+            !(P_DATA | P_EOF | P_RESUME_LATER)
         } else {
             !P_RESUME_LATER
         };
@@ -1937,6 +1964,7 @@ impl<H: Handler> Reactor<H> {
             out,
             actions,
             eof,
+            eof_deferred,
         } = done;
         if actions.failed {
             bump(&self.core.stats().handler_failures, 1);
@@ -1959,6 +1987,10 @@ impl<H: Handler> Reactor<H> {
         self.states[slot] = Some(state);
         let c = self.core.conns[slot].as_mut().expect("live");
         c.job_seq = 0;
+        c.flags &= !RESUMING;
+        if eof_deferred {
+            c.pending |= P_EOF;
+        }
         if let Some(t) = c.job_timer.take() {
             self.core.timers.cancel(t);
         }
@@ -1975,8 +2007,11 @@ impl<H: Handler> Reactor<H> {
             }
             Some(k) if k < data.len() => {
                 // Only what the handler left unconsumed counts against max_read_buffer, not
-                // input that arrived for the next job meanwhile.
-                tail_overflow = data.len() - k > limits.max_read_buffer;
+                // input that arrived for the next job meanwhile, nor input it yielded (not
+                // read yet: it is presented again before anything more is read, so it cannot
+                // grow).
+                tail_overflow =
+                    data.len() - k > limits.max_read_buffer && actions.input != Some(true);
                 let mut tail = data;
                 tail.drain(..k);
                 c.tail_len = tail.len();
@@ -2073,6 +2108,13 @@ impl<H: Handler> Reactor<H> {
         self.core.arm(id.slot());
         self.dispatch(id);
         self.check_pending_input(id);
+        // Reading waited for the input presented again to be handled (`RESUMING`).
+        if let Some(c) = self.core.get(id)
+            && c.flags & READ_READY != 0
+            && c.flags & NO_READ == 0
+        {
+            self.make_ready(id);
+        }
     }
 
     /// A job's deadline timer fired: close the connection if the job has been running for
