@@ -77,6 +77,29 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             }
             res.finish().unwrap();
         }
+        "/stream204" => {
+            // A 204 ends with its head: what the handler streams must not reach the wire (it
+            // would read as the next response).
+            res.start_chunked(204, &text).unwrap();
+            res.write_chunk(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                .unwrap();
+            res.finish().unwrap();
+        }
+        "/defer-stream304" => {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                let mut body = d.start_chunked(304, &[("ETag", "\"x\"")]).unwrap();
+                body.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+                    .unwrap();
+                body.finish().unwrap();
+            });
+        }
+        "/stream-fail" => {
+            // Fails after part of a streamed body: the body must not look complete.
+            res.start_chunked(200, &text).unwrap();
+            res.write_chunk(b"part").unwrap();
+            res.fail();
+        }
         "/panic" => panic!("handler fails on purpose"),
         "/silent" => {}
         "/fail" => res.fail(),
@@ -679,4 +702,122 @@ fn invalid_http_config_is_rejected() {
             .is_err()
     );
     HttpConfig::default().validate().unwrap();
+}
+
+#[test]
+fn pipelined_requests_then_a_half_close_are_all_answered() {
+    // More requests than one pass serves (max_pipelined), then the client's end-of-stream at
+    // once: every complete request is answered, then the connection closes.
+    for (workers, max_pipelined) in [(0, 4), (0, 64), (2, 4)] {
+        let mut cfg = config(1).max_pipelined(max_pipelined);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        let batch: Vec<u8> = (0..300).flat_map(|i| get(&format!("/n{i}"))).collect();
+        let ex = exchange(srv.addr, &[&batch], Duration::ZERO, 5 * SEC, true);
+        assert_eq!(ex.responses.len(), 300, "{:?}", srv.server.http_stats());
+        for (i, r) in ex.responses.iter().enumerate() {
+            assert_eq!(r.text(), format!("GET /n{i}"));
+        }
+        assert!(ex.closed && !ex.reset);
+        assert_eq!(srv.server.http_stats().incomplete, 0);
+    }
+}
+
+#[test]
+fn a_streamed_204_or_304_sends_no_body() {
+    // RFC 9112 §6.3: a 204 or 304 response ends with its head. Bytes streamed for it are
+    // dropped, so the next response is the real one.
+    for workers in [0, 2] {
+        let mut cfg = config(1);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        for path in ["/stream204", "/defer-stream304"] {
+            let ex = exchange(
+                srv.addr,
+                &[&get(path), &get("/next")],
+                Duration::from_millis(50),
+                SEC,
+                false,
+            );
+            let want = if path == "/stream204" { 204 } else { 304 };
+            assert_eq!(ex.statuses(), vec![want, 200], "{path}");
+            assert_eq!(ex.responses[1].text(), "GET /next");
+            assert!(ex.garbage.is_empty(), "{path}: {:?}", ex.garbage);
+        }
+    }
+}
+
+#[test]
+fn a_stream_that_fails_midway_is_cut_not_finished() {
+    for workers in [0, 2] {
+        let mut cfg = config(1);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(&get("/stream-fail")).unwrap();
+        s.set_read_timeout(Some(5 * SEC)).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw);
+        // The connection is cut (what was queued may be lost with it); the last chunk never
+        // goes out, so the client never sees a complete body.
+        assert!(!text.contains("0\r\n\r\n"), "{text}");
+        assert_eq!(srv.server.http_stats().handler_failures, 1);
+    }
+}
+
+#[test]
+fn a_pipelined_head_gets_its_own_header_timeout() {
+    // Each read ends inside the next head; every head completes well within the timeout,
+    // but the first one began long before the last: no 408.
+    let cfg = config(1).header_read_timeout(Duration::from_millis(400));
+    let srv = Http::start(cfg, app);
+    let mut c = Client::connect(srv.addr);
+    c.send(b"GET /1 HTTP/1.1\r\nHost: t\r\n");
+    std::thread::sleep(Duration::from_millis(250));
+    c.send(b"\r\nGET /2 HTTP/1.1\r\n");
+    assert_eq!(c.read(1, &[]).remove(0).text(), "GET /1");
+    std::thread::sleep(Duration::from_millis(250));
+    c.send(b"Host: t\r\n\r\nGET /3 HTTP/1.1\r\n");
+    assert_eq!(c.read(1, &[]).remove(0).text(), "GET /2");
+    std::thread::sleep(Duration::from_millis(250));
+    c.send(b"Host: t\r\n\r\n");
+    assert_eq!(c.read(1, &[]).remove(0).text(), "GET /3");
+    assert_eq!(srv.server.http_stats().header_timeouts, 0);
+}
+
+#[test]
+fn requests_held_back_by_the_server_do_not_time_out() {
+    // The second request arrives with the first; the first's large answer goes above the
+    // output watermark and the client reads it slowly, so the server holds the second back
+    // for longer than header_read_timeout. It is still answered.
+    let mut cfg = config(1).header_read_timeout(Duration::from_millis(300));
+    cfg.engine = cfg
+        .engine
+        .write_high_watermark(256 << 10)
+        .write_low_watermark(64 << 10);
+    let srv = Http::start(cfg, app);
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&srv.addr.into()).unwrap();
+    let mut s: TcpStream = s.into();
+    let mut batch = get("/big?bytes=8000000");
+    batch.extend_from_slice(&get("/after"));
+    s.write_all(&batch).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let ex = read_all(&mut s, 2 * SEC, &[]);
+    assert_eq!(
+        ex.statuses(),
+        vec![200, 200],
+        "{:?}",
+        srv.server.http_stats()
+    );
+    assert_eq!(ex.responses[1].text(), "GET /after");
+    assert_eq!(srv.server.http_stats().header_timeouts, 0);
 }

@@ -29,8 +29,13 @@ pub(crate) enum Outcome {
     Fresh,
     /// Complete; `close` if the connection must close after it.
     Sent { close: bool },
-    /// Head sent, body streaming; `chunked` false means close-delimited (HTTP/1.0).
-    Streaming { close: bool, chunked: bool },
+    /// Head sent, body streaming; `chunked` false means close-delimited (HTTP/1.0), `body`
+    /// false that the status allows none (204, 304): the pieces are dropped.
+    Streaming {
+        close: bool,
+        chunked: bool,
+        body: bool,
+    },
     /// Handed to a [`Deferred`].
     Deferred,
 }
@@ -669,16 +674,18 @@ impl<'r, 'c> Response<'r, 'c> {
         self.outcome = Outcome::Streaming {
             close: p.close,
             chunked: p.chunked,
+            body: p.body_allowed,
         };
         Ok(())
     }
 
     /// Sends one piece of a streamed body (an empty piece sends nothing).
     pub fn write_chunk(&mut self, data: &[u8]) -> Result<()> {
-        let Outcome::Streaming { chunked, .. } = self.outcome else {
+        let Outcome::Streaming { chunked, body, .. } = self.outcome else {
             return Err(Error::InvalidResponse("no streamed response was started"));
         };
-        if data.is_empty() || self.info.head {
+        // HEAD, 204 and 304 responses end with their head (RFC 9112 §6.3): no body bytes.
+        if data.is_empty() || self.info.head || !body {
             return Ok(());
         }
         if chunked {
@@ -696,7 +703,7 @@ impl<'r, 'c> Response<'r, 'c> {
 
     /// Ends a streamed body.
     pub fn finish(&mut self) -> Result<()> {
-        let Outcome::Streaming { close, chunked } = self.outcome else {
+        let Outcome::Streaming { close, chunked, .. } = self.outcome else {
             return Err(Error::InvalidResponse("no streamed response was started"));
         };
         if chunked && !self.info.head {
@@ -828,7 +835,8 @@ impl Deferred {
         Ok(ChunkedBody {
             handle: self.handle.clone(),
             id: self.id,
-            head: self.info.head,
+            // HEAD, 204 and 304 responses end with their head (RFC 9112 §6.3).
+            no_body: self.info.head || !has_body(status),
             close,
             chunked,
             finished: false,
@@ -859,7 +867,8 @@ impl Drop for Deferred {
 pub struct ChunkedBody {
     handle: ServerHandle,
     id: ConnId,
-    head: bool,
+    /// Nothing of the body is sent (HEAD, 204, 304).
+    no_body: bool,
     close: bool,
     chunked: bool,
     finished: bool,
@@ -876,7 +885,7 @@ impl ChunkedBody {
         if self.finished {
             return Err(Error::InvalidResponse("the body is finished"));
         }
-        if data.is_empty() || self.head {
+        if data.is_empty() || self.no_body {
             return Ok(());
         }
         let mut out = Vec::with_capacity(data.len() + 24);
@@ -894,7 +903,7 @@ impl ChunkedBody {
     /// Ends the body; the connection goes on to the next request (or closes).
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
-        if self.chunked && !self.head {
+        if self.chunked && !self.no_body {
             self.handle.write(self.id, b"0\r\n\r\n")?;
         }
         complete(&self.handle, self.id, self.close)

@@ -399,8 +399,10 @@ impl<H: HttpHandler> Http<H> {
             let mut res = Response::new(conn, info, tally, &self.stats, date);
             let handler = &self.handler;
             let result = catch_unwind(AssertUnwindSafe(|| handler.handle(req, &mut res)));
-            // A stream the handler started but did not end is ended for it.
-            if result.is_ok() && matches!(res.outcome, Outcome::Streaming { .. }) {
+            // A stream the handler started but did not end is ended for it, unless the
+            // handler failed: a failed stream is cut, so its truncated body never looks
+            // complete.
+            if result.is_ok() && !res.failed && matches!(res.outcome, Outcome::Streaming { .. }) {
                 let _ = res.finish();
             }
             (result, res.outcome, res.failed)
@@ -480,6 +482,7 @@ impl<H: HttpHandler> Http<H> {
         let mut served = 0;
         let mut partial_body = false;
         let mut body_got = 0u64;
+        let mut yielded = false;
         let mut fields = FieldSlots::new();
         loop {
             let queued = match conn.queued_if_open() {
@@ -520,6 +523,7 @@ impl<H: HttpHandler> Http<H> {
                 // Yield: the rest is presented again on the next loop turn.
                 conn.pause_input();
                 conn.resume_input();
+                yielded = true;
                 break;
             }
             if queued > self.high_watermark {
@@ -586,18 +590,25 @@ impl<H: HttpHandler> Http<H> {
         if !partial_body {
             st.body_since = None;
         }
-        if st.awaiting || conn.is_closing() {
+        // Input shoal holds back itself (a yield, or output above the watermark) does not
+        // count against the client: no read deadline runs until it is parsed (the write
+        // timeout guards a client that does not read).
+        let held = yielded || st.backpressured || st.flush_yield;
+        if st.awaiting || conn.is_closing() || (held && !partial_body) {
             st.phase = Phase::Busy;
             self.set_deadline(conn, st, None, 0);
         } else if partial_body {
             st.phase = Phase::Body;
             self.set_deadline(conn, st, Some(TimeoutKind::Body), body_got);
         } else if pos < data.len() {
-            if st.phase != Phase::Head {
-                st.phase = Phase::Head;
+            // A head still arriving: its deadline runs from its first bytes (a head after a
+            // request served in this pass is a new one), or, for a connection's first
+            // request, from the accept (`on_open` set it).
+            if served > 0 || (st.phase != Phase::Head && st.requests > 0) {
                 self.set_deadline(conn, st, Some(TimeoutKind::Header), 0);
             }
-        } else if !st.backpressured && !st.flush_yield {
+            st.phase = Phase::Head;
+        } else {
             st.phase = Phase::Idle;
             self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive), 0);
         }
