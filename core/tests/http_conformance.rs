@@ -72,6 +72,7 @@ macro_rules! smuggle {
 const CASES: &[Case] = &[
     // ---- accepted ----
     ok("simple GET", "9112 §3", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &[200]),
+    ok("Host as IP literal and port", "9112 §3.2, 3986 §3.2.2", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", &[200]),
     ok("query string", "9112 §3.2.1", b"GET /a/b?c=d&e HTTP/1.1\r\nHost: x\r\n\r\n", &[200]),
     ok("absolute-form target", "9112 §3.2.2", b"GET http://x/abs HTTP/1.1\r\nHost: x\r\n\r\n", &[200]),
     ok("asterisk-form OPTIONS", "9112 §3.2.4", b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", &[200]),
@@ -116,6 +117,9 @@ const CASES: &[Case] = &[
     bad("line without a colon", "9112 §5.1", smuggle!("GET / HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n"), &[400]),
     bad("missing Host in HTTP/1.1", "9112 §3.2", smuggle!("GET / HTTP/1.1\r\n\r\n"), &[400]),
     bad("duplicate Host", "9112 §3.2", smuggle!("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), &[400]),
+    bad("Host value with a space", "9112 §3.2, 3986 §3.2.2", smuggle!("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), &[400]),
+    bad("Host value with a path", "9112 §3.2, 3986 §3.2.2", smuggle!("GET / HTTP/1.1\r\nHost: evil/x\r\n\r\n"), &[400]),
+    bad("Host value with userinfo", "9112 §3.2, 3986 §3.2.1", smuggle!("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"), &[400]),
     bad("bare LF line endings", "9112 §2.2 (policy: rejected)", smuggle!("GET / HTTP/1.1\nHost: x\n\n"), &[400]),
     bad("bare LF ending one field", "9112 §2.2 (policy: rejected)", smuggle!("GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n"), &[400]),
     // ---- request line ----

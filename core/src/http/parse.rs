@@ -32,6 +32,8 @@ pub enum ParseError {
     MissingHost,
     /// More than one Host field (RFC 9112 §3.2).
     DuplicateHost,
+    /// A Host value that is not `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2).
+    BadHost,
     /// A Content-Length that is not 1*DIGIT, overflows, or appears more than once or as a
     /// list (RFC 9112 §6.3).
     BadContentLength,
@@ -55,7 +57,7 @@ pub enum ParseError {
 
 impl ParseError {
     /// Number of kinds.
-    pub const COUNT: usize = 17;
+    pub const COUNT: usize = 18;
 
     /// Every kind, in [`ParseError::index`] order.
     pub const ALL: [ParseError; Self::COUNT] = [
@@ -68,6 +70,7 @@ impl ParseError {
         ParseError::UnsupportedVersion,
         ParseError::MissingHost,
         ParseError::DuplicateHost,
+        ParseError::BadHost,
         ParseError::BadContentLength,
         ParseError::ContentLengthWithTransferEncoding,
         ParseError::BadTransferEncoding,
@@ -108,6 +111,7 @@ impl ParseError {
             ParseError::UnsupportedVersion => "unsupported_version",
             ParseError::MissingHost => "missing_host",
             ParseError::DuplicateHost => "duplicate_host",
+            ParseError::BadHost => "bad_host",
             ParseError::BadContentLength => "bad_content_length",
             ParseError::ContentLengthWithTransferEncoding => {
                 "content_length_with_transfer_encoding"
@@ -299,6 +303,82 @@ fn is_host(name: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// Bytes of a `reg-name` (RFC 3986 §3.2.2: unreserved, pct-encoded, sub-delims).
+const REG_NAME: u8 = 1;
+/// Bytes inside an `IP-literal`'s brackets (hex digits, `:`, `.`, and IPvFuture's
+/// unreserved and sub-delims).
+const IP_LITERAL: u8 = 2;
+
+const fn host_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let reg = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        t[b] = (if reg { REG_NAME | IP_LITERAL } else { 0 })
+            | (if c == b':' { IP_LITERAL } else { 0 });
+        b += 1;
+    }
+    t
+}
+
+static HOST_CLASSES: [u8; 256] = host_classes();
+
+/// Whether every byte is in `class` (a branch-free AND: hosts are short and almost always
+/// valid).
+#[inline]
+fn all_host(bytes: &[u8], class: u8) -> bool {
+    bytes
+        .iter()
+        .fold(class, |acc, &b| acc & HOST_CLASSES[usize::from(b)])
+        != 0
+}
+
+/// A Host value: `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2), where uri-host is
+/// a bracketed IP literal or a reg-name (an IPv4 address is one too), and port is digits.
+/// Empty is allowed (a request whose target has no authority sends an empty Host).
+#[inline]
+fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if end == 0 || !all_host(&rest[..end], IP_LITERAL) {
+            return false;
+        }
+        (&[][..], &rest[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &[][..]),
+        }
+    };
+    all_host(host, REG_NAME)
+        && match port.split_first() {
+            None => true,
+            Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
@@ -525,6 +605,7 @@ fn check_head<'h, 'b>(
         return Err(ParseError::UriTooLong);
     }
     let mut hosts = 0;
+    let mut host: &[u8] = b"";
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
     let mut chunked_count = 0;
@@ -541,6 +622,7 @@ fn check_head<'h, 'b>(
         }
         if is_host(name) {
             hosts += 1;
+            host = h.value;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // 1*DIGIT, once: no sign, no list, no repeat (even of the same value).
             if content_length.is_some()
@@ -588,6 +670,9 @@ fn check_head<'h, 'b>(
     }
     if version == 1 && hosts == 0 {
         return Err(ParseError::MissingHost);
+    }
+    if !valid_host(host) {
+        return Err(ParseError::BadHost);
     }
     let framing = if te_seen {
         if content_length.is_some() {
@@ -648,6 +733,42 @@ mod tests {
     fn parse(buf: &[u8]) -> Result<Option<Head>, ParseError> {
         let mut fields = FieldSlots::new();
         parse_head(buf, &mut fields, &LIMITS).map(|p| p.map(|p| p.head))
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            &b""[..],
+            b"x",
+            b"example.com",
+            b"example.com:8080",
+            b"127.0.0.1:80",
+            b"[::1]",
+            b"[::1]:8080",
+            b"[v1.fe80::a+en1]",
+            b"a-b_c~d%20!$&'()*+,;=",
+            b"host:",
+        ] {
+            assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b"[..],
+            b"evil/x",
+            b"a@b",
+            b"a?b",
+            b"a#b",
+            b"host:80:80",
+            b"host:8o",
+            b"[::1",
+            b"[]",
+            b"[::1]x",
+            b"[::1]:x",
+            b"a\tb",
+            b"\xe9",
+            b"a\"b",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
