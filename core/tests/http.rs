@@ -118,6 +118,9 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             res.send(500, &text, err.to_string().as_bytes()).unwrap();
         }
         "/close" => res.send(200, &[("Connection", "close")], b"bye").unwrap(),
+        "/says-keep-alive" => res
+            .send(200, &[("Connection", "keep-alive")], b"ka")
+            .unwrap(),
         "/big" => {
             let n: usize = req
                 .query()
@@ -820,4 +823,33 @@ fn requests_held_back_by_the_server_do_not_time_out() {
     );
     assert_eq!(ex.responses[1].text(), "GET /after");
     assert_eq!(srv.server.http_stats().header_timeouts, 0);
+}
+
+#[test]
+fn a_closing_response_says_close_whatever_the_handler_set() {
+    // The handler sends `Connection: keep-alive`, but the connection closes after this
+    // response (the client asked, HTTP/1.0 without keep-alive, or the request limit): the
+    // response says `close` too (RFC 9112 §9.6).
+    let srv = Http::start(config(1).max_requests_per_connection(Some(2)), app);
+    for (reqs, closing) in [
+        (
+            &b"GET /says-keep-alive HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+            &[true][..],
+        ),
+        (b"GET /says-keep-alive HTTP/1.0\r\n\r\n", &[true]),
+        (
+            b"GET /says-keep-alive HTTP/1.1\r\nHost: t\r\n\r\nGET /says-keep-alive HTTP/1.1\r\nHost: t\r\n\r\n",
+            &[false, true],
+        ),
+    ] {
+        let ex = exchange(srv.addr, &[reqs], Duration::ZERO, 2 * SEC, false);
+        assert_eq!(ex.responses.len(), closing.len());
+        for (r, &closes) in ex.responses.iter().zip(closing) {
+            let says_close = r.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close")
+            });
+            assert_eq!(says_close, closes, "{r:?}");
+        }
+        assert!(ex.closed);
+    }
 }

@@ -186,6 +186,8 @@ pub(crate) struct Plan {
     body_allowed: bool,
     has_date: bool,
     has_connection: bool,
+    /// The handler's own Connection field says `close`.
+    says_close: bool,
     /// An upper bound on the head's length.
     pub(crate) bound: usize,
 }
@@ -261,6 +263,7 @@ fn plan_checked(info: &Info, status: u16, f: Facts, body: Body) -> Result<Plan> 
         body_allowed: has_body(status),
         has_date: f.has_date,
         has_connection: f.has_connection,
+        says_close: f.close,
         // Status line, Date, Content-Length or Transfer-Encoding, Connection, final CRLF.
         bound: 48 + DATE_LINE_LEN + 40 + 26 + 2 + f.len,
     };
@@ -463,12 +466,14 @@ pub(crate) fn emit<S: Sink, F: Fields + ?Sized>(
             Body::Streamed => {}
         }
     }
-    if !plan.has_connection {
-        if plan.close {
+    // A connection that closes after this response says so (RFC 9112 §9.6), even when the
+    // handler's own Connection field says otherwise: `close` in any Connection line wins.
+    if plan.close {
+        if !plan.says_close {
             out.put(b"Connection: close\r\n");
-        } else if info.version == 0 {
-            out.put(b"Connection: keep-alive\r\n");
         }
+    } else if !plan.has_connection && info.version == 0 {
+        out.put(b"Connection: keep-alive\r\n");
     }
     out.put(b"\r\n");
 }
