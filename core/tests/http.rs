@@ -59,6 +59,13 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
                 d.send(200, &[("X-From", "thread")], b"deferred").unwrap();
             });
         }
+        "/defer-slow" => {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                d.send(200, &[("X-From", "thread")], b"slow").unwrap();
+            });
+        }
         "/defer-stream" => {
             let mut d = res.defer().unwrap();
             std::thread::spawn(move || {
@@ -851,5 +858,31 @@ fn a_closing_response_says_close_whatever_the_handler_set() {
             assert_eq!(says_close, closes, "{r:?}");
         }
         assert!(ex.closed);
+    }
+}
+
+#[test]
+fn a_deferred_answer_under_way_at_stop_is_delivered_within_the_grace_period() {
+    for workers in [0, 2] {
+        let mut cfg = config(1);
+        if workers > 0 {
+            cfg.engine = cfg.engine.workers(workers, 16);
+        }
+        let srv = Http::start(cfg, app);
+        let mut c = Client::connect(srv.addr);
+        c.send(&get("/defer-slow"));
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = Instant::now();
+        srv.server.stop();
+        let ex = read_all(&mut c.s, 5 * SEC, &[]);
+        assert_eq!(ex.statuses(), vec![200], "workers {workers}");
+        assert_eq!(ex.responses[0].text(), "slow");
+        assert!(ex.closed);
+        // Closed once answered, not at the end of the grace period (2 s).
+        assert!(
+            t0.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t0.elapsed()
+        );
     }
 }

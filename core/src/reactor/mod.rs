@@ -1159,6 +1159,11 @@ impl<H: Handler> Reactor<H> {
             if c.flags & REDELIVER != 0 {
                 c.flags &= !REDELIVER;
                 self.redeliver(id);
+                if self.stopping {
+                    // Shutting down: what the handler was waiting for has been answered.
+                    self.core
+                        .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
+                }
             }
             let Some(c) = self.core.get_mut(id) else {
                 continue;
@@ -2173,6 +2178,10 @@ impl<H: Handler> Reactor<H> {
             let id = c.id;
             if c.flags & CONNECTING != 0 {
                 self.close_now(id, CloseReason::Shutdown);
+            } else if c.flags & INPUT_HELD != 0 && c.out.is_empty() {
+                // The handler holds input back while it waits for something (a deferred
+                // answer): it gets the grace period too, and closes once it resumes input
+                // (see `run_ready`) or when the grace period ends.
             } else {
                 self.core
                     .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
