@@ -1864,6 +1864,12 @@ impl<H: Handler> Reactor<H> {
         if let Some(pool) = &self.pool {
             pool.shared.stall(self.core.index);
         }
+        if self.backlog.len() == 1 {
+            // The workers may have emptied the queue before the stall flag was visible, and
+            // then nothing would wake this reactor for the job: try again now (as the
+            // backlog drain does).
+            self.drain_backlog();
+        }
     }
 
     /// Moves held jobs to the queue while it has room.
