@@ -344,41 +344,46 @@ const fn host_classes() -> [u8; 256] {
 
 static HOST_CLASSES: [u8; 256] = host_classes();
 
-/// Whether every byte is in `class` (a branch-free AND: hosts are short and almost always
-/// valid).
-#[inline]
-fn all_host(bytes: &[u8], class: u8) -> bool {
-    bytes
-        .iter()
-        .fold(class, |acc, &b| acc & HOST_CLASSES[usize::from(b)])
-        != 0
+/// How many bytes at the start of `bytes` are in `class`.
+#[inline(always)]
+fn host_prefix(bytes: &[u8], class: u8) -> usize {
+    let mut i = 0;
+    while i < bytes.len() && HOST_CLASSES[usize::from(bytes[i])] & class != 0 {
+        i += 1;
+    }
+    i
 }
 
 /// A Host value: `uri-host [":" port]` (RFC 9112 §3.2, RFC 3986 §3.2.2), where uri-host is
 /// a bracketed IP literal or a reg-name (an IPv4 address is one too), and port is digits.
 /// Empty is allowed (a request whose target has no authority sends an empty Host).
-#[inline]
+#[inline(always)]
 fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
-        let Some(end) = rest.iter().position(|&b| b == b']') else {
-            return false;
-        };
-        if end == 0 || !all_host(&rest[..end], IP_LITERAL) {
-            return false;
-        }
-        (&[][..], &rest[end + 1..])
-    } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], &value[colon..]),
-            None => (value, &[][..]),
-        }
+    // The common case, a name with or without a port, in one pass without a call.
+    let name = host_prefix(value, REG_NAME);
+    match value.get(name) {
+        None => true,
+        Some(b':') => value[name + 1..].iter().all(u8::is_ascii_digit),
+        Some(b'[') if name == 0 => valid_ip_literal_host(value),
+        Some(_) => false,
+    }
+}
+
+/// A Host value starting with `[`: an IP literal, then an optional port.
+#[cold]
+fn valid_ip_literal_host(value: &[u8]) -> bool {
+    let rest = &value[1..];
+    let Some(end) = rest.iter().position(|&b| b == b']') else {
+        return false;
     };
-    all_host(host, REG_NAME)
-        && match port.split_first() {
-            None => true,
-            Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
-            Some(_) => false,
-        }
+    if end == 0 || host_prefix(&rest[..end], IP_LITERAL) != end {
+        return false;
+    }
+    match rest[end + 1..].split_first() {
+        None => true,
+        Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
@@ -605,7 +610,6 @@ fn check_head<'h, 'b>(
         return Err(ParseError::UriTooLong);
     }
     let mut hosts = 0;
-    let mut host: &[u8] = b"";
     let mut content_length: Option<u64> = None;
     let mut te_seen = false;
     let mut chunked_count = 0;
@@ -621,8 +625,10 @@ fn check_head<'h, 'b>(
             continue;
         }
         if is_host(name) {
+            if !valid_host(h.value) {
+                return Err(ParseError::BadHost);
+            }
             hosts += 1;
-            host = h.value;
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // 1*DIGIT, once: no sign, no list, no repeat (even of the same value).
             if content_length.is_some()
@@ -670,9 +676,6 @@ fn check_head<'h, 'b>(
     }
     if version == 1 && hosts == 0 {
         return Err(ParseError::MissingHost);
-    }
-    if !valid_host(host) {
-        return Err(ParseError::BadHost);
     }
     let framing = if te_seen {
         if content_length.is_some() {
