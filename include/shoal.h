@@ -352,8 +352,10 @@ typedef struct shoal_http_handler {
   size_t size;
   /**
    * Answers one request through `res` (shoal_response_send(), shoal_response_start_chunked(),
-   * or shoal_response_defer()). Return 0, or non-zero for failure: an unanswered request
-   * then gets a 500, and the connection closes. Required.
+   * or shoal_response_defer()). Return 0, or non-zero for failure, answered or not: the
+   * connection then closes as a handler failure (SHOAL_CLOSE_HANDLER_FAILED, counted in
+   * `handler_failures` of both stats). An unanswered request gets a 500 first, a complete
+   * answer is delivered first, a response still under way may be cut off. Required.
    */
   int (*on_request)(void *user_data,
                     const struct shoal_request *req,

@@ -94,8 +94,10 @@ pub struct shoal_http_handler {
     /// `sizeof(shoal_http_handler)` as compiled by the caller.
     pub size: usize,
     /// Answers one request through `res` (shoal_response_send(), shoal_response_start_chunked(),
-    /// or shoal_response_defer()). Return 0, or non-zero for failure: an unanswered request
-    /// then gets a 500, and the connection closes. Required.
+    /// or shoal_response_defer()). Return 0, or non-zero for failure, answered or not: the
+    /// connection then closes as a handler failure (SHOAL_CLOSE_HANDLER_FAILED, counted in
+    /// `handler_failures` of both stats). An unanswered request gets a 500 first, a complete
+    /// answer is delivered first, a response still under way may be cut off. Required.
     pub on_request: Option<
         unsafe extern "C" fn(
             user_data: *mut c_void,
@@ -316,12 +318,10 @@ impl HttpHandler for CHttpHandler {
         // shoal_response_* functions, which cast them back to these types.
         let rc = unsafe { f(self.user.ptr, req_ptr, res_ptr) };
         if rc != 0 {
-            log::warn!("C on_request returned {rc}; closing the connection");
-            // An unanswered request gets its 500 (and the close) from the server; after an
-            // answer, the connection still ends.
-            if res.is_started() {
-                res.conn().shutdown();
-            }
+            log::warn!("C on_request returned {rc}; failing the connection");
+            // A handler failure whatever was answered (the engine answers 500 if nothing
+            // was, delivers a complete answer first, and closes with HandlerFailed).
+            res.fail();
         }
     }
 }

@@ -1,6 +1,8 @@
 /* HTTP servers through the C interface: routes reading method, path, query, version, headers
  * (by name and by index) and body; immediate, streamed and deferred responses (answered from
  * another pthread, with pipelined requests behind); a failing callback answered with 500;
+ * a callback failing after its answer (the answer arrives, then the connection closes as a
+ * handler failure);
  * invalid response headers refused; prepared header blocks (copied at creation, refused when
  * invalid, sent now and from a pthread); HTTP stats. Runs inline and with workers. */
 #include "testutil.h"
@@ -148,6 +150,11 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
     if (equals(path, path_len, "/fail")) {
         return 1; /* unanswered and failing: the server answers 500 and closes */
     }
+    if (equals(path, path_len, "/sent-then-fail")) {
+        /* Answered, then failing: the answer goes out, then the connection closes. */
+        CHECK_OK(shoal_response_send(res, 200, &text, 1, "sent", 4));
+        return 1;
+    }
     return shoal_response_send(res, 404, &text, 1, "no", 2);
 }
 
@@ -262,6 +269,44 @@ static void scenario(uint64_t workers) {
     close(f);
     exchange(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", buf, sizeof buf);
     CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+
+    /* A callback failing after it answered: the answer arrives, then the connection closes,
+     * counted as a handler failure (reason SHOAL_CLOSE_HANDLER_FAILED). */
+    shoal_stats before;
+    memset(&before, 0, sizeof before);
+    before.size = sizeof before;
+    CHECK_OK(shoal_server_stats(srv, &before));
+    shoal_http_stats hs_before;
+    memset(&hs_before, 0, sizeof hs_before);
+    hs_before.size = sizeof hs_before;
+    CHECK_OK(shoal_server_http_stats(srv, &hs_before));
+    int sf = connect_to(port);
+    send_str(sf, "GET /sent-then-fail HTTP/1.1\r\nHost: t\r\n\r\n");
+    recv_until_close(sf, buf, sizeof buf);
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    CHECK(strstr(buf, "\r\n\r\nsent") != NULL);
+    close(sf);
+    shoal_stats after;
+    shoal_http_stats hs_after;
+    for (int i = 0;; i++) {
+        memset(&after, 0, sizeof after);
+        after.size = sizeof after;
+        CHECK_OK(shoal_server_stats(srv, &after));
+        memset(&hs_after, 0, sizeof hs_after);
+        hs_after.size = sizeof hs_after;
+        CHECK_OK(shoal_server_http_stats(srv, &hs_after));
+        if ((after.closed[SHOAL_CLOSE_HANDLER_FAILED] >
+                 before.closed[SHOAL_CLOSE_HANDLER_FAILED] &&
+             hs_after.handler_failures > hs_before.handler_failures) ||
+            i == 500) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    CHECK(after.closed[SHOAL_CLOSE_HANDLER_FAILED] >=
+          before.closed[SHOAL_CLOSE_HANDLER_FAILED] + 1);
+    CHECK(after.handler_failures >= before.handler_failures + 1);
+    CHECK(hs_after.handler_failures >= hs_before.handler_failures + 1);
 
     /* A malformed request gets a clean 400. */
     int m = connect_to(port);
