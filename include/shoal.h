@@ -1323,13 +1323,23 @@ void shoal_chunked_free(struct shoal_chunked *c);
 
 /**
  * Sends shoal's log records up to `max_level` (SHOAL_LOG_*) to `callback`; a NULL callback or
- * SHOAL_LOG_OFF stops logging. Replaces any previous callback; the previous callback may
- * still run on other threads while this call returns. Installs shoal's logger in the
- * process's `log` facade on first use (if another logger is installed already, records go
- * there instead).
+ * SHOAL_LOG_OFF stops logging. Replaces any previous callback. Records are delivered without
+ * any lock held, so a callback may call this function itself (to turn logging off after a
+ * first error, say).
+ *
+ * When the previous callback is still running on other threads, this call waits until each
+ * has returned from it: once it returns, the previous callback is not running and is never
+ * called again, so its `user_data` may be freed. Called from inside a log callback, it does
+ * not wait (it would wait for itself, or for another thread doing the same): the replaced
+ * callback may still be running on other threads when it returns, though it is never
+ * entered again. Do not hold a lock your log callback takes while calling this.
+ *
+ * Installs shoal's logger in the process's `log` facade on first use (if another logger is
+ * installed already, records go there instead).
  *
  * # Safety
- * `callback` and `user_data` must stay valid and callable from any thread until replaced.
+ * `callback` and `user_data` must stay valid and callable from any thread until replaced (and,
+ * when replaced from inside a log callback, until the other threads have left it).
  */
 shoal_status shoal_set_log_callback(shoal_log_fn callback,
                                     void *user_data,

@@ -1,8 +1,10 @@
 //! Routes shoal's log records (the `log` crate) to a C callback.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::boundary::ffi_guard;
 use crate::error::{SHOAL_OK, shoal_status};
@@ -35,9 +37,12 @@ pub type shoal_log_fn = Option<
     ),
 >;
 
+/// A registered callback, with its user data and level. Shared (`Arc`) so a record is
+/// delivered outside the lock, and so a replacement can tell when the last thread left it.
 struct Sink {
     f: unsafe extern "C" fn(*mut c_void, c_int, *const c_char, usize, *const c_char, usize),
     user_data: *mut c_void,
+    max: usize,
 }
 
 // SAFETY: the header requires the callback and its user data to be callable from any thread.
@@ -46,7 +51,7 @@ unsafe impl Send for Sink {}
 unsafe impl Sync for Sink {}
 
 struct CLogger {
-    sink: RwLock<Option<Sink>>,
+    sink: RwLock<Option<Arc<Sink>>>,
     max: AtomicUsize,
 }
 
@@ -54,6 +59,27 @@ static LOGGER: CLogger = CLogger {
     sink: RwLock::new(None),
     max: AtomicUsize::new(0),
 };
+
+thread_local! {
+    /// How deep this thread is inside log callbacks (a callback may log again).
+    static IN_CALLBACK: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts this thread as inside a log callback until dropped (also on unwinding).
+struct InCallback;
+
+impl InCallback {
+    fn enter() -> Self {
+        IN_CALLBACK.with(|d| d.set(d.get() + 1));
+        InCallback
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
 
 fn level_number(l: log::Level) -> c_int {
     match l {
@@ -74,38 +100,60 @@ impl log::Log for CLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let Ok(guard) = self.sink.read() else {
+        // Take a reference to the sink and release the lock before calling out: the callback
+        // may replace itself (shoal_set_log_callback takes the lock for writing).
+        let sink = match self.sink.read() {
+            Ok(guard) => guard.clone(),
+            Err(_) => return,
+        };
+        let Some(sink) = sink else {
             return;
         };
-        if let Some(sink) = guard.as_ref() {
-            let msg = record.args().to_string();
-            let target = record.target();
-            // SAFETY: the registered callback, valid until replaced (per the header); the
-            // strings outlive the call.
-            unsafe {
-                (sink.f)(
-                    sink.user_data,
-                    level_number(record.level()),
-                    target.as_ptr().cast::<c_char>(),
-                    target.len(),
-                    msg.as_ptr().cast::<c_char>(),
-                    msg.len(),
-                )
-            };
+        let level = level_number(record.level());
+        // The sink's own level: a record is judged by the callback it goes to.
+        if level as usize > sink.max {
+            return;
         }
+        let msg = record.args().to_string();
+        let target = record.target();
+        let _inside = InCallback::enter();
+        // SAFETY: the registered callback and its user data, valid until replaced and until
+        // every thread has left it (shoal_set_log_callback waits for that, per the header);
+        // `sink` keeps the replacement waiting meanwhile. The strings outlive the call.
+        unsafe {
+            (sink.f)(
+                sink.user_data,
+                level,
+                target.as_ptr().cast::<c_char>(),
+                target.len(),
+                msg.as_ptr().cast::<c_char>(),
+                msg.len(),
+            )
+        };
+        // `_inside`, then `sink` are dropped here: the replacement may go on.
     }
 
     fn flush(&self) {}
 }
 
 /// Sends shoal's log records up to `max_level` (SHOAL_LOG_*) to `callback`; a NULL callback or
-/// SHOAL_LOG_OFF stops logging. Replaces any previous callback; the previous callback may
-/// still run on other threads while this call returns. Installs shoal's logger in the
-/// process's `log` facade on first use (if another logger is installed already, records go
-/// there instead).
+/// SHOAL_LOG_OFF stops logging. Replaces any previous callback. Records are delivered without
+/// any lock held, so a callback may call this function itself (to turn logging off after a
+/// first error, say).
+///
+/// When the previous callback is still running on other threads, this call waits until each
+/// has returned from it: once it returns, the previous callback is not running and is never
+/// called again, so its `user_data` may be freed. Called from inside a log callback, it does
+/// not wait (it would wait for itself, or for another thread doing the same): the replaced
+/// callback may still be running on other threads when it returns, though it is never
+/// entered again. Do not hold a lock your log callback takes while calling this.
+///
+/// Installs shoal's logger in the process's `log` facade on first use (if another logger is
+/// installed already, records go there instead).
 ///
 /// # Safety
-/// `callback` and `user_data` must stay valid and callable from any thread until replaced.
+/// `callback` and `user_data` must stay valid and callable from any thread until replaced (and,
+/// when replaced from inside a log callback, until the other threads have left it).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_set_log_callback(
     callback: shoal_log_fn,
@@ -115,11 +163,14 @@ pub unsafe extern "C" fn shoal_set_log_callback(
     ffi_guard!({
         let _ = log::set_logger(&LOGGER);
         let max = usize::try_from(max_level.clamp(0, SHOAL_LOG_TRACE)).unwrap_or(0);
-        let sink = callback.map(|f| Sink { f, user_data });
+        let sink = callback
+            .filter(|_| max > 0)
+            .map(|f| Arc::new(Sink { f, user_data, max }));
         let max = if sink.is_some() { max } else { 0 };
-        if let Ok(mut g) = LOGGER.sink.write() {
-            *g = sink;
-        }
+        let old = match LOGGER.sink.write() {
+            Ok(mut g) => std::mem::replace(&mut *g, sink),
+            Err(_) => None,
+        };
         LOGGER.max.store(max, Ordering::Relaxed);
         log::set_max_level(match max {
             0 => log::LevelFilter::Off,
@@ -129,6 +180,18 @@ pub unsafe extern "C" fn shoal_set_log_callback(
             4 => log::LevelFilter::Debug,
             _ => log::LevelFilter::Trace,
         });
+        if let Some(old) = old
+            && IN_CALLBACK.with(Cell::get) == 0
+        {
+            // Every other reference belongs to a thread inside the old callback (taken under
+            // the lock before the replacement); no new one can be taken now.
+            while Arc::strong_count(&old) > 1 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            // Pairs with the release decrement of the last thread's drop: its callback's
+            // effects happen before the caller frees the user data.
+            std::sync::atomic::fence(Ordering::Acquire);
+        }
         SHOAL_OK
     })
 }

@@ -73,6 +73,11 @@ fn errors_and_stale_ids() {
 }
 
 #[test]
+fn log_callback_that_turns_logging_off_or_is_replaced() {
+    c_test("log_test");
+}
+
+#[test]
 fn no_leak_under_valgrind_after_a_thousand_connections() {
     if Command::new("valgrind").arg("--version").output().is_err() {
         eprintln!("valgrind is not installed; skipping (it is on the CI machines)");
