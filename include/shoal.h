@@ -740,7 +740,8 @@ typedef struct shoal_http_stats {
 
 /**
  * The server is running: stop it (and let shoal_server_run()/shoal_server_wait() return)
- * first.
+ * first. From shoal_server_free() also: a callback is still running; try again once it has
+ * returned (see shoal_last_error()).
  */
 #define SHOAL_ERR_BUSY -1006
 
@@ -1395,6 +1396,10 @@ shoal_status shoal_server_run(struct shoal_server *server);
 /**
  * Blocks until a started server has stopped and every connection is closed.
  *
+ * With workers, a callback still running after twice the shutdown grace is not waited for
+ * (it is logged; `jobs_running` in shoal_server_stats() counts it): this then returns while
+ * it runs, and shoal_server_free() reports SHOAL_ERR_BUSY until it has returned.
+ *
  * # Safety
  * As shoal_server_start().
  */
@@ -1412,13 +1417,21 @@ shoal_status shoal_server_wait(struct shoal_server *server);
 shoal_status shoal_server_stop(const struct shoal_server *server);
 
 /**
- * Frees a server. A server that was started must be stopped first: freeing one that is
- * still running returns SHOAL_ERR_BUSY and frees nothing; one that is stopping is waited for.
- * Then `free_user_data` runs (after the last callback). NULL is ignored.
+ * Frees a server, and then calls `free_user_data` (after the last callback). NULL is
+ * ignored. Returns SHOAL_ERR_BUSY, freeing nothing, while callbacks may still run:
+ *
+ * - the server was started and not stopped (call shoal_server_stop() first);
+ * - shoal_server_run() or shoal_server_wait() is blocked on it in another thread;
+ * - a worker callback outlived the shutdown grace (see shoal_server_wait()) and has not
+ *   returned yet: call shoal_server_free() again later (shoal_last_error() says so).
+ *
+ * A server that is stopping but was not waited for is waited for first (this blocks like
+ * shoal_server_wait(); its callbacks may use the server meanwhile). Until this returns
+ * SHOAL_OK, the server stays valid for the callbacks still running.
  *
  * # Safety
- * `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed; no other
- * thread uses it during or after the call.
+ * `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed; once this
+ * returns SHOAL_OK, no thread uses it again.
  */
 shoal_status shoal_server_free(struct shoal_server *server);
 

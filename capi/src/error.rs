@@ -25,7 +25,8 @@ pub const SHOAL_ERR_NULL: shoal_status = -1004;
 /// A configuration value is out of range (see shoal_last_error()).
 pub const SHOAL_ERR_INVALID_CONFIG: shoal_status = -1005;
 /// The server is running: stop it (and let shoal_server_run()/shoal_server_wait() return)
-/// first.
+/// first. From shoal_server_free() also: a callback is still running; try again once it has
+/// returned (see shoal_last_error()).
 pub const SHOAL_ERR_BUSY: shoal_status = -1006;
 /// The server was already started.
 pub const SHOAL_ERR_ALREADY_STARTED: shoal_status = -1007;

@@ -162,9 +162,18 @@ enum Kind {
 
 #[derive(Debug)]
 struct State {
-    server: Kind,
+    /// Taken (and dropped) by shoal_server_free() while the rest of the server is whole.
+    server: Option<Kind>,
     started: bool,
     finished: bool,
+}
+
+impl State {
+    /// The engine; `None` only while shoal_server_free() drops it (a callback that runs
+    /// during that drop and calls back in is told the server is busy).
+    fn kind(&mut self) -> Option<&mut Kind> {
+        self.server.as_mut()
+    }
 }
 
 /// A server: its reactors (and workers), its listening sockets and its handler. Created by
@@ -176,8 +185,10 @@ pub struct shoal_server {
     http: Option<HttpStatsHandle>,
     state: Mutex<State>,
     /// Keeps the user data until shoal_server_free(), as documented, even though the
-    /// threads that called back with it are gone after shoal_server_wait().
-    _user: std::sync::Arc<UserData>,
+    /// threads that called back with it are gone after shoal_server_wait(). The handler holds
+    /// the other reference: while it lives (on a worker still inside a callback after the
+    /// shutdown grace), callbacks may still run.
+    user: std::sync::Arc<UserData>,
 }
 
 impl shoal_server {
@@ -189,6 +200,23 @@ impl shoal_server {
             Err(std::sync::TryLockError::WouldBlock) => None,
         }
     }
+
+    /// Whether a callback may still run: the handler is alive somewhere besides this object
+    /// (only on a worker thread the engine stopped waiting for, once the server was joined).
+    fn handler_alive(&self) -> bool {
+        if std::sync::Arc::strong_count(&self.user) > 1 {
+            return true;
+        }
+        // The handler's last reference was dropped with a release decrement: whatever its
+        // callbacks did happens before what the caller does next (free the user data).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        false
+    }
+}
+
+fn busy_engine() -> shoal_status {
+    crate::error::set_last_error("the server is being freed");
+    SHOAL_ERR_BUSY
 }
 
 fn boxed(
@@ -205,11 +233,11 @@ fn boxed(
         handle,
         http,
         state: Mutex::new(State {
-            server: kind,
+            server: Some(kind),
             started: false,
             finished: false,
         }),
-        _user: user,
+        user,
     }));
     SHOAL_OK
 }
@@ -313,9 +341,10 @@ pub unsafe extern "C" fn shoal_server_start(server: *mut shoal_server) -> shoal_
         if st.started {
             return SHOAL_ERR_ALREADY_STARTED;
         }
-        let r = match &mut st.server {
-            Kind::Stream(s) => s.start(),
-            Kind::Http(s) => s.start(),
+        let r = match st.kind() {
+            Some(Kind::Stream(s)) => s.start(),
+            Some(Kind::Http(s)) => s.start(),
+            None => return busy_engine(),
         };
         if r.is_ok() {
             st.started = true;
@@ -325,9 +354,10 @@ pub unsafe extern "C" fn shoal_server_start(server: *mut shoal_server) -> shoal_
 }
 
 fn wait_locked(st: &mut State) -> shoal_status {
-    let r = match &mut st.server {
-        Kind::Stream(s) => s.wait(),
-        Kind::Http(s) => s.wait(),
+    let r = match st.kind() {
+        Some(Kind::Stream(s)) => s.wait(),
+        Some(Kind::Http(s)) => s.wait(),
+        None => return busy_engine(),
     };
     st.finished = true;
     result(r)
@@ -357,9 +387,10 @@ pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_st
             return SHOAL_ERR_BUSY;
         };
         if !st.started {
-            let r = match &mut st.server {
-                Kind::Stream(s) => s.start(),
-                Kind::Http(s) => s.start(),
+            let r = match st.kind() {
+                Some(Kind::Stream(s)) => s.start(),
+                Some(Kind::Http(s)) => s.start(),
+                None => return busy_engine(),
             };
             if let Err(e) = r {
                 return status_of(&e);
@@ -371,6 +402,10 @@ pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_st
 }
 
 /// Blocks until a started server has stopped and every connection is closed.
+///
+/// With workers, a callback still running after twice the shutdown grace is not waited for
+/// (it is logged; `jobs_running` in shoal_server_stats() counts it): this then returns while
+/// it runs, and shoal_server_free() reports SHOAL_ERR_BUSY until it has returned.
 ///
 /// # Safety
 /// As shoal_server_start().
@@ -406,13 +441,21 @@ pub unsafe extern "C" fn shoal_server_stop(server: *const shoal_server) -> shoal
     })
 }
 
-/// Frees a server. A server that was started must be stopped first: freeing one that is
-/// still running returns SHOAL_ERR_BUSY and frees nothing; one that is stopping is waited for.
-/// Then `free_user_data` runs (after the last callback). NULL is ignored.
+/// Frees a server, and then calls `free_user_data` (after the last callback). NULL is
+/// ignored. Returns SHOAL_ERR_BUSY, freeing nothing, while callbacks may still run:
+///
+/// - the server was started and not stopped (call shoal_server_stop() first);
+/// - shoal_server_run() or shoal_server_wait() is blocked on it in another thread;
+/// - a worker callback outlived the shutdown grace (see shoal_server_wait()) and has not
+///   returned yet: call shoal_server_free() again later (shoal_last_error() says so).
+///
+/// A server that is stopping but was not waited for is waited for first (this blocks like
+/// shoal_server_wait(); its callbacks may use the server meanwhile). Until this returns
+/// SHOAL_OK, the server stays valid for the callbacks still running.
 ///
 /// # Safety
-/// `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed; no other
-/// thread uses it during or after the call.
+/// `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed; once this
+/// returns SHOAL_OK, no thread uses it again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_status {
     ffi_guard!({
@@ -424,15 +467,40 @@ pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_s
             if s.handle.is_own_thread() {
                 return wrong_thread();
             }
-            let Some(st) = s.lock() else {
+            let Some(mut st) = s.lock() else {
+                crate::error::set_last_error(
+                    "shoal_server_run() or shoal_server_wait() is running on this server",
+                );
                 return SHOAL_ERR_BUSY;
             };
-            if st.started && !st.finished && !s.handle.is_stopping() {
-                crate::error::set_last_error("server is running: call shoal_server_stop() first");
+            if st.server.is_none() {
+                return busy_engine();
+            }
+            if st.started && !st.finished {
+                if !s.handle.is_stopping() {
+                    crate::error::set_last_error(
+                        "server is running: call shoal_server_stop() first",
+                    );
+                    return SHOAL_ERR_BUSY;
+                }
+                // Stopping: join it here, while the whole server is still in place for the
+                // callbacks that run until then.
+                let _ = wait_locked(&mut st);
+            }
+            if st.started && s.handler_alive() {
+                crate::error::set_last_error(
+                    "a worker callback that outlived the shutdown grace is still running; \
+                     call shoal_server_free() again once it has returned",
+                );
                 return SHOAL_ERR_BUSY;
             }
+            // Dropped with the rest intact: a server never started calls on_close for the
+            // ids shoal_server_connect() gave out here, and those callbacks may use it.
+            let kind = st.server.take();
+            drop(kind);
         }
-        // SAFETY: from shoal_server_new(), freed only here, unused by other threads now.
+        // SAFETY: from shoal_server_new(), freed only here; no callback can run any more (the
+        // engine is gone, with every thread that had the handler), so no thread uses it.
         drop(unsafe { Box::from_raw(server) });
         SHOAL_OK
     })

@@ -78,6 +78,11 @@ fn log_callback_that_turns_logging_off_or_is_replaced() {
 }
 
 #[test]
+fn free_waits_out_callbacks_that_outlive_the_shutdown_grace() {
+    c_test("late_callback_test");
+}
+
+#[test]
 fn no_leak_under_valgrind_after_a_thousand_connections() {
     if Command::new("valgrind").arg("--version").output().is_err() {
         eprintln!("valgrind is not installed; skipping (it is on the CI machines)");
