@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
@@ -12,21 +13,50 @@ use shoal_core::{AddrPair, CloseReason, Conn, ConnId, Handler, ServerHandle};
 use crate::errors::{err, value_error};
 use crate::logging::log_exception;
 
+/// Which connection of which server: connection ids are unique only within one server (two
+/// servers with one reactor each give their first connections the same id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key {
+    /// The server's [`ServerKey`].
+    server: u64,
+    conn: u64,
+}
+
+/// A number unique to one stream server for the life of the process (never reused, unlike
+/// an address), shared by its handler and its `Connection` objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerKey(u64);
+
+impl ServerKey {
+    pub(crate) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ServerKey(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+type Current = (Key, *mut ());
+
+const NO_CURRENT: Current = (Key { server: 0, conn: 0 }, std::ptr::null_mut());
+
 thread_local! {
     /// The connection whose callback is running on this thread, so that `conn.write()` inside
     /// the callback goes straight into its output queue instead of through the inbox.
-    static CURRENT: Cell<(u64, *mut ())> = const { Cell::new((0, std::ptr::null_mut())) };
+    static CURRENT: Cell<Current> = const { Cell::new(NO_CURRENT) };
 }
 
 /// Marks `conn` as the running callback's connection until dropped (also on unwinding).
 struct CurrentGuard {
-    prev: (u64, *mut ()),
+    prev: Current,
 }
 
 impl CurrentGuard {
-    fn enter(conn: &mut Conn<'_>) -> Self {
+    fn enter(server: ServerKey, conn: &mut Conn<'_>) -> Self {
+        let key = Key {
+            server: server.0,
+            conn: conn.id().as_u64(),
+        };
         let ptr = std::ptr::from_mut(conn).cast::<()>();
-        let prev = CURRENT.with(|c| c.replace((conn.id().as_u64(), ptr)));
+        let prev = CURRENT.with(|c| c.replace((key, ptr)));
         CurrentGuard { prev }
     }
 }
@@ -37,15 +67,26 @@ impl Drop for CurrentGuard {
     }
 }
 
-/// Runs `f` on the running callback's `Conn` if `id` is its connection.
-fn with_current_conn<R>(id: u64, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
+/// Runs `f` on the running callback's `Conn` if connection `id` of server `server` is its
+/// connection. A connection of another server, even with the same id, goes through its own
+/// server's handle instead.
+fn with_current_conn<R>(
+    server: ServerKey,
+    id: ConnId,
+    f: impl FnOnce(&mut Conn<'_>) -> R,
+) -> Option<R> {
     let (cur, ptr) = CURRENT.with(Cell::get);
-    if cur != id || ptr.is_null() {
+    let key = Key {
+        server: server.0,
+        conn: id.as_u64(),
+    };
+    if cur != key || ptr.is_null() {
         return None;
     }
     // SAFETY: `ptr` was made from the `&mut Conn` of the callback running on this thread
     // (CurrentGuard), which stays alive and unused by its owner while Python code it called
-    // runs; the guard clears it before the callback returns, so it never dangles.
+    // runs; the guard clears it before the callback returns, so it never dangles. The key
+    // names the same server and connection, so it is this connection's `Conn`.
     let conn = unsafe { &mut *ptr.cast::<Conn<'_>>() };
     Some(f(conn))
 }
@@ -92,21 +133,27 @@ fn addr_tuple(a: Option<SocketAddr>) -> Option<(String, u16)> {
 #[pyclass(module = "shoal._shoal", name = "Connection", frozen, dict)]
 pub struct Connection {
     id: ConnId,
+    server: ServerKey,
     handle: ServerHandle,
     /// Taken at `on_open`: after a reset the socket no longer knows its peer.
     addrs: AddrPair,
 }
 
 impl Connection {
-    fn new(conn: &Conn<'_>) -> Self {
+    fn new(server: ServerKey, conn: &Conn<'_>) -> Self {
         Connection {
             id: conn.id(),
+            server,
             handle: conn.handle().clone(),
             addrs: match (conn.peer_addr(), conn.local_addr()) {
                 (Ok(p), Ok(l)) => AddrPair::new(p, l),
                 _ => AddrPair::default(),
             },
         }
+    }
+
+    fn current<R>(&self, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
+        with_current_conn(self.server, self.id, f)
     }
 }
 
@@ -116,18 +163,15 @@ impl Connection {
     /// `ConnectionClosed` once the connection is gone and `WriteOverflow` past
     /// `max_write_buffer`.
     fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let id = self.id;
-        with_bytes(data, |bytes| {
-            match with_current_conn(id.as_u64(), |c| c.write(bytes)) {
-                Some(r) => r.map_err(err),
-                None => self.handle.write(id, bytes).map_err(err),
-            }
+        with_bytes(data, |bytes| match self.current(|c| c.write(bytes)) {
+            Some(r) => r.map_err(err),
+            None => self.handle.write(self.id, bytes).map_err(err),
         })
     }
 
     /// Closes once queued output is flushed.
     fn close(&self) -> PyResult<()> {
-        match with_current_conn(self.id.as_u64(), |c| c.close()) {
+        match self.current(|c| c.close()) {
             Some(()) => Ok(()),
             None => self.handle.close(self.id).map_err(err),
         }
@@ -135,7 +179,7 @@ impl Connection {
 
     /// Closes at once, discarding queued output.
     fn abort(&self) -> PyResult<()> {
-        match with_current_conn(self.id.as_u64(), |c| c.abort()) {
+        match self.current(|c| c.abort()) {
             Some(()) => Ok(()),
             None => self.handle.abort(self.id).map_err(err),
         }
@@ -146,7 +190,7 @@ impl Connection {
     #[pyo3(signature = (seconds, tag = 0))]
     fn set_timer(&self, seconds: f64, tag: u64) -> PyResult<()> {
         let after = self::seconds(seconds)?;
-        match with_current_conn(self.id.as_u64(), |c| c.set_timer(after, tag)) {
+        match self.current(|c| c.set_timer(after, tag)) {
             Some(()) => Ok(()),
             None => self.handle.set_timer(self.id, after, tag).map_err(err),
         }
@@ -155,7 +199,7 @@ impl Connection {
     /// Cancels every pending timer of this connection with `tag`.
     #[pyo3(signature = (tag = 0))]
     fn cancel_timer(&self, tag: u64) -> PyResult<()> {
-        match with_current_conn(self.id.as_u64(), |c| {
+        match self.current(|c| {
             c.cancel_timer(tag);
         }) {
             Some(()) => Ok(()),
@@ -211,17 +255,30 @@ pub(crate) struct Callbacks {
 pub(crate) struct PyHandler {
     pub(crate) cb: Callbacks,
     pub(crate) batch: usize,
+    /// This server's key, in its `Connection` objects and the running callback's marker.
+    pub(crate) key: ServerKey,
+}
+
+impl PyHandler {
+    pub(crate) fn new(cb: Callbacks, batch: usize) -> Self {
+        PyHandler {
+            cb,
+            batch,
+            key: ServerKey::new(),
+        }
+    }
 }
 
 /// Calls a Python callback for `conn`; an exception is logged and fails the connection.
 fn call<'py>(
     py: Python<'py>,
+    server: ServerKey,
     conn: &mut Conn<'_>,
     what: &str,
     f: &Py<PyAny>,
     args: impl pyo3::call::PyCallArgs<'py>,
 ) -> Option<Bound<'py, PyAny>> {
-    let guard = CurrentGuard::enter(conn);
+    let guard = CurrentGuard::enter(server, conn);
     let r = f.bind(py).call1(args);
     drop(guard);
     match r {
@@ -239,7 +296,7 @@ impl Handler for PyHandler {
 
     fn on_open(&self, conn: &mut Conn<'_>, st: &mut Self::State) {
         let attached = Python::try_attach(|py| {
-            let obj = match Py::new(py, Connection::new(conn)) {
+            let obj = match Py::new(py, Connection::new(self.key, conn)) {
                 Ok(o) => o,
                 Err(e) => {
                     log_exception(py, "on_open", e);
@@ -249,7 +306,7 @@ impl Handler for PyHandler {
             };
             *st = Some(obj.clone_ref(py));
             if let Some(f) = &self.cb.on_open {
-                call(py, conn, "on_open", f, (obj,));
+                call(py, self.key, conn, "on_open", f, (obj,));
             }
         });
         if attached.is_none() {
@@ -264,7 +321,7 @@ impl Handler for PyHandler {
         };
         let consumed = Python::try_attach(|py| {
             let bytes = PyBytes::new(py, data);
-            let Some(r) = call(py, conn, "on_data", f, (obj.clone_ref(py), bytes)) else {
+            let Some(r) = call(py, self.key, conn, "on_data", f, (obj.clone_ref(py), bytes)) else {
                 return 0;
             };
             if r.is_none() {
@@ -298,7 +355,7 @@ impl Handler for PyHandler {
             return false;
         };
         Python::try_attach(|py| {
-            call(py, conn, "on_eof", f, (obj.clone_ref(py),))
+            call(py, self.key, conn, "on_eof", f, (obj.clone_ref(py),))
                 .is_some_and(|r| r.is_truthy().unwrap_or(false))
         })
         .unwrap_or(false)
@@ -307,7 +364,7 @@ impl Handler for PyHandler {
     fn on_drain(&self, conn: &mut Conn<'_>, st: &mut Self::State) {
         if let (Some(f), Some(obj)) = (&self.cb.on_drain, st.as_ref()) {
             Python::try_attach(|py| {
-                call(py, conn, "on_drain", f, (obj.clone_ref(py),));
+                call(py, self.key, conn, "on_drain", f, (obj.clone_ref(py),));
             });
         }
     }
@@ -315,7 +372,7 @@ impl Handler for PyHandler {
     fn on_timer(&self, conn: &mut Conn<'_>, st: &mut Self::State, tag: u64) {
         if let (Some(f), Some(obj)) = (&self.cb.on_timer, st.as_ref()) {
             Python::try_attach(|py| {
-                call(py, conn, "on_timer", f, (obj.clone_ref(py), tag));
+                call(py, self.key, conn, "on_timer", f, (obj.clone_ref(py), tag));
             });
         }
     }

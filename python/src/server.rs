@@ -311,8 +311,8 @@ impl Server {
         };
         let opts = Options::new(options, &[ENGINE_OPTIONS], "Server")?;
         let (config, common) = opts.engine()?;
-        let handler = PyHandler {
-            cb: Callbacks {
+        let handler = PyHandler::new(
+            Callbacks {
                 on_open,
                 on_data: Some(on_data),
                 on_eof,
@@ -320,8 +320,8 @@ impl Server {
                 on_timer,
                 on_close,
             },
-            batch: common.gil_batch,
-        };
+            common.gil_batch,
+        );
         let server =
             py.detach(|| shoal_core::Server::bind(config, handler).map_err(|e| e.to_string()));
         let server = server.map_err(bind_error)?;

@@ -355,3 +355,30 @@ def test_a_handler_object_with_methods(serve: Any) -> None:
         shoal.Server(h, on_data=echo)
     with pytest.raises(TypeError, match="needs on_data"):
         shoal.Server(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", [{"workers": 2}, {"inline": True}])
+def test_a_connection_of_another_server_written_inside_a_callback_goes_to_that_server(
+    serve: Any, mode: dict[str, Any]
+) -> None:
+    # Two servers with one reactor each: their first connections have the same id. Writing to
+    # B's connection inside A's callback must reach B's client, not A's.
+    b_conns: list[shoal.Connection] = []
+    srv_b = serve(on_data=echo, on_open=b_conns.append, threads=1, **mode)
+    a_conns: list[shoal.Connection] = []
+
+    def on_data_a(conn: shoal.Connection, data: bytes) -> None:
+        b_conns[0].write(b"for-b")
+        conn.write(b"done")
+
+    srv_a = serve(on_data=on_data_a, on_open=a_conns.append, threads=1, **mode)
+    with connect(srv_b.port, timeout=5) as b, connect(srv_a.port, timeout=5) as a:
+        assert eventually(lambda: len(b_conns) == 1 and len(a_conns) == 1)
+        assert a_conns[0].id == b_conns[0].id  # the case that matters
+        a.sendall(b"go")
+        assert recv_exact(a, 4) == b"done"
+        assert recv_exact(b, 5) == b"for-b"
+        # Nothing else reached A's client.
+        a.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            a.recv(1)
