@@ -2,10 +2,11 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use shoal_core::{AddrPair, CloseReason, Conn, ConnId, Handler, ServerHandle};
@@ -152,6 +153,17 @@ impl Connection {
         }
     }
 
+    /// For a connection that closed without opening (an outbound connect that failed): no
+    /// addresses.
+    fn never_opened(server: ServerKey, id: ConnId, handle: ServerHandle) -> Self {
+        Connection {
+            id,
+            server,
+            handle,
+            addrs: AddrPair::default(),
+        }
+    }
+
     fn current<R>(&self, f: impl FnOnce(&mut Conn<'_>) -> R) -> Option<R> {
         with_current_conn(self.server, self.id, f)
     }
@@ -257,6 +269,9 @@ pub(crate) struct PyHandler {
     pub(crate) batch: usize,
     /// This server's key, in its `Connection` objects and the running callback's marker.
     pub(crate) key: ServerKey,
+    /// The server's handle, set right after binding: `on_close` of a connection that never
+    /// opened makes its `Connection` with it.
+    pub(crate) handle: OnceLock<ServerHandle>,
 }
 
 impl PyHandler {
@@ -265,6 +280,7 @@ impl PyHandler {
             cb,
             batch,
             key: ServerKey::new(),
+            handle: OnceLock::new(),
         }
     }
 }
@@ -377,12 +393,22 @@ impl Handler for PyHandler {
         }
     }
 
-    fn on_close(&self, _id: ConnId, st: Self::State, reason: CloseReason) {
+    fn on_close(&self, id: ConnId, st: Self::State, reason: CloseReason) {
         Python::try_attach(|py| {
-            if let (Some(f), Some(obj)) = (&self.cb.on_close, st.as_ref())
-                && let Err(e) = f.bind(py).call1((obj.clone_ref(py), reason.name()))
-            {
-                log_exception(py, "on_close", e);
+            if let Some(f) = &self.cb.on_close {
+                // A connection that never opened (an outbound connect that failed, timed out
+                // or was cut by shutdown) gets its `Connection` now: on_close runs for every
+                // connection, exactly once.
+                let obj = match st.as_ref() {
+                    Some(obj) => Ok(obj.clone_ref(py)),
+                    None => self.handle.get().map_or_else(
+                        || Err(PyRuntimeError::new_err("the server has no handle yet")),
+                        |h| Py::new(py, Connection::never_opened(self.key, id, h.clone())),
+                    ),
+                };
+                if let Err(e) = obj.and_then(|obj| f.bind(py).call1((obj, reason.name()))) {
+                    log_exception(py, "on_close", e);
+                }
             }
             drop(st);
         });

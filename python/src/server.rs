@@ -224,7 +224,8 @@ pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
 /// - ``on_drain(conn)``: queued output fell below the low watermark.
 /// - ``on_timer(conn, tag)``: a timer set with :meth:`Connection.set_timer` fired.
 /// - ``on_close(conn, reason)``: the connection closed; ``reason`` is a string such as
-///   ``"peer_closed"`` or ``"idle_timeout"``. Called exactly once per connection.
+///   ``"peer_closed"`` or ``"idle_timeout"``. Called exactly once per connection, also for
+///   an outbound one that never connected (``"connect_failed"``).
 ///
 /// By default callbacks run on ``workers`` (4) threads, so they may block; the reactor
 /// threads never take the interpreter. ``inline=True`` runs them on the reactor threads
@@ -311,7 +312,7 @@ impl Server {
         };
         let opts = Options::new(options, &[ENGINE_OPTIONS], "Server")?;
         let (config, common) = opts.engine()?;
-        let handler = PyHandler::new(
+        let handler = Arc::new(PyHandler::new(
             Callbacks {
                 on_open,
                 on_data: Some(on_data),
@@ -321,10 +322,14 @@ impl Server {
                 on_close,
             },
             common.gil_batch,
-        );
-        let server =
-            py.detach(|| shoal_core::Server::bind(config, handler).map_err(|e| e.to_string()));
+        ));
+        let server = py.detach(|| {
+            shoal_core::Server::bind_shared(config, handler.clone()).map_err(|e| e.to_string())
+        });
         let server = server.map_err(bind_error)?;
+        // Before any connect: on_close of a connect that never opened needs it.
+        let _ = handler.handle.set(server.handle());
+        drop(handler);
         Ok(Server::from_core(Core::new(Engine::Stream(server))))
     }
 
@@ -399,7 +404,9 @@ impl Server {
     }
 
     /// Opens an outbound connection to ``(host, port)`` served by the same callbacks; returns
-    /// its id at once. ``on_open`` runs once connected, ``on_close`` if it fails.
+    /// its id at once. ``on_open`` runs once connected; if it never connects, ``on_close``
+    /// alone runs, with a :class:`Connection` of that id (no ``peer``) and the reason
+    /// ``"connect_failed"``, ``"connect_timeout"`` or ``"shutdown"``.
     fn connect(&self, host: &str, port: u16) -> PyResult<u64> {
         let addr: SocketAddr = (host, port)
             .to_socket_addrs_first()

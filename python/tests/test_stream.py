@@ -382,3 +382,30 @@ def test_a_connection_of_another_server_written_inside_a_callback_goes_to_that_s
         a.settimeout(0.2)
         with pytest.raises(TimeoutError):
             a.recv(1)
+
+
+@pytest.mark.parametrize("mode", [{"workers": 2}, {"inline": True}])
+def test_on_close_runs_once_for_an_outbound_connect_that_fails(
+    serve: Any, mode: dict[str, Any]
+) -> None:
+    # A port nothing listens on: bound, then closed.
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()
+    opened: list[shoal.Connection] = []
+    closes: list[tuple[shoal.Connection, str]] = []
+    srv = serve(on_data=echo, on_open=opened.append,
+                on_close=lambda conn, reason: closes.append((conn, reason)), **mode)
+    cid = srv.connect("127.0.0.1", port)
+    assert eventually(lambda: len(closes) >= 1)
+    time.sleep(0.1)
+    assert len(closes) == 1, closes
+    conn, reason = closes[0]
+    assert reason == "connect_failed"
+    assert isinstance(conn, shoal.Connection)
+    assert conn.id == cid
+    assert not conn.open
+    assert opened == []
+    with pytest.raises(shoal.ConnectionClosed):
+        conn.write(b"x")

@@ -142,7 +142,11 @@ class Server:
     def run(self) -> None:
         """Starts and serves until stopped; on Ctrl-C stops gracefully and re-raises."""
     def connect(self, host: str, port: int) -> int:
-        """Opens an outbound connection served by the same callbacks; returns its id."""
+        """Opens an outbound connection served by the same callbacks; returns its id.
+
+        If it never connects, ``on_close`` alone runs (reason ``"connect_failed"``,
+        ``"connect_timeout"`` or ``"shutdown"``).
+        """
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters."""
     @property
