@@ -712,11 +712,16 @@ impl Stream {
 impl Stream {
     /// Sends one piece of the body (bytes-like or str).
     fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut guard = self.lock();
-        let body = guard
-            .as_mut()
-            .ok_or_else(|| crate::errors::InvalidResponse::new_err("the stream is finished"))?;
-        chunk_bytes(data, |d| body.write(d).map_err(err))
+        // The lock is taken only once the bytes are at hand: turning `data` into bytes may run
+        // Python code (`__bytes__`) that lets another thread run, and that thread may block on
+        // this lock while holding the interpreter. No Python code runs while it is held.
+        chunk_bytes(data, |d| {
+            let mut guard = self.lock();
+            let body = guard
+                .as_mut()
+                .ok_or_else(|| crate::errors::InvalidResponse::new_err("the stream is finished"))?;
+            body.write(d).map_err(err)
+        })
     }
 
     /// Ends the body.

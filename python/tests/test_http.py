@@ -7,6 +7,9 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -261,3 +264,58 @@ def test_answering_after_the_connection_closed_raises_connection_closed(serve: A
     with pytest.raises(shoal.ConnectionClosed):
         held[0].send("too late")
     assert held[0].done
+
+
+def test_stream_writes_from_two_threads_with_python_in_bytes_do_not_deadlock() -> None:
+    # Stream.write turning an object into bytes runs its __bytes__, which may let another
+    # thread run; that thread's write must not block on the stream while holding the
+    # interpreter. A deadlock would hold the interpreter, so it runs in a child process.
+    code = textwrap.dedent("""
+        import socket, threading, time
+        import shoal
+
+        class Slow:
+            def __bytes__(self) -> bytes:
+                for _ in range(20):
+                    time.sleep(0)
+                return b"x"
+
+        def handler(req):
+            stream = req.defer().stream(200)
+
+            def writer():
+                for _ in range(300):
+                    stream.write(Slow())
+
+            def run():
+                threads = [threading.Thread(target=writer) for _ in range(2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                stream.finish()
+
+            threading.Thread(target=run).start()
+
+        srv = shoal.HttpServer(handler, threads=1)
+        srv.start()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+        buf = b""
+        while not buf.endswith(b"\\r\\n0\\r\\n\\r\\n"):
+            chunk = s.recv(65536)
+            assert chunk, buf[-200:]
+            buf += chunk
+        body = buf.split(b"\\r\\n\\r\\n", 1)[1]
+        print("xs", body.count(b"1\\r\\nx\\r\\n"))
+        s.close()
+        srv.stop()
+        srv.wait()
+    """)
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("Stream.write from two threads deadlocked")
+    assert out.returncode == 0, out.stderr
+    assert "xs 600" in out.stdout, out.stdout + out.stderr
