@@ -163,7 +163,8 @@ impl Core {
                 return Err(ShoalError::new_err("the server was not started"));
             }
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what an Instant can hold (sys.maxsize seconds) waits forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if py.detach(|| self.finished()).map_err(err)? {
                 return Ok(true);
@@ -346,7 +347,8 @@ impl Server {
     }
 
     /// Waits until a started server has finished (after :meth:`stop`), at most ``timeout``
-    /// seconds if given; returns whether it finished. The interpreter is released meanwhile;
+    /// seconds if given (one too far in the future to count, such as ``sys.maxsize``, waits
+    /// without limit); returns whether it finished. The interpreter is released meanwhile;
     /// an exception raised by a signal handler (KeyboardInterrupt) propagates and leaves the
     /// server running.
     #[pyo3(signature = (timeout=None))]

@@ -170,6 +170,15 @@ def test_run_returns_after_stop_from_another_thread() -> None:
     assert not srv.running
 
 
+def test_wait_with_a_huge_timeout_waits_until_stopped() -> None:
+    srv = shoal.Server(on_data=echo)
+    srv.start()
+    threading.Timer(0.2, srv.stop).start()
+    # Past what a deadline can hold: waits as if without a timeout.
+    assert srv.wait(timeout=sys.maxsize) is True
+    assert not srv.running
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     ({"bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
     ({"port": "80"}, TypeError, "port"),
