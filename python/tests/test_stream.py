@@ -174,6 +174,7 @@ def test_an_exception_in_any_callback_is_logged_and_closes_only_its_connection(
 ) -> None:
     closes: list[str] = []
     opened = itertools.count()
+    victim_opened = threading.Event()
 
     def maybe_raise(name: str, conn: shoal.Connection) -> None:
         if name == where and conn.victim:
@@ -181,6 +182,8 @@ def test_an_exception_in_any_callback_is_logged_and_closes_only_its_connection(
 
     def on_open(conn: shoal.Connection) -> None:
         conn.victim = next(opened) == 0  # the first connection is the victim
+        if conn.victim:
+            victim_opened.set()
         maybe_raise("on_open", conn)
 
     def on_data(conn: shoal.Connection, data: bytes) -> None:
@@ -205,7 +208,9 @@ def test_an_exception_in_any_callback_is_logged_and_closes_only_its_connection(
     srv = serve(on_data=on_data, on_open=on_open, on_timer=on_timer, on_eof=on_eof,
                 on_close=on_close, **mode)
     victim = connect(srv.port)
-    assert eventually(lambda: srv.stats()["accepted"] == 1)
+    # (Its on_open must have run, not only its accept: the next connection may land on the
+    # other reactor, whose on_open could otherwise run first and make it the victim.)
+    assert victim_opened.wait(5)
     other = connect(srv.port)
     try:
         victim.sendall(b"timer")
