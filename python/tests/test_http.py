@@ -48,6 +48,11 @@ def app(req: shoal.Request) -> Any:
                 yield f"piece{i};"
             yield b"end"
         return gen()
+    if path == "/gen-raise":
+        def gen_raise() -> Iterator[bytes]:
+            yield b"part"
+            raise ValueError("body generator fails on purpose")
+        return gen_raise()
     if path == "/defer":
         r = req.defer()
 
@@ -172,6 +177,29 @@ def test_handler_errors_answer_500_log_and_close(
     assert any(why in m for m in messages), messages
     assert get(srv.port, "/")[0] == 200
     assert eventually(lambda: srv.stats()["http"]["handler_failures"] == 1)
+
+
+def test_a_body_generator_that_raises_cuts_the_response(
+    srv: shoal.Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The head and part of the body are out when the generator raises: the connection is
+    # cut, so the truncated body never looks complete (no last chunk).
+    caplog.set_level(logging.CRITICAL, logger="shoal")
+    with connect(srv.port) as s:
+        s.sendall(b"GET /gen-raise HTTP/1.1\r\nHost: t\r\n\r\n")
+        raw = recv_until_closed(s)
+    assert b"0\r\n\r\n" not in raw, raw
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        c.request("GET", "/gen-raise")
+        r = c.getresponse()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+    except (http.client.RemoteDisconnected, ConnectionError):
+        pass  # cut before the head arrived: incomplete too
+    finally:
+        c.close()
+    assert eventually(lambda: srv.stats()["http"]["handler_failures"] == 2)
 
 
 def test_pipelined_requests_come_back_in_order(srv: shoal.Server) -> None:
