@@ -426,8 +426,10 @@ pub unsafe extern "C" fn shoal_server_wait(server: *mut shoal_server) -> shoal_s
     })
 }
 
-/// Stops the server: no more accepts, queued output flushes within the shutdown grace, then
-/// the rest is closed. Returns at once; shoal_server_run()/shoal_server_wait() return when
+/// Stops the server: no more accepts; writes and closes already requested are carried out;
+/// queued output, callbacks still running on workers, and connections whose input the
+/// handler paused while it waits to answer (a deferred HTTP response) get the shutdown grace
+/// to finish; then the rest is closed. Returns at once; shoal_server_run()/shoal_server_wait() return when
 /// done. Idempotent. Async-signal-safe (an atomic store and eventfd writes), so it may be
 /// called from a signal handler or any thread.
 ///
@@ -454,7 +456,8 @@ pub unsafe extern "C" fn shoal_server_stop(server: *const shoal_server) -> shoal
 /// SHOAL_OK, the server stays valid for the callbacks still running.
 ///
 /// # Safety
-/// `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed; once this
+/// `server` NULL or from shoal_server_new()/shoal_http_server_new(), not yet freed. During the
+/// call no other thread uses it, except this server's own callbacks still running; once this
 /// returns SHOAL_OK, no thread uses it again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_status {

@@ -80,8 +80,9 @@ pub struct Config {
     /// Connections across all reactors; at the limit accepting pauses (new connections wait in
     /// the backlog) and resumes below it. Default 1,048,576.
     pub max_connections: usize,
-    /// After `stop()`, how long queued output may take to flush before the remaining
-    /// connections are closed. Default 5 s.
+    /// After `stop()`, how long queued output may take to flush (and a running or waiting
+    /// handler to answer: see `ServerHandle::stop`) before the remaining connections are
+    /// closed. Default 5 s.
     pub shutdown_grace: Duration,
     /// How long a lingering close (`Conn::shutdown`) waits for the peer to close after the
     /// write side was shut down. Default 2 s.

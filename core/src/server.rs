@@ -255,8 +255,10 @@ impl ServerHandle {
         self.remote_for(id).is_ok()
     }
 
-    /// Stops the server: accepting ends at once, queued output gets `shutdown_grace` to flush,
-    /// then the remaining connections close with `Shutdown`. Idempotent; returns immediately
+    /// Stops the server: accepting ends at once; commands already sent (writes, closes) are
+    /// carried out; queued output, a handler still running on a worker, and a handler holding
+    /// input back while it waits to answer (a deferred HTTP response) get `shutdown_grace` to
+    /// finish; then the remaining connections close with `Shutdown`. Idempotent; returns immediately
     /// (`Server::wait` or `Server::run` return once everything closed).
     ///
     /// Async-signal-safe: it only stores an atomic flag and writes each reactor's `eventfd`

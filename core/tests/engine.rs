@@ -978,7 +978,9 @@ fn yielded_input_is_presented_before_end_of_stream() {
 #[test]
 fn a_handler_that_yields_after_each_message_is_not_overrun() {
     // While yielded input waits to be presented again, nothing more is read: the kernel
-    // pushes back on the client, and the input shoal holds stays under a small cap.
+    // pushes back on the client, and the input shoal holds stays under a small cap (inline,
+    // `max_read_buffer` checks it; on workers, where input waiting for a job is bounded by
+    // `max_pending_input` instead, the run checks delivery and order).
     for cfg in [config(1, true), config(1, true).workers(1, 16)] {
         let srv = Running::start(cfg.max_read_buffer(64 << 10), OneLineAtATime);
         let mut c = client(srv.addr);

@@ -66,6 +66,15 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
                 d.send(200, &[("X-From", "thread")], b"slow").unwrap();
             });
         }
+        "/busy-then-defer" => {
+            // Still running when stop() arrives, then defers.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                d.send(200, &[("X-From", "thread")], b"busy").unwrap();
+            });
+        }
         "/defer-stream" => {
             let mut d = res.defer().unwrap();
             std::thread::spawn(move || {
@@ -786,17 +795,20 @@ fn a_stream_that_fails_midway_is_cut_not_finished() {
 fn a_pipelined_head_gets_its_own_header_timeout() {
     // Each read ends inside the next head; every head completes well within the timeout,
     // but the first one began long before the last: no 408.
-    let cfg = config(1).header_read_timeout(Duration::from_millis(400));
+    // Timeout 1 s, 600 ms between pieces: each head completes 600 ms after its first byte
+    // (400 ms to spare), while the second completes 1.2 s after the first began.
+    let cfg = config(1).header_read_timeout(Duration::from_millis(1000));
     let srv = Http::start(cfg, app);
     let mut c = Client::connect(srv.addr);
+    let gap = Duration::from_millis(600);
     c.send(b"GET /1 HTTP/1.1\r\nHost: t\r\n");
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(gap);
     c.send(b"\r\nGET /2 HTTP/1.1\r\n");
     assert_eq!(c.read(1, &[]).remove(0).text(), "GET /1");
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(gap);
     c.send(b"Host: t\r\n\r\nGET /3 HTTP/1.1\r\n");
     assert_eq!(c.read(1, &[]).remove(0).text(), "GET /2");
-    std::thread::sleep(Duration::from_millis(250));
+    std::thread::sleep(gap);
     c.send(b"Host: t\r\n\r\n");
     assert_eq!(c.read(1, &[]).remove(0).text(), "GET /3");
     assert_eq!(srv.server.http_stats().header_timeouts, 0);
@@ -868,21 +880,24 @@ fn a_deferred_answer_under_way_at_stop_is_delivered_within_the_grace_period() {
         if workers > 0 {
             cfg.engine = cfg.engine.workers(workers, 16);
         }
-        let srv = Http::start(cfg, app);
-        let mut c = Client::connect(srv.addr);
-        c.send(&get("/defer-slow"));
-        std::thread::sleep(Duration::from_millis(50));
-        let t0 = Instant::now();
-        srv.server.stop();
-        let ex = read_all(&mut c.s, 5 * SEC, &[]);
-        assert_eq!(ex.statuses(), vec![200], "workers {workers}");
-        assert_eq!(ex.responses[0].text(), "slow");
-        assert!(ex.closed);
-        // Closed once answered, not at the end of the grace period (2 s).
-        assert!(
-            t0.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            t0.elapsed()
-        );
+        // Deferred before stop(), and still in the handler when stop() arrives.
+        for (path, text) in [("/defer-slow", "slow"), ("/busy-then-defer", "busy")] {
+            let srv = Http::start(cfg.clone(), app);
+            let mut c = Client::connect(srv.addr);
+            c.send(&get(path));
+            std::thread::sleep(Duration::from_millis(50));
+            let t0 = Instant::now();
+            srv.server.stop();
+            let ex = read_all(&mut c.s, 5 * SEC, &[]);
+            assert_eq!(ex.statuses(), vec![200], "{path}, workers {workers}");
+            assert_eq!(ex.responses[0].text(), text);
+            assert!(ex.closed);
+            // Closed once answered, not at the end of the grace period (2 s).
+            assert!(
+                t0.elapsed() < Duration::from_millis(1500),
+                "{:?}",
+                t0.elapsed()
+            );
+        }
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct Done<H: Handler> {
     /// The job carried end-of-stream, but the handler held back or yielded input first:
     /// `on_eof` is due again after that input.
     pub(crate) eof_deferred: bool,
+    /// The job presented yielded input again (`on_resume`).
+    pub(crate) resumed: bool,
 }
 
 /// What one worker is running, for the handler deadline. 64-byte aligned so workers do not
@@ -448,6 +450,7 @@ impl<H: Handler> Worker<H> {
                     actions: std::mem::take(&mut ctx.actions),
                     eof: ev.eof && !eof_deferred,
                     eof_deferred,
+                    resumed: ev.resume,
                 }
             }
             JobKind::Close(reason) => {
@@ -471,6 +474,7 @@ impl<H: Handler> Worker<H> {
                     actions,
                     eof: false,
                     eof_deferred: false,
+                    resumed: false,
                 }
             }
         };

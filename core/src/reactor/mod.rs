@@ -1854,12 +1854,7 @@ impl<H: Handler> Reactor<H> {
     /// The queue is full: keep the job here, in order, and stop reading its connection until
     /// the job leaves.
     fn hold(&mut self, job: Job<H>) {
-        if let Some(c) = self.core.get_mut(job.id)
-            && c.flags & QUEUE_HELD == 0
-        {
-            c.flags |= QUEUE_HELD;
-            bump(&self.core.stats().backpressure_pauses, 1);
-        }
+        let id = job.id;
         self.backlog.push_back(job);
         if let Some(pool) = &self.pool {
             pool.shared.stall(self.core.index);
@@ -1869,6 +1864,15 @@ impl<H: Handler> Reactor<H> {
             // then nothing would wake this reactor for the job: try again now (as the
             // backlog drain does).
             self.drain_backlog();
+            if self.backlog.is_empty() {
+                return;
+            }
+        }
+        if let Some(c) = self.core.get_mut(id)
+            && c.flags & QUEUE_HELD == 0
+        {
+            c.flags |= QUEUE_HELD;
+            bump(&self.core.stats().backpressure_pauses, 1);
         }
     }
 
@@ -1976,6 +1980,7 @@ impl<H: Handler> Reactor<H> {
             actions,
             eof,
             eof_deferred,
+            resumed,
         } = done;
         if actions.failed {
             bump(&self.core.stats().handler_failures, 1);
@@ -1998,7 +2003,11 @@ impl<H: Handler> Reactor<H> {
         self.states[slot] = Some(state);
         let c = self.core.conns[slot].as_mut().expect("live");
         c.job_seq = 0;
-        c.flags &= !RESUMING;
+        if resumed {
+            // The yielded input was presented again: reading may go on (unless the handler
+            // yielded once more, which sets `REDELIVER`).
+            c.flags &= !RESUMING;
+        }
         if eof_deferred {
             c.pending |= P_EOF;
         }
@@ -2116,6 +2125,16 @@ impl<H: Handler> Reactor<H> {
         {
             Core::mark_dirty(&mut self.core.dirty, c);
         }
+        if self.stopping
+            && let Some(c) = self.core.get(id)
+            && c.flags & INPUT_HELD == 0
+            && c.close_req.is_none()
+            && c.closing.is_none()
+        {
+            // Shut down while the job ran (see `begin_shutdown`), and not waiting to answer.
+            self.core
+                .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
+        }
         self.core.arm(id.slot());
         self.dispatch(id);
         self.check_pending_input(id);
@@ -2184,10 +2203,12 @@ impl<H: Handler> Reactor<H> {
             let id = c.id;
             if c.flags & CONNECTING != 0 {
                 self.close_now(id, CloseReason::Shutdown);
-            } else if c.flags & INPUT_HELD != 0 && c.out.is_empty() {
-                // The handler holds input back while it waits for something (a deferred
-                // answer): it gets the grace period too, and closes once it resumes input
-                // (see `run_ready`) or when the grace period ends.
+            } else if c.job_seq != 0 || (c.flags & INPUT_HELD != 0 && c.out.is_empty()) {
+                // A handler still running on a worker, or one that holds input back while it
+                // waits to answer (a deferred HTTP response): it gets the grace period too,
+                // and the connection closes when its job is done without holding input back
+                // (see `job_done`), once it resumes input (see `run_ready`), or when the grace
+                // period ends.
             } else {
                 self.core
                     .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
