@@ -153,6 +153,14 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
     }
 }
 
+/// `cfg` inline (0 workers) or with `workers` worker threads.
+fn with_workers(mut cfg: HttpConfig, workers: usize) -> HttpConfig {
+    if workers > 0 {
+        cfg.engine = cfg.engine.workers(workers, 16);
+    }
+    cfg
+}
+
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
 }
@@ -214,10 +222,7 @@ fn bodies_of_every_size_in_both_framings() {
 #[test]
 fn deferred_response_from_another_thread_keeps_pipelined_order() {
     for workers in [0, 2] {
-        let mut cfg = config(1);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers);
         let srv = Http::start(cfg, app);
         let mut c = Client::connect(srv.addr);
         let mut batch = get("/defer");
@@ -406,10 +411,7 @@ fn errors_are_read_by_the_client_not_reset_even_with_unread_input() {
 #[test]
 fn handler_failures_answer_500_and_close_only_that_connection() {
     for workers in [0, 2] {
-        let mut cfg = config(1);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers);
         let srv = Http::start(cfg, app);
         let mut good = Client::connect(srv.addr);
         assert_eq!(good.get("/ok").status, 200);
@@ -728,10 +730,7 @@ fn pipelined_requests_then_a_half_close_are_all_answered() {
     // More requests than one pass serves (max_pipelined), then the client's end-of-stream at
     // once: every complete request is answered, then the connection closes.
     for (workers, max_pipelined) in [(0, 4), (0, 64), (2, 4)] {
-        let mut cfg = config(1).max_pipelined(max_pipelined);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers).max_pipelined(max_pipelined);
         let srv = Http::start(cfg, app);
         let batch: Vec<u8> = (0..300).flat_map(|i| get(&format!("/n{i}"))).collect();
         let ex = exchange(srv.addr, &[&batch], Duration::ZERO, 5 * SEC, true);
@@ -749,10 +748,7 @@ fn a_streamed_204_or_304_sends_no_body() {
     // RFC 9112 §6.3: a 204 or 304 response ends with its head. Bytes streamed for it are
     // dropped, so the next response is the real one.
     for workers in [0, 2] {
-        let mut cfg = config(1);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers);
         let srv = Http::start(cfg, app);
         for path in ["/stream204", "/defer-stream304"] {
             let ex = exchange(
@@ -773,10 +769,7 @@ fn a_streamed_204_or_304_sends_no_body() {
 #[test]
 fn a_stream_that_fails_midway_is_cut_not_finished() {
     for workers in [0, 2] {
-        let mut cfg = config(1);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers);
         let srv = Http::start(cfg, app);
         let mut s = TcpStream::connect(srv.addr).unwrap();
         s.write_all(&get("/stream-fail")).unwrap();
@@ -876,10 +869,7 @@ fn a_closing_response_says_close_whatever_the_handler_set() {
 #[test]
 fn a_deferred_answer_under_way_at_stop_is_delivered_within_the_grace_period() {
     for workers in [0, 2] {
-        let mut cfg = config(1);
-        if workers > 0 {
-            cfg.engine = cfg.engine.workers(workers, 16);
-        }
+        let cfg = with_workers(config(1), workers);
         // Deferred before stop(), and still in the handler when stop() arrives.
         for (path, text) in [("/defer-slow", "slow"), ("/busy-then-defer", "busy")] {
             let srv = Http::start(cfg.clone(), app);
