@@ -161,6 +161,14 @@ fn with_workers(mut cfg: HttpConfig, workers: usize) -> HttpConfig {
     cfg
 }
 
+/// A client with a 4 KiB receive buffer: the server's output backs up quickly.
+fn slow_reader(addr: std::net::SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect(&addr.into()).unwrap();
+    s.into()
+}
+
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
 }
@@ -608,10 +616,7 @@ fn a_client_that_pipelines_but_never_reads_is_contained() {
         .write_high_watermark(256 << 10)
         .write_low_watermark(64 << 10);
     let srv = Http::start(cfg, app);
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&srv.addr.into()).unwrap();
-    let s: TcpStream = s.into();
+    let s = slow_reader(srv.addr);
     let one = get("/big?bytes=10000");
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
@@ -818,10 +823,7 @@ fn requests_held_back_by_the_server_do_not_time_out() {
         .write_high_watermark(256 << 10)
         .write_low_watermark(64 << 10);
     let srv = Http::start(cfg, app);
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&srv.addr.into()).unwrap();
-    let mut s: TcpStream = s.into();
+    let mut s = slow_reader(srv.addr);
     let mut batch = get("/big?bytes=8000000");
     batch.extend_from_slice(&get("/after"));
     s.write_all(&batch).unwrap();
