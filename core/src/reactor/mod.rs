@@ -1656,28 +1656,28 @@ impl<H: Handler> Reactor<H> {
     // ---- commands from other threads ----
 
     fn drain_inbox(&mut self) {
-        for _ in 0..INBOX_BUDGET {
+        if !self.run_commands(INBOX_BUDGET) {
+            self.remote().renotify();
+        }
+        self.service_dirty();
+    }
+
+    /// Carries out up to `budget` queued commands; returns whether the inbox was emptied.
+    fn run_commands(&mut self, budget: usize) -> bool {
+        for _ in 0..budget {
             let Some(cmd) = self.inbox.try_recv() else {
-                self.service_dirty();
-                return;
+                return true;
             };
             bump(&self.core.stats().commands, 1);
             self.command(cmd);
         }
-        self.remote().renotify();
-        self.service_dirty();
+        false
     }
 
     /// Carries out every command queued so far, past the per-turn budget (bounded, so that
     /// threads still sending cannot hold the shutdown off).
     fn drain_inbox_before_shutdown(&mut self) {
-        for _ in 0..INBOX_BUDGET * 64 {
-            let Some(cmd) = self.inbox.try_recv() else {
-                break;
-            };
-            bump(&self.core.stats().commands, 1);
-            self.command(cmd);
-        }
+        self.run_commands(INBOX_BUDGET * 64);
         self.service_dirty();
     }
 
