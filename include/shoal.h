@@ -1398,7 +1398,8 @@ shoal_status shoal_server_run(struct shoal_server *server);
  *
  * With workers, a callback still running after twice the shutdown grace is not waited for
  * (it is logged; `jobs_running` in shoal_server_stats() counts it): this then returns while
- * it runs, and shoal_server_free() reports SHOAL_ERR_BUSY until it has returned.
+ * it runs. Its connection's on_close runs on that worker once it returns, and
+ * shoal_server_free() reports SHOAL_ERR_BUSY until both have.
  *
  * # Safety
  * As shoal_server_start().

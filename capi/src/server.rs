@@ -405,7 +405,8 @@ pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_st
 ///
 /// With workers, a callback still running after twice the shutdown grace is not waited for
 /// (it is logged; `jobs_running` in shoal_server_stats() counts it): this then returns while
-/// it runs, and shoal_server_free() reports SHOAL_ERR_BUSY until it has returned.
+/// it runs. Its connection's on_close runs on that worker once it returns, and
+/// shoal_server_free() reports SHOAL_ERR_BUSY until both have.
 ///
 /// # Safety
 /// As shoal_server_start().

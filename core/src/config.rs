@@ -82,7 +82,9 @@ pub struct Config {
     pub max_connections: usize,
     /// After `stop()`, how long queued output may take to flush (and a running or waiting
     /// handler to answer: see `ServerHandle::stop`) before the remaining connections are
-    /// closed. Default 5 s.
+    /// closed. Default 5 s. A callback still running on a worker another grace period later
+    /// is no longer waited for (`Server::wait` returns); its connection's `on_close` runs on
+    /// that worker once it returns.
     pub shutdown_grace: Duration,
     /// How long a lingering close (`Conn::shutdown`) waits for the peer to close after the
     /// write side was shut down. Default 2 s.

@@ -6,6 +6,7 @@ mod util;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -697,4 +698,84 @@ fn worker_scope_wraps_every_callback_and_batches_at_most_worker_batch_jobs() {
         scopes < jobs,
         "no batching happened: {scopes} scopes for {jobs} callbacks"
     );
+}
+
+/// Echo that naps on `slow`; counts its `on_data` calls and records opens and closes.
+struct Straggler {
+    rec: Recorder,
+    data_calls: Arc<AtomicUsize>,
+    nap: Duration,
+}
+
+impl Handler for Straggler {
+    type State = ();
+    fn on_open(&self, conn: &mut Conn<'_>, _: &mut ()) {
+        self.rec.send(Event::Open(conn.id()));
+    }
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        self.data_calls.fetch_add(1, Ordering::SeqCst);
+        if data == b"slow" {
+            std::thread::sleep(self.nap);
+        }
+        let _ = conn.write(data);
+        data.len()
+    }
+    fn on_close(&self, id: ConnId, _: (), reason: CloseReason) {
+        self.rec.send(Event::Close(id, reason));
+    }
+}
+
+#[test]
+fn jobs_that_outlive_the_shutdown_grace_still_get_on_close_exactly_once() {
+    // One worker: `slow` naps far past twice the grace period, and the job of `queued` waits
+    // in the queue behind it. `wait` must not wait for them, and each connection must still
+    // get its `on_close`, once, after the reactor has gone: the first when its callback
+    // returns, the second without its data ever reaching a callback (the connection closed).
+    let cfg = pool_config(1, 1, 16).shutdown_grace(Duration::from_millis(20));
+    let (rec, events) = recorder();
+    let data_calls = Arc::new(AtomicUsize::new(0));
+    let h = Straggler {
+        rec,
+        data_calls: data_calls.clone(),
+        nap: Duration::from_millis(500),
+    };
+    let mut srv = Running::start(cfg, h);
+    let mut slow = client(srv.addr);
+    let slow_id = events.open();
+    let mut queued = client(srv.addr);
+    let queued_id = events.open();
+    slow.write_all(b"slow").unwrap();
+    assert!(eventually(SEC, || data_calls.load(Ordering::SeqCst) == 1));
+    queued.write_all(b"queued").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    srv.handle.stop();
+    srv.server.wait().expect("reactors exit cleanly");
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_millis(400),
+        "wait should give up after twice the grace, took {waited:?}"
+    );
+    for c in [&mut slow, &mut queued] {
+        let (_, end) = read_to_end(c, 2 * SEC);
+        assert_ne!(end, ReadEnd::TimedOut, "the reactor closed every socket");
+    }
+    let mut closes = Vec::new();
+    while closes.len() < 2 {
+        match events.next(2 * SEC) {
+            Event::Close(id, reason) => closes.push((id, reason)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    closes.sort_by_key(|c| c.0);
+    let mut want = vec![
+        (slow_id, CloseReason::Shutdown),
+        (queued_id, CloseReason::Shutdown),
+    ];
+    want.sort_by_key(|c| c.0);
+    assert_eq!(closes, want);
+    // Exactly once: nothing more comes, and the queued job's data reached no callback.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(events.drain(), vec![]);
+    assert_eq!(data_calls.load(Ordering::SeqCst), 1);
 }

@@ -73,6 +73,35 @@ def test_stop_flushes_output_produced_before_it() -> None:
     assert srv.wait(timeout=10)
 
 
+def test_a_callback_that_outlives_the_grace_still_gets_on_close_once() -> None:
+    entered = threading.Event()
+    returned = threading.Event()
+    closes: list[str] = []
+
+    def on_data(conn: shoal.Connection, data: bytes) -> None:
+        entered.set()
+        time.sleep(0.5)
+        returned.set()
+
+    srv = shoal.Server(on_data=on_data, on_close=lambda c, r: closes.append(r),
+                       workers=1, shutdown_grace=0.02)
+    srv.start()
+    s = connect(srv.port)
+    s.sendall(b"slow")
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    srv.stop()
+    assert srv.wait(timeout=10)
+    # wait() gave up on the callback after twice the grace period ...
+    assert time.monotonic() - t0 < 0.4 and not returned.is_set()
+    recv_until_closed(s)
+    s.close()
+    # ... and on_close still runs, on the worker, once the callback has returned.
+    assert eventually(lambda: closes == ["shutdown"])
+    time.sleep(0.1)
+    assert closes == ["shutdown"]
+
+
 def test_sigint_stops_run_gracefully_with_a_response_in_flight() -> None:
     proc = run_script("""
         import sys, time, shoal

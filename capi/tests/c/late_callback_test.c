@@ -2,7 +2,8 @@
  * may return while it still runs, but shoal_server_free() refuses (SHOAL_ERR_BUSY, nothing
  * freed) until it has returned, so the callback's own shoal_server_write() on the server never
  * touches freed memory (AddressSanitizer would report it), and free_user_data runs exactly
- * once, inside the successful free. Also: freeing a stopping server that was never waited for
+ * once, inside the successful free, after the connection's on_close (run on the worker once the
+ * callback returns). Also: freeing a stopping server that was never waited for
  * waits for it first, while callbacks still use the server. A watchdog fails the test if
  * anything hangs. */
 #include "testutil.h"
@@ -61,6 +62,7 @@ static void free_app(void *ud) {
     struct app *a = ud;
     /* After the last callback. */
     CHECK(atomic_load(&a->finished) == 1);
+    CHECK(atomic_load(&a->closes) == 1);
     atomic_fetch_add(&a->freed, 1);
 }
 
@@ -106,9 +108,11 @@ static void callback_outlives_the_grace(void) {
         busy += running;
         sleep_ms(5);
     }
-    /* free returned OK only after the callback finished, and freed the user data then. */
+    /* free returned OK only after the callback finished and the connection's on_close ran
+     * (once, on the worker, after the engine had gone), and freed the user data then. */
     CHECK(atomic_load(&a->finished) == 1);
     CHECK(busy > 0);
+    CHECK(atomic_load(&a->closes) == 1);
     CHECK(atomic_load(&a->freed) == 1);
     shoal_status w = atomic_load(&a->write_status);
     CHECK(w == SHOAL_ERR_CLOSED || w == SHOAL_ERR_STOPPED);

@@ -31,6 +31,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
 use crate::reactor::CloseMode;
 use crate::server::ServerHandle;
+use crate::stats::bump;
 
 /// A timer request made from a worker, applied by the reactor.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +131,48 @@ pub(crate) struct PoolShared {
     pub(crate) epoch: Instant,
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_write_buffer: usize,
+    /// One per reactor: guards handing finished jobs back against that reactor exiting.
+    pub(crate) gates: Box<[DoneGate]>,
+}
+
+/// Set in a [`DoneGate`] once its reactor takes no more finished jobs.
+const GONE: usize = 1 << (usize::BITS - 1);
+
+/// Guards the hand-back of finished jobs to one reactor. A reactor that gave up waiting at
+/// shutdown (jobs outlived twice the grace period) closes its gate on the way out; a worker
+/// that then finds it closed calls `on_close` itself, so every connection still gets its
+/// `on_close` exactly once. The count of workers inside and the closed bit share one atomic,
+/// so a worker either enters before the gate closes (and the reactor waits for it and then
+/// takes what it sent) or sees it closed.
+#[derive(Debug, Default)]
+pub(crate) struct DoneGate(AtomicUsize);
+
+impl DoneGate {
+    /// Enters to hand a result back; false (and not entered) once the gate is closed.
+    fn enter(&self) -> bool {
+        if self.0.fetch_add(1, Ordering::AcqRel) & GONE == 0 {
+            return true;
+        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    fn leave(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire) & GONE != 0
+    }
+
+    /// Closes the gate and waits for the workers inside it (each only sending one message):
+    /// afterwards everything handed back is in the channel, and nothing more comes.
+    pub(crate) fn close(&self) {
+        self.0.fetch_or(GONE, Ordering::AcqRel);
+        while self.0.load(Ordering::Acquire) & !GONE != 0 {
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl PoolShared {
@@ -150,6 +193,7 @@ impl PoolShared {
             epoch,
             timeout,
             max_write_buffer,
+            gates: (0..reactors).map(|_| DoneGate::default()).collect(),
         }
     }
 
@@ -368,10 +412,50 @@ impl<H: Handler> Worker<H> {
     fn finish(&mut self, job: Job<H>) {
         self.ctx.shared.wake_stalled(&self.ctx.handle);
         let id = job.id;
+        let shared = self.ctx.shared.clone();
+        let gate = &shared.gates[id.reactor()];
+        if gate.is_closed() {
+            // The reactor gave up on its jobs and exited, closing the connection: only
+            // `on_close` is left to run.
+            match job.kind {
+                JobKind::Events(_) => self.orphan(id, job.state),
+                JobKind::Close(_) => {
+                    if self.run_job(job).actions.failed {
+                        bump(
+                            &self.ctx.handle.shared.stats[id.reactor()].handler_failures,
+                            1,
+                        );
+                    }
+                }
+            }
+            return;
+        }
         let done = self.run_job(job);
-        // A reactor that already exited drops the result (and with it the state).
-        if self.done[id.reactor()].send(done).is_ok() {
-            self.ctx.handle.shared.remotes[id.reactor()].wake();
+        if gate.enter() {
+            let sent = self.done[id.reactor()].send(done).is_ok();
+            gate.leave();
+            if sent {
+                self.ctx.handle.shared.remotes[id.reactor()].wake();
+            }
+        } else if let Some(state) = done.state {
+            self.orphan(id, state);
+        }
+    }
+
+    /// `on_close` for a connection whose reactor exited while its job ran (or waited).
+    fn orphan(&self, id: ConnId, state: H::State) {
+        let handler = &*self.handler;
+        let reason = CloseReason::Shutdown;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.on_close(id, state, reason)))
+        {
+            log::error!(
+                "handler panicked in on_close on connection {id:?}: {}",
+                panic_message(&*payload)
+            );
+            bump(
+                &self.ctx.handle.shared.stats[id.reactor()].handler_failures,
+                1,
+            );
         }
     }
 

@@ -1623,7 +1623,8 @@ impl<H: Handler> Reactor<H> {
                     if self.in_flight > 0 {
                         log::warn!(
                             "reactor {}: {} handler jobs still unfinished after the shutdown \
-                             grace period; their connections' on_close will not run",
+                             grace period; not waiting (their on_close runs on the worker \
+                             once they return)",
                             self.core.index,
                             self.in_flight
                         );
@@ -2228,13 +2229,29 @@ impl<H: Handler> Reactor<H> {
     /// After the loop: nothing may be left without its `on_close`.
     pub(crate) fn finish(&mut self) {
         // Nothing more goes to the workers: whatever remains runs here, so every connection
-        // still gets its `on_close` (jobs still running when shutdown gave up are the only
-        // exception; their state is on a worker).
+        // still gets its `on_close` (for a job still running when shutdown gave up, its
+        // worker calls it once the job returns).
         let backlog = std::mem::take(&mut self.backlog);
-        if let Some(pool) = self.pool.take() {
+        let pool = self.pool.take();
+        if let Some(pool) = &pool {
             pool.shared.unstall(self.core.index);
         }
         self.close_all(CloseReason::Shutdown);
+        if let Some(pool) = pool {
+            // Jobs still running (shutdown gave up on them) hand their state back through
+            // the channel until the gate closes, and run `on_close` on their worker after.
+            pool.shared.gates[self.core.index].close();
+            while let Ok(done) = pool.done.try_recv() {
+                self.in_flight -= 1;
+                if let Some(state) = done.state {
+                    let reason = self
+                        .zombies
+                        .remove(&done.id)
+                        .unwrap_or(CloseReason::Shutdown);
+                    self.call_on_close(done.id, state, reason);
+                }
+            }
+        }
         for job in backlog {
             let reason = match job.kind {
                 JobKind::Close(r) => r,
