@@ -1037,7 +1037,8 @@ const char *shoal_strerror(shoal_status status);
 const char *shoal_err_name(shoal_status status);
 
 /**
- * The calling thread's last error message (empty if none). Valid until the next shoal
+ * The calling thread's last error message (empty if none). Every call that returns an
+ * error status sets it, so it describes the most recent failure. Valid until the next shoal
  * call on this thread; never NULL.
  */
 const char *shoal_last_error(void);

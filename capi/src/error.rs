@@ -52,14 +52,27 @@ pub const SHOAL_ERR_NOT_STARTED: shoal_status = -1014;
 /// (shoal_server_stop()) and wait or free from another thread.
 pub const SHOAL_ERR_WRONG_THREAD: shoal_status = -1015;
 
+/// A thread's last error message: most are fixed text, kept without allocating (a lookup
+/// that finds nothing may run on every request).
+enum Message {
+    Fixed(&'static CStr),
+    Owned(CString),
+}
+
 thread_local! {
-    static LAST: RefCell<CString> = RefCell::new(CString::default());
+    static LAST: RefCell<Message> = const { RefCell::new(Message::Fixed(c"")) };
 }
 
 /// Records the calling thread's last error message.
 pub(crate) fn set_last_error(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST.with(|l| *l.borrow_mut() = c);
+    LAST.with(|l| *l.borrow_mut() = Message::Owned(c));
+}
+
+/// `code`, with a fixed message for shoal_last_error().
+pub(crate) fn fail(code: shoal_status, msg: &'static CStr) -> shoal_status {
+    LAST.with(|l| *l.borrow_mut() = Message::Fixed(msg));
+    code
 }
 
 /// `SHOAL_ERR_NULL`, with a message naming the argument.
@@ -205,9 +218,15 @@ pub extern "C" fn shoal_err_name(status: shoal_status) -> *const c_char {
     })
 }
 
-/// The calling thread's last error message (empty if none). Valid until the next shoal
+/// The calling thread's last error message (empty if none). Every call that returns an
+/// error status sets it, so it describes the most recent failure. Valid until the next shoal
 /// call on this thread; never NULL.
 #[unsafe(no_mangle)]
 pub extern "C" fn shoal_last_error() -> *const c_char {
-    ffi_guard!(c"".as_ptr(), { LAST.with(|l| l.borrow().as_ptr()) })
+    ffi_guard!(c"".as_ptr(), {
+        LAST.with(|l| match &*l.borrow() {
+            Message::Fixed(m) => m.as_ptr(),
+            Message::Owned(m) => m.as_ptr(),
+        })
+    })
 }

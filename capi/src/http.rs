@@ -6,7 +6,7 @@ use shoal_core::http::{ChunkedBody, Deferred, PreparedHeaders, Request, Response
 
 use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or};
 use crate::callbacks::shoal_conn_id;
-use crate::error::{SHOAL_ERR_NOT_FOUND, SHOAL_OK, null_arg, result, shoal_status};
+use crate::error::{SHOAL_ERR_NOT_FOUND, SHOAL_OK, fail, null_arg, result, shoal_status};
 
 /// The request an `on_request` callback answers. Valid, with every pointer read from it, only
 /// during that callback.
@@ -210,7 +210,7 @@ pub unsafe extern "C" fn shoal_request_query(
         match r.query() {
             // SAFETY: forwarded contract.
             Some(q) => unsafe { out_str(q.as_bytes(), ptr, len) },
-            None => SHOAL_ERR_NOT_FOUND,
+            None => fail(SHOAL_ERR_NOT_FOUND, c"the request target has no query"),
         }
     })
 }
@@ -248,12 +248,12 @@ pub unsafe extern "C" fn shoal_request_header(
         let r = req_or!(req);
         let name = slice_or!(name.cast::<u8>(), name_len);
         let Ok(name) = std::str::from_utf8(name) else {
-            return SHOAL_ERR_NOT_FOUND;
+            return no_such_header();
         };
         match r.header(name) {
             // SAFETY: forwarded contract.
             Some(v) => unsafe { out_str(v, value, value_len) },
-            None => SHOAL_ERR_NOT_FOUND,
+            None => no_such_header(),
         }
     })
 }
@@ -292,7 +292,10 @@ pub unsafe extern "C" fn shoal_request_header_at(
                 // SAFETY: forwarded contract.
                 unsafe { out_str(v, value, value_len) }
             }
-            None => SHOAL_ERR_NOT_FOUND,
+            None => fail(
+                SHOAL_ERR_NOT_FOUND,
+                c"header index past the request's last header field",
+            ),
         }
     })
 }
@@ -640,4 +643,11 @@ pub unsafe extern "C" fn shoal_chunked_free(c: *mut shoal_chunked) {
             drop(unsafe { Box::from_raw(c) });
         }
     })
+}
+
+fn no_such_header() -> shoal_status {
+    fail(
+        SHOAL_ERR_NOT_FOUND,
+        c"the request has no header field of that name",
+    )
 }

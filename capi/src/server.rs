@@ -15,7 +15,7 @@ use crate::callbacks::{
 use crate::config::shoal_config;
 use crate::error::{
     SHOAL_ERR_ALREADY_STARTED, SHOAL_ERR_BUSY, SHOAL_ERR_NOT_STARTED, SHOAL_ERR_WRONG_KIND,
-    SHOAL_ERR_WRONG_THREAD, SHOAL_OK, invalid_arg, result, shoal_status, status_of,
+    SHOAL_ERR_WRONG_THREAD, SHOAL_OK, fail, invalid_arg, result, shoal_status, status_of,
 };
 
 /// Number of close reasons (the SHOAL_CLOSE_* codes are 0..SHOAL_CLOSE_COUNT-1).
@@ -336,10 +336,13 @@ pub unsafe extern "C" fn shoal_server_start(server: *mut shoal_server) -> shoal_
     ffi_guard!({
         let s = ref_or!(server);
         let Some(mut st) = s.lock() else {
-            return SHOAL_ERR_ALREADY_STARTED;
+            return fail(
+                SHOAL_ERR_ALREADY_STARTED,
+                c"shoal_server_run() or shoal_server_wait() is running on this server",
+            );
         };
         if st.started {
-            return SHOAL_ERR_ALREADY_STARTED;
+            return fail(SHOAL_ERR_ALREADY_STARTED, c"the server was already started");
         }
         let r = match st.kind() {
             Some(Kind::Stream(s)) => s.start(),
@@ -363,6 +366,13 @@ fn wait_locked(st: &mut State) -> shoal_status {
     result(r)
 }
 
+fn run_or_wait_busy() -> shoal_status {
+    fail(
+        SHOAL_ERR_BUSY,
+        c"shoal_server_run() or shoal_server_wait() is running on this server",
+    )
+}
+
 fn wrong_thread() -> shoal_status {
     crate::error::set_last_error(
         "called from one of this server's own callbacks: it would wait for itself; \
@@ -384,7 +394,7 @@ pub unsafe extern "C" fn shoal_server_run(server: *mut shoal_server) -> shoal_st
             return wrong_thread();
         }
         let Some(mut st) = s.lock() else {
-            return SHOAL_ERR_BUSY;
+            return run_or_wait_busy();
         };
         if !st.started {
             let r = match st.kind() {
@@ -418,10 +428,10 @@ pub unsafe extern "C" fn shoal_server_wait(server: *mut shoal_server) -> shoal_s
             return wrong_thread();
         }
         let Some(mut st) = s.lock() else {
-            return SHOAL_ERR_BUSY;
+            return run_or_wait_busy();
         };
         if !st.started {
-            return SHOAL_ERR_NOT_STARTED;
+            return fail(SHOAL_ERR_NOT_STARTED, c"the server was never started");
         }
         wait_locked(&mut st)
     })
@@ -472,10 +482,7 @@ pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_s
                 return wrong_thread();
             }
             let Some(mut st) = s.lock() else {
-                crate::error::set_last_error(
-                    "shoal_server_run() or shoal_server_wait() is running on this server",
-                );
-                return SHOAL_ERR_BUSY;
+                return run_or_wait_busy();
             };
             if st.server.is_none() {
                 return busy_engine();
@@ -591,7 +598,10 @@ pub unsafe extern "C" fn shoal_server_http_stats(
         let s = ref_or!(server);
         let _ = mut_or!(out);
         let Some(h) = &s.http else {
-            return SHOAL_ERR_WRONG_KIND;
+            return fail(
+                SHOAL_ERR_WRONG_KIND,
+                c"not an HTTP server (made with shoal_server_new(), not shoal_http_server_new())",
+            );
         };
         let st = h.get();
         let v = shoal_http_stats {

@@ -92,11 +92,18 @@ int main(void) {
     h.size = sizeof h;
     CHECK_OK(shoal_server_new(cfg, &h, NULL, NULL, &srv));
     shoal_config_free(cfg);
+    /* Every error return sets its own message, never leaving an older one in place. */
+    CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
     CHECK_STATUS(shoal_server_wait(srv), SHOAL_ERR_NOT_STARTED);
+    CHECK(strstr(shoal_last_error(), "never started") != NULL);
     shoal_http_stats hs;
     hs.size = sizeof hs;
     CHECK_STATUS(shoal_server_http_stats(srv, &hs), SHOAL_ERR_WRONG_KIND);
+    CHECK(strstr(shoal_last_error(), "not an HTTP server") != NULL);
     CHECK_OK(shoal_server_start(srv));
+    CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
+    CHECK_STATUS(shoal_server_start(srv), SHOAL_ERR_ALREADY_STARTED);
+    CHECK(strstr(shoal_last_error(), "already started") != NULL);
     uint16_t port = shoal_server_port(srv);
 
     /* Stale ids: a closed connection's id, then its slot reused by a new connection. */

@@ -67,6 +67,11 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
     CHECK_OK(shoal_request_method(req, &method, &method_len));
     shoal_header text = hdr("Content-Type", "text/plain");
     if (equals(path, path_len, "/")) {
+        const char *q;
+        size_t q_len;
+        CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
+        CHECK_STATUS(shoal_request_query(req, &q, &q_len), SHOAL_ERR_NOT_FOUND);
+        CHECK(strstr(shoal_last_error(), "no query") != NULL);
         return shoal_response_send(res, 200, &text, 1, "Hello, World!", 13);
     }
     if (equals(path, path_len, "/echo")) {
@@ -83,7 +88,9 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
         const char *v;
         size_t v_len;
         CHECK_OK(shoal_request_header(req, "x-test", 6, &v, &v_len));
+        CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
         CHECK_STATUS(shoal_request_header(req, "absent", 6, &v, &v_len), SHOAL_ERR_NOT_FOUND);
+        CHECK(strstr(shoal_last_error(), "no header field") != NULL);
         const char *n0;
         size_t n0_len;
         const char *v0;
@@ -91,6 +98,7 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
         CHECK_OK(shoal_request_header_at(req, 0, &n0, &n0_len, &v0, &v0_len));
         CHECK_STATUS(shoal_request_header_at(req, 99, &n0, &n0_len, &v0, &v0_len),
                      SHOAL_ERR_NOT_FOUND);
+        CHECK(strstr(shoal_last_error(), "past the request's last header field") != NULL);
         char out[256];
         int n = snprintf(out, sizeof out, "%.*s %.*s %d %.*s %zu %.*s", (int)method_len, method,
                          (int)q_len, q, shoal_request_version(req), (int)v_len, v,
