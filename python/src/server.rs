@@ -409,10 +409,11 @@ impl Server {
     /// its id at once. ``on_open`` runs once connected; if it never connects, ``on_close``
     /// alone runs, with a :class:`Connection` of that id (no ``peer``) and the reason
     /// ``"connect_failed"``, ``"connect_timeout"`` or ``"shutdown"``.
-    fn connect(&self, host: &str, port: u16) -> PyResult<u64> {
-        let addr: SocketAddr = (host, port)
-            .to_socket_addrs_first()
-            .ok_or_else(|| value_error(format!("cannot resolve {host:?}")))?;
+    fn connect(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<u64> {
+        // A name lookup may block for seconds: other Python threads run meanwhile.
+        let addr: SocketAddr = py
+            .detach(|| resolve_first(host, port))
+            .map_err(|e| value_error(format!("cannot resolve {host:?}: {e}")))?;
         self.core
             .handle
             .connect(addr)
@@ -444,15 +445,12 @@ impl Drop for Server {
     }
 }
 
-trait FirstAddr {
-    fn to_socket_addrs_first(&self) -> Option<SocketAddr>;
-}
-
-impl FirstAddr for (&str, u16) {
-    fn to_socket_addrs_first(&self) -> Option<SocketAddr> {
-        use std::net::ToSocketAddrs;
-        self.to_socket_addrs().ok()?.next()
-    }
+/// The first address `host` resolves to (a literal address is taken as is).
+fn resolve_first(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address for this name")
+    })
 }
 
 /// Turns a bind failure into `OSError` (address in use, permission) or `ConfigError`.

@@ -311,6 +311,13 @@ def test_outbound_connect(serve: Any) -> None:
     listener.close()
 
 
+def test_connect_refuses_a_name_that_does_not_resolve_clearly(serve: Any) -> None:
+    srv = serve(on_data=echo)
+    with pytest.raises(ValueError, match="cannot resolve .*: .*NUL"):
+        srv.connect("bad\x00name", 80)
+    assert srv.stats()["connected"] == 0
+
+
 def test_write_overflow_closes_the_connection(serve: Any) -> None:
     def on_data(conn: shoal.Connection, data: bytes) -> None:
         try:
