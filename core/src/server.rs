@@ -256,8 +256,9 @@ impl ServerHandle {
     }
 
     /// Stops the server: accepting ends at once; commands already sent (writes, closes) are
-    /// carried out; queued output, a handler still running on a worker, and a handler holding
-    /// input back while it waits to answer (a deferred HTTP response) get `shutdown_grace` to
+    /// carried out; queued output, a handler still running on a worker, input a handler
+    /// yielded (HTTP requests pipelined past `max_pipelined`), and a handler holding input
+    /// back while it waits to answer (a deferred HTTP response) get `shutdown_grace` to
     /// finish; then the remaining connections close with `Shutdown`. Idempotent; returns immediately
     /// (`Server::wait` or `Server::run` return once everything closed).
     ///

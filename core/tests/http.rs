@@ -116,6 +116,11 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             res.write_chunk(b"part").unwrap();
             res.fail();
         }
+        "/nap" => {
+            std::thread::sleep(Duration::from_millis(10));
+            let body = format!("{} {}", req.method(), req.target());
+            res.send(200, &text, body.as_bytes()).unwrap();
+        }
         "/panic" => panic!("handler fails on purpose"),
         "/silent" => {}
         "/fail" => res.fail(),
@@ -865,6 +870,28 @@ fn a_closing_response_says_close_whatever_the_handler_set() {
             assert_eq!(says_close, closes, "{r:?}");
         }
         assert!(ex.closed);
+    }
+}
+
+#[test]
+fn requests_pipelined_behind_a_yield_at_stop_are_all_answered() {
+    // stop() arrives while a connection holds more pipelined requests, already read, than one
+    // pass serves (max_pipelined 4; each takes 10 ms): every one is still answered within the
+    // grace period, in order, and then the connection closes.
+    for workers in [0, 2] {
+        let cfg = with_workers(config(1), workers).max_pipelined(4);
+        let srv = Http::start(cfg, app);
+        let mut c = Client::connect(srv.addr);
+        let batch: Vec<u8> = (0..20).flat_map(|i| get(&format!("/nap?{i}"))).collect();
+        c.send(&batch);
+        std::thread::sleep(Duration::from_millis(25));
+        srv.server.stop();
+        let ex = read_all(&mut c.s, 5 * SEC, &[]);
+        assert_eq!(ex.responses.len(), 20, "workers {workers}");
+        for (i, r) in ex.responses.iter().enumerate() {
+            assert_eq!(r.text(), format!("GET /nap?{i}"));
+        }
+        assert!(ex.closed && !ex.reset, "workers {workers}");
     }
 }
 

@@ -1159,11 +1159,7 @@ impl<H: Handler> Reactor<H> {
             if c.flags & REDELIVER != 0 {
                 c.flags &= !REDELIVER;
                 self.redeliver(id);
-                if self.stopping {
-                    // Shutting down: what the handler was waiting for has been answered.
-                    self.core
-                        .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
-                }
+                self.close_if_settled(id);
             }
             let Some(c) = self.core.get_mut(id) else {
                 continue;
@@ -2126,16 +2122,7 @@ impl<H: Handler> Reactor<H> {
         {
             Core::mark_dirty(&mut self.core.dirty, c);
         }
-        if self.stopping
-            && let Some(c) = self.core.get(id)
-            && c.flags & INPUT_HELD == 0
-            && c.close_req.is_none()
-            && c.closing.is_none()
-        {
-            // Shut down while the job ran (see `begin_shutdown`), and not waiting to answer.
-            self.core
-                .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
-        }
+        self.close_if_settled(id);
         self.core.arm(id.slot());
         self.dispatch(id);
         self.check_pending_input(id);
@@ -2204,18 +2191,38 @@ impl<H: Handler> Reactor<H> {
             let id = c.id;
             if c.flags & CONNECTING != 0 {
                 self.close_now(id, CloseReason::Shutdown);
-            } else if c.job_seq != 0 || (c.flags & INPUT_HELD != 0 && c.out.is_empty()) {
-                // A handler still running on a worker, or one that holds input back while it
-                // waits to answer (a deferred HTTP response): it gets the grace period too,
-                // and the connection closes when its job is done without holding input back
-                // (see `job_done`), once it resumes input (see `run_ready`), or when the grace
-                // period ends.
+            } else if c.job_seq != 0
+                || c.flags & REDELIVER != 0
+                || (c.flags & INPUT_HELD != 0 && c.out.is_empty())
+            {
+                // A handler still running on a worker, input it yielded and not yet presented
+                // again (requests pipelined past `max_pipelined`), or a handler that holds
+                // input back while it waits to answer (a deferred HTTP response): it gets the
+                // grace period too, and the connection closes once it has settled (see
+                // `close_if_settled`) or when the grace period ends.
             } else {
                 self.core
                     .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
             }
         }
         self.service_dirty();
+    }
+
+    /// While shutting down, closes a connection that kept its grace period (see
+    /// `begin_shutdown`) once nothing is left to run for it: no job on a worker, no yielded
+    /// input waiting to be presented again, and input not held back for an answer. Input read
+    /// before the shutdown is served this way; nothing more is read once it closes.
+    fn close_if_settled(&mut self, id: ConnId) {
+        if self.stopping
+            && let Some(c) = self.core.get(id)
+            && c.job_seq == 0
+            && c.flags & (INPUT_HELD | REDELIVER | RESUMING) == 0
+            && c.close_req.is_none()
+            && c.closing.is_none()
+        {
+            self.core
+                .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
+        }
     }
 
     fn close_all(&mut self, reason: CloseReason) {
