@@ -727,11 +727,14 @@ impl Handler for Straggler {
 
 #[test]
 fn jobs_that_outlive_the_shutdown_grace_still_get_on_close_exactly_once() {
-    // One worker: `slow` naps far past twice the grace period, and the job of `queued` waits
-    // in the queue behind it. `wait` must not wait for them, and each connection must still
-    // get its `on_close`, once, after the reactor has gone: the first when its callback
-    // returns, the second without its data ever reaching a callback (the connection closed).
-    let cfg = pool_config(1, 1, 16).shutdown_grace(Duration::from_millis(20));
+    // One worker: `slow` naps far past twice the grace period (and its handler timeout), and
+    // the job of `queued` waits in the queue behind it. `wait` must not wait for them, and
+    // each connection must still get its `on_close`, once, with the reason it was closed for,
+    // after the reactor has gone: the first when its callback returns, the second without its
+    // data ever reaching a callback (the connection closed).
+    let cfg = pool_config(1, 1, 16)
+        .shutdown_grace(Duration::from_millis(20))
+        .handler_timeout(Some(Duration::from_millis(30)));
     let (rec, events) = recorder();
     let data_calls = Arc::new(AtomicUsize::new(0));
     let h = Straggler {
@@ -747,7 +750,11 @@ fn jobs_that_outlive_the_shutdown_grace_still_get_on_close_exactly_once() {
     slow.write_all(b"slow").unwrap();
     assert!(eventually(SEC, || data_calls.load(Ordering::SeqCst) == 1));
     queued.write_all(b"queued").unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(eventually(SEC, || srv
+        .handle
+        .stats()
+        .closed(CloseReason::HandlerTimeout)
+        == 1));
     let t0 = Instant::now();
     srv.handle.stop();
     srv.server.wait().expect("reactors exit cleanly");
@@ -769,7 +776,7 @@ fn jobs_that_outlive_the_shutdown_grace_still_get_on_close_exactly_once() {
     }
     closes.sort_by_key(|c| c.0);
     let mut want = vec![
-        (slow_id, CloseReason::Shutdown),
+        (slow_id, CloseReason::HandlerTimeout),
         (queued_id, CloseReason::Shutdown),
     ];
     want.sort_by_key(|c| c.0);

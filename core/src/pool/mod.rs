@@ -16,11 +16,12 @@
 //! [`WorkerSlot`]; a reactor timer checks it and closes the connection when the job outlives
 //! `handler_timeout`, marking the slot so the callback's further writes fail.
 
+use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -145,33 +146,52 @@ const GONE: usize = 1 << (usize::BITS - 1);
 /// so a worker either enters before the gate closes (and the reactor waits for it and then
 /// takes what it sent) or sees it closed.
 #[derive(Debug, Default)]
-pub(crate) struct DoneGate(AtomicUsize);
+pub(crate) struct DoneGate {
+    state: AtomicUsize,
+    /// Why the connections whose jobs the reactor left behind were closed, for their
+    /// `on_close` (filled before the gate closes, read only after).
+    reasons: Mutex<HashMap<ConnId, CloseReason>>,
+}
 
 impl DoneGate {
     /// Enters to hand a result back; false (and not entered) once the gate is closed.
     fn enter(&self) -> bool {
-        if self.0.fetch_add(1, Ordering::AcqRel) & GONE == 0 {
+        if self.state.fetch_add(1, Ordering::AcqRel) & GONE == 0 {
             return true;
         }
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.state.fetch_sub(1, Ordering::AcqRel);
         false
     }
 
     fn leave(&self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.state.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn is_closed(&self) -> bool {
-        self.0.load(Ordering::Acquire) & GONE != 0
+        self.state.load(Ordering::Acquire) & GONE != 0
     }
 
-    /// Closes the gate and waits for the workers inside it (each only sending one message):
-    /// afterwards everything handed back is in the channel, and nothing more comes.
-    pub(crate) fn close(&self) {
-        self.0.fetch_or(GONE, Ordering::AcqRel);
-        while self.0.load(Ordering::Acquire) & !GONE != 0 {
+    /// Records why each connection left behind was closed, then closes the gate and waits
+    /// for the workers inside it (each only sending one message): afterwards everything
+    /// handed back is in the channel, and nothing more comes.
+    pub(crate) fn close(&self, reasons: &HashMap<ConnId, CloseReason>) {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone_from(reasons);
+        self.state.fetch_or(GONE, Ordering::AcqRel);
+        while self.state.load(Ordering::Acquire) & !GONE != 0 {
             std::thread::yield_now();
         }
+    }
+
+    /// Why `id` was closed (taken: asked once per connection).
+    fn reason(&self, id: ConnId) -> CloseReason {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .unwrap_or(CloseReason::Shutdown)
     }
 }
 
@@ -445,7 +465,7 @@ impl<H: Handler> Worker<H> {
     /// `on_close` for a connection whose reactor exited while its job ran (or waited).
     fn orphan(&self, id: ConnId, state: H::State) {
         let handler = &*self.handler;
-        let reason = CloseReason::Shutdown;
+        let reason = self.ctx.shared.gates[id.reactor()].reason(id);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.on_close(id, state, reason)))
         {
             log::error!(

@@ -2247,7 +2247,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(pool) = pool {
             // Jobs still running (shutdown gave up on them) hand their state back through
             // the channel until the gate closes, and run `on_close` on their worker after.
-            pool.shared.gates[self.core.index].close();
+            pool.shared.gates[self.core.index].close(&self.zombies);
             while let Ok(done) = pool.done.try_recv() {
                 self.in_flight -= 1;
                 if let Some(state) = done.state {
