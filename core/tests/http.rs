@@ -22,6 +22,9 @@ fn prepared() -> &'static PreparedHeaders {
     })
 }
 
+/// How many `/doze` handlers have started.
+static DOZING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// The test application: routes exercising every response style.
 fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
     let text = [("Content-Type", "text/plain")];
@@ -115,6 +118,12 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             res.start_chunked(200, &text).unwrap();
             res.write_chunk(b"part").unwrap();
             res.fail();
+        }
+        "/doze" => {
+            DOZING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(150));
+            let body = format!("{} {}", req.method(), req.target());
+            res.send(200, &text, body.as_bytes()).unwrap();
         }
         "/nap" => {
             std::thread::sleep(Duration::from_millis(10));
@@ -884,7 +893,7 @@ fn requests_pipelined_behind_a_yield_at_stop_are_all_answered() {
         let mut c = Client::connect(srv.addr);
         let batch: Vec<u8> = (0..20).flat_map(|i| get(&format!("/nap?{i}"))).collect();
         c.send(&batch);
-        std::thread::sleep(Duration::from_millis(25));
+        assert!(eventually(5 * SEC, || srv.server.http_stats().requests >= 1));
         srv.server.stop();
         let ex = read_all(&mut c.s, 5 * SEC, &[]);
         assert_eq!(ex.responses.len(), 20, "workers {workers}");
@@ -893,6 +902,32 @@ fn requests_pipelined_behind_a_yield_at_stop_are_all_answered() {
         }
         assert!(ex.closed && !ex.reset, "workers {workers}");
     }
+}
+
+#[test]
+fn a_request_read_while_the_one_before_runs_at_stop_is_answered() {
+    // On workers: the second request arrives on its own while the first one's handler runs
+    // (150 ms), and stop() comes before that handler returns. The reactor read the second
+    // before the stop, so it is answered too; then the connection closes. (Inline, the
+    // reactor is inside the handler: the second is still in the kernel at the stop, and
+    // nothing more is read once stopping.)
+    let srv = Http::start(with_workers(config(1), 2), app);
+    let mut c = Client::connect(srv.addr);
+    let dozing = DOZING.load(std::sync::atomic::Ordering::SeqCst);
+    c.send(&get("/doze"));
+    assert!(eventually(5 * SEC, || DOZING
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > dozing));
+    let read_so_far = srv.server.stats().bytes_in;
+    c.send(&get("/after"));
+    let after = get("/after").len() as u64;
+    assert!(eventually(5 * SEC, || srv.server.stats().bytes_in
+        >= read_so_far + after));
+    srv.server.stop();
+    let ex = read_all(&mut c.s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![200, 200]);
+    assert_eq!(ex.responses[1].text(), "GET /after");
+    assert!(ex.closed && !ex.reset);
 }
 
 #[test]

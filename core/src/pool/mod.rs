@@ -139,13 +139,15 @@ pub(crate) struct PoolShared {
 /// Set in a [`DoneGate`] once its reactor takes no more finished jobs.
 const GONE: usize = 1 << (usize::BITS - 1);
 
-/// Guards the hand-back of finished jobs to one reactor. A reactor that gave up waiting at
-/// shutdown (jobs outlived twice the grace period) closes its gate on the way out; a worker
-/// that then finds it closed calls `on_close` itself, so every connection still gets its
-/// `on_close` exactly once. The count of workers inside and the closed bit share one atomic,
-/// so a worker either enters before the gate closes (and the reactor waits for it and then
-/// takes what it sent) or sees it closed.
+/// Guards the hand-back of finished jobs to one reactor. Each reactor closes its gate on
+/// its way out; only jobs it gave up waiting for at shutdown (they outlived twice the grace
+/// period) can still be running then. A worker that finds the gate closed calls `on_close`
+/// itself, so every connection still gets its `on_close` exactly once. The count of workers
+/// inside and the closed bit share one atomic, so a worker either enters before the gate
+/// closes (and the reactor waits for it and then takes what it sent) or sees it closed.
+/// Cache-line aligned: each reactor's gate is touched by every job of that reactor.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct DoneGate {
     state: AtomicUsize,
     /// Why the connections whose jobs the reactor left behind were closed, for their
@@ -432,40 +434,46 @@ impl<H: Handler> Worker<H> {
     fn finish(&mut self, job: Job<H>) {
         self.ctx.shared.wake_stalled(&self.ctx.handle);
         let id = job.id;
-        let shared = self.ctx.shared.clone();
-        let gate = &shared.gates[id.reactor()];
-        if gate.is_closed() {
-            // The reactor gave up on its jobs and exited, closing the connection: only
-            // `on_close` is left to run.
+        let r = id.reactor();
+        if self.ctx.shared.gates[r].is_closed() {
+            // The reactor has exited, closing the connection: only `on_close` is left to run.
             match job.kind {
                 JobKind::Events(_) => self.orphan(id, job.state),
                 JobKind::Close(_) => {
                     if self.run_job(job).actions.failed {
-                        bump(
-                            &self.ctx.handle.shared.stats[id.reactor()].handler_failures,
-                            1,
-                        );
+                        bump(&self.ctx.handle.shared.stats[r].handler_failures, 1);
                     }
                 }
             }
             return;
         }
         let done = self.run_job(job);
-        if gate.enter() {
-            let sent = self.done[id.reactor()].send(done).is_ok();
-            gate.leave();
-            if sent {
-                self.ctx.handle.shared.remotes[id.reactor()].wake();
+        let unsent = if self.ctx.shared.gates[r].enter() {
+            let sent = self.done[r].send(done);
+            self.ctx.shared.gates[r].leave();
+            match sent {
+                Ok(()) => {
+                    self.ctx.handle.shared.remotes[r].wake();
+                    None
+                }
+                // The reactor thread ended without closing its gate (it panicked).
+                Err(e) => Some(e.into_inner()),
             }
-        } else if let Some(state) = done.state {
+        } else {
+            Some(done)
+        };
+        if let Some(state) = unsent.and_then(|d| d.state) {
             self.orphan(id, state);
         }
     }
 
-    /// `on_close` for a connection whose reactor exited while its job ran (or waited).
+    /// `on_close` for a connection whose reactor exited while its job ran (or waited), with
+    /// the reason the reactor closed it for. Counted as a job, like the callbacks it replaces.
     fn orphan(&self, id: ConnId, state: H::State) {
+        let shared = &self.ctx.shared;
+        let reason = shared.gates[id.reactor()].reason(id);
+        shared.running.fetch_add(1, Ordering::Relaxed);
         let handler = &*self.handler;
-        let reason = self.ctx.shared.gates[id.reactor()].reason(id);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| handler.on_close(id, state, reason)))
         {
             log::error!(
@@ -477,6 +485,8 @@ impl<H: Handler> Worker<H> {
                 1,
             );
         }
+        shared.running.fetch_sub(1, Ordering::Relaxed);
+        shared.completed.fetch_add(1, Ordering::Relaxed);
     }
 
     fn run_job(&mut self, job: Job<H>) -> Done<H> {

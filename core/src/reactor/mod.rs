@@ -1096,6 +1096,7 @@ impl<H: Handler> Reactor<H> {
             self.drain_linger(id);
             return;
         }
+        let stopping = self.stopping;
         for _ in 0..self.core.limits.read_budget {
             let Some(c) = self.core.get_mut(id) else {
                 return;
@@ -1103,7 +1104,9 @@ impl<H: Handler> Reactor<H> {
             if c.flags & READ_CLOSED != 0 || c.close_req.is_some() || c.closing.is_some() {
                 return;
             }
-            if c.flags & NO_READ != 0 {
+            // Once stopping, nothing more is read: a connection kept open serves the input it
+            // already has (see `begin_shutdown`).
+            if c.flags & NO_READ != 0 || stopping {
                 c.flags |= READ_READY;
                 return;
             }
@@ -1619,8 +1622,8 @@ impl<H: Handler> Reactor<H> {
                     if self.in_flight > 0 {
                         log::warn!(
                             "reactor {}: {} handler jobs still unfinished after the shutdown \
-                             grace period; not waiting (their on_close runs on the worker \
-                             once they return)",
+                             grace period; not waiting (their on_close runs once they \
+                             return)",
                             self.core.index,
                             self.in_flight
                         );
@@ -2122,9 +2125,10 @@ impl<H: Handler> Reactor<H> {
         {
             Core::mark_dirty(&mut self.core.dirty, c);
         }
-        self.close_if_settled(id);
         self.core.arm(id.slot());
+        // Input that arrived while the job ran goes to the next job first, even when stopping.
         self.dispatch(id);
+        self.close_if_settled(id);
         self.check_pending_input(id);
         // Reading waited for the input presented again to be handled (`RESUMING`).
         if let Some(c) = self.core.get(id)
@@ -2242,6 +2246,13 @@ impl<H: Handler> Reactor<H> {
         let pool = self.pool.take();
         if let Some(pool) = &pool {
             pool.shared.unstall(self.core.index);
+            // Jobs still running see their connection closed (`Conn::is_closing`, writes
+            // fail), as for any close while a job runs.
+            for c in self.core.conns.iter().flatten() {
+                if c.job_seq != 0 {
+                    pool.shared.cancel(c.job_seq);
+                }
+            }
         }
         self.close_all(CloseReason::Shutdown);
         if let Some(pool) = pool {
@@ -2250,6 +2261,9 @@ impl<H: Handler> Reactor<H> {
             pool.shared.gates[self.core.index].close(&self.zombies);
             while let Ok(done) = pool.done.try_recv() {
                 self.in_flight -= 1;
+                if done.actions.failed {
+                    bump(&self.core.stats().handler_failures, 1);
+                }
                 if let Some(state) = done.state {
                     let reason = self
                         .zombies

@@ -281,3 +281,15 @@ impl Client {
         self.read(1, &[false]).remove(0)
     }
 }
+
+/// Polls `f` every millisecond until it holds or `timeout` passes; its last answer.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}
