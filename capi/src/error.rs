@@ -89,6 +89,20 @@ pub(crate) fn invalid_arg(msg: &str) -> shoal_status {
 
 /// Maps an engine error to a status (and records its message).
 pub(crate) fn status_of(e: &Error) -> shoal_status {
+    // The errors a write path meets often keep a fixed message, without allocating.
+    match e {
+        Error::Closed => {
+            return fail(SHOAL_ERR_CLOSED, c"connection is closed or the id is stale");
+        }
+        Error::Stopped => return fail(SHOAL_ERR_STOPPED, c"server is stopped"),
+        Error::WriteOverflow => {
+            return fail(
+                SHOAL_ERR_WRITE_OVERFLOW,
+                c"output queue would exceed max_write_buffer",
+            );
+        }
+        _ => {}
+    }
     set_last_error(&e.to_string());
     match e {
         Error::Closed => SHOAL_ERR_CLOSED,
@@ -229,4 +243,20 @@ pub extern "C" fn shoal_last_error() -> *const c_char {
             Message::Owned(m) => m.as_ptr(),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_messages_match_the_engine_errors() {
+        for e in [Error::Closed, Error::Stopped, Error::WriteOverflow] {
+            let code = status_of(&e);
+            // SAFETY: shoal_last_error() returns a NUL-terminated string valid until the
+            // next shoal call on this thread.
+            let msg = unsafe { CStr::from_ptr(shoal_last_error()) };
+            assert_eq!(msg.to_str().unwrap(), e.to_string(), "{code}");
+        }
+    }
 }

@@ -406,9 +406,11 @@ impl Server {
     }
 
     /// Opens an outbound connection to ``(host, port)`` served by the same callbacks; returns
-    /// its id at once. ``on_open`` runs once connected; if it never connects, ``on_close``
-    /// alone runs, with a :class:`Connection` of that id (no ``peer``) and the reason
-    /// ``"connect_failed"``, ``"connect_timeout"`` or ``"shutdown"``.
+    /// its id once ``host`` is resolved (a name lookup runs with the interpreter released;
+    /// ``ValueError`` if it fails), without waiting for the connection. ``on_open`` runs once
+    /// connected; if it never connects, ``on_close`` alone runs, with a :class:`Connection`
+    /// of that id (no ``peer``) and the reason ``"connect_failed"``, ``"connect_timeout"`` or
+    /// ``"shutdown"``.
     fn connect(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<u64> {
         // A name lookup may block for seconds: other Python threads run meanwhile.
         let addr: SocketAddr = py

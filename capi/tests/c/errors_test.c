@@ -117,7 +117,9 @@ int main(void) {
     while (shoal_server_is_live(srv, old)) {
         sleep_ms(1);
     }
+    CHECK_STATUS(shoal_server_stop(NULL), SHOAL_ERR_NULL);
     CHECK_STATUS(shoal_server_write(srv, old, "x", 1), SHOAL_ERR_CLOSED);
+    CHECK(strstr(shoal_last_error(), "stale") != NULL);
     CHECK_STATUS(shoal_server_close(srv, old), SHOAL_ERR_CLOSED);
     CHECK_STATUS(shoal_server_abort(srv, old), SHOAL_ERR_CLOSED);
     CHECK_STATUS(shoal_server_set_timer(srv, old, 1, 1), SHOAL_ERR_CLOSED);

@@ -144,6 +144,7 @@ class Server:
     def connect(self, host: str, port: int) -> int:
         """Opens an outbound connection served by the same callbacks; returns its id.
 
+        Resolving ``host`` runs with the interpreter released; ``ValueError`` if it fails.
         If it never connects, ``on_close`` alone runs (reason ``"connect_failed"``,
         ``"connect_timeout"`` or ``"shutdown"``).
         """
