@@ -154,7 +154,11 @@ pub struct Request {
     serial: u64,
     method: String,
     target: String,
-    path_len: usize,
+    /// Where the path and the query lie in `target` (as the core found them: an
+    /// absolute-form target's path comes after its authority); `None`: the path is `/` (an
+    /// absolute-form target without one) or there is no query.
+    path: Option<std::ops::Range<usize>>,
+    query: Option<std::ops::Range<usize>>,
     version: Version,
     headers: Py<Headers>,
     body: Py<PyBytes>,
@@ -176,18 +180,17 @@ impl Request {
         &self.target
     }
 
-    /// The path: the target up to ``?``.
+    /// The path: the target up to ``?`` (for an absolute-form target, without its scheme and
+    /// authority).
     #[getter]
     fn path(&self) -> &str {
-        &self.target[..self.path_len]
+        self.path.clone().map_or("/", |r| &self.target[r])
     }
 
     /// The query, after ``?`` (None without one).
     #[getter]
     fn query(&self) -> Option<&str> {
-        self.target
-            .get(self.path_len..)
-            .and_then(|q| q.strip_prefix('?'))
+        self.query.clone().map(|r| &self.target[r])
     }
 
     /// ``"HTTP/1.1"`` or ``"HTTP/1.0"``.
@@ -472,10 +475,17 @@ impl Sink for DeferredSink {
     }
     fn start(&mut self, status: u16, fields: &[(&[u8], &[u8])]) -> shoal_core::Result<()> {
         match std::mem::replace(self, DeferredSink::Done) {
-            DeferredSink::Fresh(mut d) => {
-                *self = DeferredSink::Streaming(d.start_chunked(status, fields)?);
-                Ok(())
-            }
+            DeferredSink::Fresh(mut d) => match d.start_chunked(status, fields) {
+                Ok(body) => {
+                    *self = DeferredSink::Streaming(body);
+                    Ok(())
+                }
+                // A refused head (bad header) wrote nothing: the responder stays usable.
+                Err(e) => {
+                    *self = DeferredSink::Fresh(d);
+                    Err(e)
+                }
+            },
             other => {
                 *self = other;
                 Err(shoal_core::Error::InvalidResponse(
@@ -853,7 +863,8 @@ fn make_request<'py>(
         Request {
             serial,
             method: req.method().to_owned(),
-            path_len: req.path().len().min(target.len()),
+            path: span(req.target(), req.path()),
+            query: req.query().and_then(|q| span(req.target(), q)),
             target,
             version: req.version(),
             headers: Py::new(py, headers)?,
@@ -862,6 +873,13 @@ fn make_request<'py>(
             peer: PyOnceLock::new(),
         },
     )
+}
+
+/// Where `part` (a slice of `whole`) lies in it; `None` if it is not a slice of it.
+fn span(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
 }
 
 /// An HTTP/1.1 server calling ``handler(request)`` for every request.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -244,6 +245,11 @@ def test_defer_outside_the_handler_and_twice(serve: Any) -> None:
         except shoal.InvalidResponse:
             outcomes.append("bad header refused")
         assert not r.done
+        try:
+            r.send(iter([b"streamed"]), headers={"Bad\nName": "x"})
+        except shoal.InvalidResponse:
+            outcomes.append("bad header refused for a stream")
+        assert not r.done
         r.send("ok")
         assert r.done
         try:
@@ -254,11 +260,27 @@ def test_defer_outside_the_handler_and_twice(serve: Any) -> None:
 
     srv = serve(shoal.HttpServer, handler)
     assert get(srv.port, "/")[::2] == (200, b"ok")
-    assert outcomes == ["second defer refused", "bad header refused", "second send refused"]
+    assert outcomes == ["second defer refused", "bad header refused",
+                        "bad header refused for a stream", "second send refused"]
     with pytest.raises(RuntimeError, match="during the handler call"):
         kept[0].defer()
     # The request's data stays readable after the handler returned.
     assert kept[0].path == "/" and kept[0].headers["host"] == "127.0.0.1:%d" % srv.port
+
+
+def test_path_and_query_of_every_target_form(serve: Any) -> None:
+    srv = serve(shoal.HttpServer, lambda req: f"{req.target}|{req.path}|{req.query}")
+    for target, want in [("/a/b?x=1", "/a/b?x=1|/a/b|x=1"),
+                         ("/plain", "/plain|/plain|None"),
+                         ("http://example.test/abs?q=1", "http://example.test/abs?q=1|/abs|q=1"),
+                         ("http://example.test", "http://example.test|/|None"),
+                         ("http://example.test?q=2", "http://example.test?q=2|/|q=2")]:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: example.test\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            raw = recv_until_closed(s)
+        assert raw.startswith(b"HTTP/1.1 200 "), raw
+        assert raw.split(b"\r\n\r\n", 1)[1].decode() == want
 
 
 def test_a_dropped_responder_answers_500_and_the_engine_log_reaches_logging(
