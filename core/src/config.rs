@@ -37,7 +37,7 @@ pub enum Dispatch {
 pub struct Config {
     /// Address to listen on (IPv4 or IPv6). Port 0 picks a free port, shared by all reactors.
     pub addr: SocketAddr,
-    /// Reactor threads. Default: the number of CPUs.
+    /// Reactor threads. Default: the number of CPUs (at most [`MAX_THREADS`]).
     pub threads: usize,
     /// Each reactor binds its own `SO_REUSEPORT` listener (the kernel spreads connections).
     /// When false, reactor 0 accepts for all and hands sockets round-robin to the others.
@@ -114,7 +114,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
             reuse_port: true,
             backlog: 1024,
             nodelay: true,

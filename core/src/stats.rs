@@ -36,6 +36,13 @@ pub(crate) fn bump(c: &AtomicU64, n: u64) {
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
+/// Adds to a counter that other threads add to as well (`handler_failures`: a worker counts
+/// the failure of an `on_close` it runs after its reactor left).
+#[inline]
+pub(crate) fn bump_shared(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
 /// Sets a gauge that only the calling thread writes.
 #[inline]
 pub(crate) fn set(c: &AtomicU64, v: u64) {

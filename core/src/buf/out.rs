@@ -13,6 +13,9 @@ const COPY_OWNED_BELOW: usize = 1024;
 /// Lets `f` write up to `max` bytes in place at the end of `v` and keeps what it says it
 /// wrote (at most `max`); returns that count. Only the bytes `f` may write are zero-filled
 /// first, so `f` gets an initialized slice and no unsafe length juggling is needed.
+/// If `f` panics, `v` goes back to its length before the call: no zero-fill or half-written
+/// bytes stay queued (a handler's panic may be answered, as HTTP answers 500, and that answer
+/// must not follow garbage).
 pub(crate) fn fill_in_place(
     v: &mut Vec<u8>,
     max: usize,
@@ -20,9 +23,22 @@ pub(crate) fn fill_in_place(
 ) -> usize {
     let start = v.len();
     v.resize(start + max, 0);
-    let n = f(&mut v[start..]).min(max);
-    v.truncate(start + n);
+    let mut keep = TruncateOnDrop { v, to: start };
+    let n = f(&mut keep.v[start..]).min(max);
+    keep.to = start + n;
     n
+}
+
+/// Truncates a vector to `to` when dropped, on return or during unwinding alike.
+struct TruncateOnDrop<'a> {
+    v: &'a mut Vec<u8>,
+    to: usize,
+}
+
+impl Drop for TruncateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.v.truncate(self.to);
+    }
 }
 
 /// Queued, unsent output of one connection.
@@ -116,11 +132,15 @@ impl OutQueue {
         }
         let tail = self.tail();
         let start = tail.len();
-        f(tail);
+        // A panic in `f` takes back what it appended: the count stays right.
+        let mut keep = TruncateOnDrop { v: tail, to: start };
+        f(keep.v);
         // `f` only appends (it is the crate's own serializer); a shorter vector would mean
         // it removed queued bytes.
-        debug_assert!(tail.len() >= start && tail.len() - start <= max);
-        let n = tail.len().saturating_sub(start);
+        debug_assert!(keep.v.len() >= start && keep.v.len() - start <= max);
+        keep.to = keep.v.len();
+        let n = keep.to.saturating_sub(start);
+        drop(keep);
         self.len += n;
         n
     }

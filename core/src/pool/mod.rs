@@ -32,7 +32,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
 use crate::reactor::CloseMode;
 use crate::server::ServerHandle;
-use crate::stats::bump;
+use crate::stats::bump_shared;
 
 /// A timer request made from a worker, applied by the reactor.
 #[derive(Debug, Clone, Copy)]
@@ -441,7 +441,7 @@ impl<H: Handler> Worker<H> {
                 JobKind::Events(_) => self.orphan(id, job.state),
                 JobKind::Close(_) => {
                     if self.run_job(job).actions.failed {
-                        bump(&self.ctx.handle.shared.stats[r].handler_failures, 1);
+                        bump_shared(&self.ctx.handle.shared.stats[r].handler_failures, 1);
                     }
                 }
             }
@@ -480,7 +480,7 @@ impl<H: Handler> Worker<H> {
                 "handler panicked in on_close on connection {id:?}: {}",
                 panic_message(&*payload)
             );
-            bump(
+            bump_shared(
                 &self.ctx.handle.shared.stats[id.reactor()].handler_failures,
                 1,
             );

@@ -24,7 +24,7 @@ use crate::error::{CloseReason, Error, Result};
 use crate::handler::Handler;
 use crate::pool::{Done, Job, JobEvents, JobKind, PoolLink, TimerOp, panic_message};
 use crate::server::{ServerHandle, Shared};
-use crate::stats::{ReactorStats, bump, set};
+use crate::stats::{ReactorStats, bump, bump_shared, set};
 use crate::timer::{TimerId, TimerWheel};
 
 pub(crate) use inbox::{Command, Inbox, Remote, channel};
@@ -491,7 +491,7 @@ impl Core {
 
     pub(crate) fn fail(&mut self, id: ConnId) {
         if self.get(id).is_some() {
-            bump(&self.stats().handler_failures, 1);
+            bump_shared(&self.stats().handler_failures, 1);
             self.request_close(id, CloseReason::HandlerFailed, CloseMode::Abort);
         }
     }
@@ -500,7 +500,7 @@ impl Core {
     /// answer the failure (an HTTP 500) before the connection goes.
     pub(crate) fn fail_gracefully(&mut self, id: ConnId) {
         if self.get(id).is_some() {
-            bump(&self.stats().handler_failures, 1);
+            bump_shared(&self.stats().handler_failures, 1);
             self.request_close(id, CloseReason::HandlerFailed, CloseMode::Linger);
         }
     }
@@ -1560,7 +1560,7 @@ impl<H: Handler> Reactor<H> {
                 "handler panicked in on_close on connection {id:?}: {}",
                 panic_message(&*payload)
             );
-            bump(&self.core.stats().handler_failures, 1);
+            bump_shared(&self.core.stats().handler_failures, 1);
         }
     }
 
@@ -1983,7 +1983,7 @@ impl<H: Handler> Reactor<H> {
             resumed,
         } = done;
         if actions.failed {
-            bump(&self.core.stats().handler_failures, 1);
+            bump_shared(&self.core.stats().handler_failures, 1);
         }
         let Some(state) = state else {
             // `on_close` ran: nothing of the connection is left.
@@ -2078,7 +2078,7 @@ impl<H: Handler> Reactor<H> {
             Core::mark_dirty(&mut self.core.dirty, c);
         }
         if overconsumed {
-            bump(&self.core.stats().handler_failures, 1);
+            bump_shared(&self.core.stats().handler_failures, 1);
         }
         for op in actions.timers {
             match op {
@@ -2262,7 +2262,7 @@ impl<H: Handler> Reactor<H> {
             while let Ok(done) = pool.done.try_recv() {
                 self.in_flight -= 1;
                 if done.actions.failed {
-                    bump(&self.core.stats().handler_failures, 1);
+                    bump_shared(&self.core.stats().handler_failures, 1);
                 }
                 if let Some(state) = done.state {
                     let reason = self
@@ -2315,7 +2315,7 @@ impl<H: Handler> Reactor<H> {
                     "handler state Default panicked: {}",
                     panic_message(&*payload)
                 );
-                bump(&self.core.stats().handler_failures, 1);
+                bump_shared(&self.core.stats().handler_failures, 1);
                 None
             }
         }

@@ -106,9 +106,10 @@ pub fn parse_some(
         let head = String::from_utf8_lossy(&rest[..end]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().unwrap_or("");
+        // Anything in front of a status line (stray bytes) makes it unreadable: status 0.
         let status: u16 = status_line
-            .split(' ')
-            .nth(1)
+            .strip_prefix("HTTP/1.")
+            .and_then(|v| v.split(' ').nth(1))
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let headers: Vec<(String, String)> = lines
