@@ -1409,10 +1409,11 @@ shoal_status shoal_server_wait(struct shoal_server *server);
 
 /**
  * Stops the server: no more accepts; writes and closes already requested are carried out;
- * queued output, callbacks still running on workers, and connections whose input the
- * handler paused while it waits to answer (a deferred HTTP response) get the shutdown grace
- * to finish; then the rest is closed. Returns at once; shoal_server_run()/shoal_server_wait() return when
- * done. Idempotent. Async-signal-safe (an atomic store and eventfd writes), so it may be
+ * queued output, callbacks still running on workers, HTTP requests already read, and
+ * connections whose input the handler paused while it waits to answer (a deferred HTTP
+ * response) get the shutdown grace to finish; then the rest is closed (reset where output
+ * or an answer is incomplete). Returns at once; shoal_server_run()/shoal_server_wait()
+ * return when done. Idempotent. Async-signal-safe (an atomic store and eventfd writes), so it may be
  * called from a signal handler or any thread.
  *
  * # Safety

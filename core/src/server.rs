@@ -259,8 +259,9 @@ impl ServerHandle {
     /// carried out; queued output, a handler still running on a worker, input a handler
     /// yielded (HTTP requests pipelined past `max_pipelined`), and a handler holding input
     /// back while it waits to answer (a deferred HTTP response) get `shutdown_grace` to
-    /// finish; then the remaining connections close with `Shutdown`. Idempotent; returns immediately
-    /// (`Server::wait` or `Server::run` return once everything closed).
+    /// finish; then the remaining connections close with `Shutdown` (reset if their output
+    /// or answer is incomplete, so a cut response never ends like a whole one). Idempotent;
+    /// returns immediately (`Server::wait` or `Server::run` return once everything closed).
     ///
     /// Async-signal-safe: it only stores an atomic flag and writes each reactor's `eventfd`
     /// (no allocation, no lock), so it may be called from a signal handler.

@@ -89,6 +89,34 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
                 body.finish().unwrap();
             });
         }
+        "/defer-stream-big" => {
+            // 256 KiB in four parts, 50 ms apart: a client that does not read backs it up.
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                let mut body = d.start_chunked(200, &[("X-From", "thread")]).unwrap();
+                for _ in 0..4 {
+                    if body.write(&[b'x'; 64 << 10]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = body.finish();
+            });
+        }
+        "/defer-stream-endless" => {
+            // A part every 50 ms for 10 s: longer than any grace period in these tests.
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                let mut body = d.start_chunked(200, &[("X-From", "thread")]).unwrap();
+                for _ in 0..200 {
+                    if body.write(b"part;").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = body.finish();
+            });
+        }
         "/stream" => {
             res.start_chunked(200, &text).unwrap();
             for i in 0..5 {
@@ -954,6 +982,64 @@ fn a_panic_inside_write_in_place_leaves_no_bytes_before_the_500() {
         );
         let mut c = Client::connect(srv.addr);
         assert_eq!(c.get("/after").status, 200, "workers {workers}");
+    }
+}
+
+#[test]
+fn a_stream_with_output_queued_at_stop_is_finished_within_the_grace_period() {
+    // The client reads nothing at first (4 KiB receive buffer, and an 8 KiB send buffer on
+    // the server), so the deferred stream's first 64 KiB part is mostly still queued when
+    // stop() arrives: the stream still gets the grace period, and the client then reads the
+    // whole body, its end, and a clean close.
+    for workers in [0, 2] {
+        let mut cfg = with_workers(config(1), workers);
+        cfg.engine = cfg.engine.send_buffer_size(Some(8 << 10));
+        let srv = Http::start(cfg, app);
+        let mut s = slow_reader(srv.addr);
+        s.write_all(&get("/defer-stream-big")).unwrap();
+        assert!(eventually(5 * SEC, || srv.server.stats().bytes_out > 0));
+        srv.server.stop();
+        let ex = read_all(&mut s, 5 * SEC, &[]);
+        assert_eq!(ex.statuses(), vec![200], "workers {workers}");
+        assert_eq!(ex.responses[0].body.len(), 256 << 10, "workers {workers}");
+        assert!(ex.closed && !ex.reset, "workers {workers}");
+    }
+}
+
+#[test]
+fn a_stream_still_running_when_the_grace_period_ends_is_reset() {
+    // A chunked or close-delimited (HTTP/1.0) body cut by shutdown must not end with a clean
+    // close that a client could take for its end: the connection is reset.
+    for workers in [0, 2] {
+        let mut cfg = with_workers(config(1), workers);
+        cfg.engine = cfg.engine.shutdown_grace(Duration::from_millis(100));
+        let srv = Http::start(cfg, app);
+        let mut clients: Vec<_> = ["1.1", "1.0"]
+            .into_iter()
+            .map(|version| {
+                let mut s = TcpStream::connect(srv.addr).unwrap();
+                let req = format!("GET /defer-stream-endless HTTP/{version}\r\nHost: t\r\n\r\n");
+                s.write_all(req.as_bytes()).unwrap();
+                let mut first = [0u8; 12];
+                s.read_exact(&mut first).unwrap();
+                assert_eq!(&first, b"HTTP/1.1 200", "HTTP/{version}");
+                (version, s)
+            })
+            .collect();
+        srv.server.stop();
+        for (version, s) in &mut clients {
+            s.set_read_timeout(Some(5 * SEC)).unwrap();
+            let end = loop {
+                let mut buf = [0u8; 4096];
+                match s.read(&mut buf) {
+                    Ok(0) => break "end of stream",
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+                    Err(e) => panic!("workers {workers}, HTTP/{version}: {e}"),
+                }
+            };
+            assert_eq!(end, "reset", "workers {workers}, HTTP/{version}");
+        }
     }
 }
 

@@ -1499,6 +1499,10 @@ impl<H: Handler> Reactor<H> {
             timers.cancel(t);
         });
         self.core.pool.put(std::mem::take(&mut c.input));
+        // Shutdown closing a connection before its output or its answer is complete (the
+        // grace period ran out) resets it, so the peer cannot take a cut response for a whole
+        // one (an HTTP/1.0 body ends where the connection does).
+        let cut_short = reason == CloseReason::Shutdown && (!c.out.is_empty() || !settled(&c));
         self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
         if self.discarded >= TRIM_AFTER {
@@ -1507,7 +1511,10 @@ impl<H: Handler> Reactor<H> {
             self.discarded = 0;
             release_free_memory();
         }
-        if resets(reason) || (reason == CloseReason::IdleTimeout && unsent(&c.stream) > 0) {
+        if resets(reason)
+            || cut_short
+            || (reason == CloseReason::IdleTimeout && unsent(&c.stream) > 0)
+        {
             // SO_LINGER 0: close sends RST and drops what the kernel still holds. A plain
             // close would leave an orphaned socket trickling the abandoned output to a peer
             // that does not read (minutes of kernel memory per slow reader).
@@ -2195,15 +2202,13 @@ impl<H: Handler> Reactor<H> {
             let id = c.id;
             if c.flags & CONNECTING != 0 {
                 self.close_now(id, CloseReason::Shutdown);
-            } else if c.job_seq != 0
-                || c.flags & REDELIVER != 0
-                || (c.flags & INPUT_HELD != 0 && c.out.is_empty())
-            {
+            } else if !settled(c) {
                 // A handler still running on a worker, input it yielded and not yet presented
                 // again (requests pipelined past `max_pipelined`), or a handler that holds
-                // input back while it waits to answer (a deferred HTTP response): it gets the
-                // grace period too, and the connection closes once it has settled (see
-                // `close_if_settled`) or when the grace period ends.
+                // input back while it waits to answer (a deferred HTTP response, perhaps
+                // streaming, with output still queued): it gets the grace period too, and the
+                // connection closes once it has settled (see `close_if_settled`) or when the
+                // grace period ends (with a reset: see `close_now`).
             } else {
                 self.core
                     .request_close(id, CloseReason::Shutdown, CloseMode::Flush);
@@ -2219,8 +2224,7 @@ impl<H: Handler> Reactor<H> {
     fn close_if_settled(&mut self, id: ConnId) {
         if self.stopping
             && let Some(c) = self.core.get(id)
-            && c.job_seq == 0
-            && c.flags & (INPUT_HELD | REDELIVER | RESUMING) == 0
+            && settled(c)
             && c.close_req.is_none()
             && c.closing.is_none()
         {
@@ -2354,6 +2358,12 @@ fn release_free_memory() {
 
 /// Closes for which the output still queued in the kernel is abandoned, so the connection is
 /// reset rather than closed: an abort, a peer that does not read, output past its bound.
+/// Nothing is left to run for the connection: no job on a worker, no yielded input waiting
+/// to be presented again, and input not held back for an answer.
+fn settled(c: &Connection) -> bool {
+    c.job_seq == 0 && c.flags & (INPUT_HELD | REDELIVER | RESUMING) == 0
+}
+
 fn resets(reason: CloseReason) -> bool {
     matches!(
         reason,
