@@ -625,7 +625,9 @@ pub unsafe extern "C" fn shoal_server_http_stats(
 }
 
 /// Queues a copy of `len` bytes on connection `id`, from any thread. SHOAL_ERR_CLOSED for a
-/// closed or unknown id (never another connection).
+/// closed or unknown id (never another connection). SHOAL_ERR_WRITE_OVERFLOW at once when
+/// `len` exceeds max_write_buffer (the connection is closed); a write that finds the queue
+/// too full when the reactor carries it out closes the connection the same way, later.
 ///
 /// # Safety
 /// As shoal_server_start(); `data` readable for `len`.

@@ -154,8 +154,17 @@ impl ServerHandle {
     }
 
     /// Queues `data` on connection `id` without copying it again.
+    ///
+    /// [`Error::WriteOverflow`] at once for data larger than `max_write_buffer` (it can never
+    /// be queued; the connection is closed with `WriteOverflow`, as for a write that finds
+    /// the queue too full when the reactor carries it out).
     pub fn write_owned(&self, id: ConnId, data: Vec<u8>) -> Result<()> {
-        self.send(id, Command::Write { id, data })
+        let too_big = data.len() > self.shared.config.max_write_buffer;
+        self.send(id, Command::Write { id, data })?;
+        if too_big {
+            return Err(Error::WriteOverflow);
+        }
+        Ok(())
     }
 
     /// Queues several buffers, in order, as one write.

@@ -551,6 +551,31 @@ fn write_overflow_fails_the_write_and_closes() {
 }
 
 #[test]
+fn a_cross_thread_write_larger_than_max_write_buffer_fails_at_once() {
+    // It could never be queued: the caller hears WriteOverflow from the call itself (not
+    // just a reset later), and the connection closes with that reason.
+    let (srv, events) = probe(
+        config(1, true)
+            .max_write_buffer(64 << 10)
+            .write_high_watermark(32 << 10)
+            .write_low_watermark(8 << 10),
+    );
+    let _c = client(srv.addr);
+    let id = events.open();
+    let r = srv.handle.write(id, &vec![b'x'; 128 << 10]);
+    assert!(matches!(r, Err(Error::WriteOverflow)), "{r:?}");
+    assert_eq!(events.close_of(id, 5 * SEC), CloseReason::WriteOverflow);
+    // At the limit it is queued as usual.
+    let mut c = client(srv.addr);
+    let id = events.open();
+    srv.handle.write(id, &vec![b'y'; 64 << 10]).unwrap();
+    let mut got = vec![0u8; 64 << 10];
+    c.read_exact(&mut got).unwrap();
+    assert!(got.iter().all(|&b| b == b'y'));
+    srv.stop_within(5 * SEC);
+}
+
+#[test]
 fn high_watermark_pauses_reading_and_drain_resumes_it() {
     let cfg = config(1, true)
         .write_high_watermark(256 << 10)
