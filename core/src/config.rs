@@ -7,6 +7,14 @@ use crate::error::{Error, Result};
 
 /// Largest number of reactor threads (the reactor index is 8 bits of a [`crate::ConnId`]).
 pub const MAX_THREADS: usize = 256;
+/// Largest `read_buffer_size` and `pool_buffer_size` (64 MiB).
+pub const MAX_BUFFER: usize = 64 << 20;
+/// Largest `events_capacity`.
+pub const MAX_EVENTS: usize = 1 << 20;
+/// Largest pool `queue_capacity` (its slots are allocated up front).
+pub const MAX_QUEUE: usize = 1 << 20;
+/// Longest `keepalive` idle time the kernel takes.
+pub const MAX_KEEPALIVE: Duration = Duration::from_secs(32767);
 
 /// Largest number of connection slots per reactor (24 bits of a [`crate::ConnId`]).
 pub const MAX_SLOTS_PER_REACTOR: usize = 1 << 24;
@@ -23,7 +31,8 @@ pub enum Dispatch {
         /// Worker threads.
         workers: usize,
         /// Jobs waiting for a worker, across all reactors, before reactors hold further jobs
-        /// back and stop reading from the connections they belong to.
+        /// back and stop reading from the connections they belong to. At most
+        /// [`MAX_QUEUE`].
         queue_capacity: usize,
     },
 }
@@ -46,14 +55,14 @@ pub struct Config {
     pub backlog: i32,
     /// `TCP_NODELAY` on every connection. Default true.
     pub nodelay: bool,
-    /// `SO_KEEPALIVE` with this idle time, if set. Default off.
+    /// `SO_KEEPALIVE` with this idle time (1 s to 32767 s), if set. Default off.
     pub keepalive: Option<Duration>,
     /// `SO_RCVBUF`, if set. Default: the kernel's.
     pub recv_buffer_size: Option<usize>,
     /// `SO_SNDBUF`, if set. Default: the kernel's.
     pub send_buffer_size: Option<usize>,
     /// Size of each reactor's scratch read buffer; one `read` takes at most this much.
-    /// Default 64 KiB.
+    /// Default 64 KiB; at most [`MAX_BUFFER`].
     pub read_buffer_size: usize,
     /// Most unconsumed input one connection may hold before it is closed with
     /// `ReadOverflow`. Default 1 MiB.
@@ -91,11 +100,12 @@ pub struct Config {
     pub linger_timeout: Duration,
     /// How long accepting pauses after `EMFILE`/`ENFILE`/`ENOBUFS`/`ENOMEM`. Default 100 ms.
     pub accept_backoff: Duration,
-    /// Readiness events taken per `epoll_wait`. Default 1024.
+    /// Readiness events taken per `epoll_wait`. Default 1024; at most [`MAX_EVENTS`].
     pub events_capacity: usize,
     /// Reads per readiness event before other connections get a turn. Default 16.
     pub read_budget: usize,
-    /// Capacity of each pooled buffer (output chunks, unconsumed-input tails). Default 16 KiB.
+    /// Capacity of each pooled buffer (output chunks, unconsumed-input tails). Default 16 KiB;
+    /// at most [`MAX_BUFFER`].
     pub pool_buffer_size: usize,
     /// Free buffers each reactor keeps for reuse. Default 256.
     pub pool_max_free: usize,
@@ -249,8 +259,8 @@ impl Config {
         if self.backlog <= 0 {
             return bad("backlog must be positive");
         }
-        if self.read_buffer_size < 512 {
-            return bad("read_buffer_size must be at least 512");
+        if !(512..=MAX_BUFFER).contains(&self.read_buffer_size) {
+            return bad("read_buffer_size must be in 512..=64 MiB");
         }
         if self.max_read_buffer == 0 {
             return bad("max_read_buffer must be positive");
@@ -264,14 +274,20 @@ impl Config {
         if self.max_connections == 0 {
             return bad("max_connections must be positive");
         }
-        if self.events_capacity == 0 {
-            return bad("events_capacity must be positive");
+        if self.events_capacity == 0 || self.events_capacity > MAX_EVENTS {
+            return bad("events_capacity must be in 1..=1048576");
         }
         if self.read_budget == 0 {
             return bad("read_budget must be positive");
         }
-        if self.pool_buffer_size < 256 {
-            return bad("pool_buffer_size must be at least 256");
+        if !(256..=MAX_BUFFER).contains(&self.pool_buffer_size) {
+            return bad("pool_buffer_size must be in 256..=64 MiB");
+        }
+        if let Some(k) = self.keepalive
+            && !(Duration::from_secs(1)..=MAX_KEEPALIVE).contains(&k)
+        {
+            // The kernel takes whole seconds up to 32767 (TCP_KEEPIDLE).
+            return bad("keepalive must be in 1 s..=32767 s");
         }
         if let Dispatch::Pool {
             workers,
@@ -281,8 +297,8 @@ impl Config {
             if workers == 0 || workers > 4096 {
                 return bad("workers must be in 1..=4096");
             }
-            if queue_capacity == 0 {
-                return bad("queue_capacity must be positive");
+            if queue_capacity == 0 || queue_capacity > MAX_QUEUE {
+                return bad("queue_capacity must be in 1..=1048576");
             }
         }
         if self.max_pending_input == 0 {
@@ -331,6 +347,25 @@ mod tests {
     fn rejects_out_of_range() {
         assert!(Config::default().threads(0).validate().is_err());
         assert!(Config::default().threads(257).validate().is_err());
+        for bad in [
+            Config::default().read_buffer_size(usize::MAX),
+            Config::default().pool_buffer_size((64 << 20) + 1),
+            Config::default().events_capacity(usize::MAX),
+            Config::default().workers(1, usize::MAX),
+            Config::default().keepalive(Some(Duration::from_millis(500))),
+            Config::default().keepalive(Some(Duration::from_secs(32768))),
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        for fine in [
+            Config::default().read_buffer_size(64 << 20),
+            Config::default().events_capacity(1 << 20),
+            Config::default().workers(1, 1 << 20),
+            Config::default().keepalive(Some(Duration::from_secs(1))),
+            Config::default().keepalive(Some(Duration::from_secs(32767))),
+        ] {
+            fine.validate().unwrap();
+        }
         assert!(
             Config::default()
                 .write_low_watermark(10)

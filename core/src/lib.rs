@@ -50,7 +50,10 @@ mod server;
 mod stats;
 mod timer;
 
-pub use config::{Config, Dispatch, MAX_SLOTS_PER_REACTOR, MAX_THREADS};
+pub use config::{
+    Config, Dispatch, MAX_BUFFER, MAX_EVENTS, MAX_KEEPALIVE, MAX_QUEUE, MAX_SLOTS_PER_REACTOR,
+    MAX_THREADS,
+};
 pub use conn::{AddrPair, Conn, ConnId};
 pub use error::{CloseReason, Error, Result};
 pub use handler::Handler;

@@ -617,6 +617,8 @@ pub(crate) struct Reactor<H: Handler> {
     live: usize,
     /// Output discarded by closes since the allocator was last asked to return free memory.
     discarded: usize,
+    /// When the allocator was last asked (a tick).
+    trimmed_at: u64,
     handoff_next: usize,
     config: Config,
     /// Pool mode: the queue, the results channel, jobs held back while the queue is full,
@@ -734,6 +736,7 @@ impl<H: Handler> Reactor<H> {
             stopping: false,
             live: 0,
             discarded: 0,
+            trimmed_at: 0,
             handoff_next: index,
             config,
             pool,
@@ -1505,10 +1508,14 @@ impl<H: Handler> Reactor<H> {
         let cut_short = reason == CloseReason::Shutdown && (!c.out.is_empty() || !settled(&c));
         self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
-        if self.discarded >= TRIM_AFTER {
+        if self.discarded >= TRIM_AFTER
+            && self.core.now >= self.trimmed_at.saturating_add(TRIM_EVERY)
+        {
             // Many slow readers dropped at once (an attack, or a mass timeout) free their
-            // queued output in small chunks that the allocator keeps; hand it back.
+            // queued output in small chunks that the allocator keeps; hand it back. At most
+            // once a second: `malloc_trim` locks every arena, stalling the other threads.
             self.discarded = 0;
+            self.trimmed_at = self.core.now;
             release_free_memory();
         }
         if resets(reason)
@@ -2344,6 +2351,8 @@ fn unsent(stream: &TcpStream) -> usize {
 
 /// Discarded output after which the allocator is asked to return free memory.
 const TRIM_AFTER: usize = 8 << 20;
+/// Least time between two such requests, in ticks (milliseconds).
+const TRIM_EVERY: u64 = 1000;
 
 /// Returns free heap memory to the system (glibc keeps freed chunks of every thread's arena;
 /// `malloc_trim` releases the free pages of all of them). Elsewhere, nothing to do.
@@ -2356,14 +2365,14 @@ fn release_free_memory() {
     }
 }
 
-/// Closes for which the output still queued in the kernel is abandoned, so the connection is
-/// reset rather than closed: an abort, a peer that does not read, output past its bound.
 /// Nothing is left to run for the connection: no job on a worker, no yielded input waiting
 /// to be presented again, and input not held back for an answer.
 fn settled(c: &Connection) -> bool {
     c.job_seq == 0 && c.flags & (INPUT_HELD | REDELIVER | RESUMING) == 0
 }
 
+/// Closes for which the output still queued in the kernel is abandoned, so the connection is
+/// reset rather than closed: an abort, a peer that does not read, output past its bound.
 fn resets(reason: CloseReason) -> bool {
     matches!(
         reason,
