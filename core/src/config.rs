@@ -73,9 +73,13 @@ pub struct Config {
     pub write_low_watermark: usize,
     /// Queued output above which the connection is closed with `WriteOverflow`. Default 16 MiB.
     pub max_write_buffer: usize,
-    /// Close a connection after this long without traffic in either direction.
+    /// Close a connection after this long without traffic in either direction. With workers,
+    /// it does not run while the connection's job runs or waits for the queue, and counts
+    /// from the job's end.
     pub idle_timeout: Option<Duration>,
-    /// Close a connection whose unconsumed input (a partial message) waited this long.
+    /// Close a connection whose unconsumed input (a partial message) waited this long. With
+    /// workers, it does not run while the connection's job runs or waits for the queue
+    /// (`handler_timeout` bounds a job).
     pub read_timeout: Option<Duration>,
     /// Close a connection whose queued output made no progress for this long.
     pub write_timeout: Option<Duration>,

@@ -786,3 +786,56 @@ fn jobs_that_outlive_the_shutdown_grace_still_get_on_close_exactly_once() {
     assert_eq!(events.drain(), vec![]);
     assert_eq!(data_calls.load(Ordering::SeqCst), 1);
 }
+
+/// Echoes complete lines; naps on `slow`.
+struct Lines;
+
+impl Handler for Lines {
+    type State = ();
+    fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        let Some(end) = data.iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        if data[..end].ends_with(b"slow") {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = conn.write(&data[..=end]);
+        end + 1
+    }
+}
+
+#[test]
+fn a_running_job_is_not_cut_by_the_read_or_idle_timeout() {
+    // The server, not the client, is what the connection waits for while its job runs: a
+    // job longer than `read_timeout` (started by a message that had been arriving in parts)
+    // or than `idle_timeout` must be let finish and answer.
+    let t = Some(Duration::from_millis(300));
+    for (cfg, reason) in [
+        (
+            pool_config(1, 1, 16).read_timeout(t),
+            CloseReason::ReadTimeout,
+        ),
+        (
+            pool_config(1, 1, 16).idle_timeout(t),
+            CloseReason::IdleTimeout,
+        ),
+    ] {
+        let srv = Running::start(cfg.clone(), Lines);
+        let mut c = client(srv.addr);
+        c.write_all(b"sl").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        c.write_all(b"ow\n").unwrap();
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"slow\n", "{cfg:?}");
+        // The timeouts still apply once the job is done (a partial line, then silence).
+        c.write_all(b"x").unwrap();
+        let (_, end) = read_to_end(&mut c, 5 * SEC);
+        assert_ne!(end, ReadEnd::TimedOut, "{cfg:?}");
+        assert!(
+            eventually(SEC, || srv.handle.stats().closed(reason) == 1),
+            "{cfg:?}"
+        );
+        srv.stop_within(5 * SEC);
+    }
+}

@@ -566,6 +566,12 @@ impl Core {
                 );
             }
         }
+        // While a worker runs the connection's job, or its job waits for room in the queue,
+        // the server is the one keeping it waiting: neither the read nor the idle deadline
+        // runs (`handler_timeout` bounds the job; `job_done` re-arms).
+        if c.job_seq != 0 || c.flags & QUEUE_HELD != 0 {
+            return best;
+        }
         if let Some(t) = limits.read
             && c.input_since != NEVER
         {
@@ -2017,6 +2023,8 @@ impl<H: Handler> Reactor<H> {
         self.states[slot] = Some(state);
         let c = self.core.conns[slot].as_mut().expect("live");
         c.job_seq = 0;
+        // The idle time counts from the end of the job, not from the input that started it.
+        c.last_active = now;
         if resumed {
             // The yielded input was presented again: reading may go on (unless the handler
             // yielded once more, which sets `REDELIVER`).
