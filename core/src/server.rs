@@ -217,7 +217,9 @@ impl ServerHandle {
         self.send(id, Command::Resume { id })
     }
 
-    /// Arms a timer on `id` that calls `Handler::on_timer` with `tag` after `after`.
+    /// Arms a timer on `id` that calls `Handler::on_timer` with `tag` after `after`. On an
+    /// outbound connection still connecting, a timer that comes due waits for `on_open` and
+    /// follows it.
     pub fn set_timer(&self, id: ConnId, after: Duration, tag: u64) -> Result<()> {
         self.send(id, Command::SetTimer { id, after, tag })
     }

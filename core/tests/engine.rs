@@ -740,6 +740,47 @@ fn writes_made_before_an_outbound_connect_completes_are_sent() {
 }
 
 #[test]
+fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
+    // A timer that comes due before the handshake completes is delivered right after
+    // `on_open`, not lost; one cancelled meanwhile is not delivered. Inline and on workers.
+    for workers in [0, 2] {
+        let mut cfg = config(1, true);
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let (srv, events) = probe(cfg);
+        let (upstream, addr, fillers) = saturated_listener();
+        let id = srv.handle.connect(addr).unwrap();
+        srv.handle.set_timer(id, Duration::from_millis(50), 77).unwrap();
+        srv.handle.set_timer(id, Duration::from_millis(60), 78).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        srv.handle.cancel_timer(id, 78).unwrap();
+        // Make room: the retried SYN then completes the connection.
+        let mut accepted = Vec::new();
+        upstream.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        let _peer = loop {
+            assert!(t0.elapsed() < 10 * SEC, "connection never arrived");
+            match upstream.accept() {
+                Ok((s, from)) => {
+                    if fillers.iter().any(|f| f.local_addr().unwrap() == from) {
+                        accepted.push(s);
+                        continue;
+                    }
+                    break s;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        assert_eq!(events.next(5 * SEC), Event::Open(id), "workers {workers}");
+        assert_eq!(events.next(5 * SEC), Event::Timer(id, 77), "workers {workers}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(events.drain(), vec![], "workers {workers}");
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
 fn a_timer_cancelled_by_a_callback_of_the_same_tick_is_not_delivered() {
     let (srv, events) = probe(config(1, true));
     let mut c = client(srv.addr);

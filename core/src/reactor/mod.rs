@@ -518,6 +518,10 @@ impl Core {
         let Some(c) = lookup(&mut self.conns, id) else {
             return 0;
         };
+        if let Some(e) = c.extra.as_mut() {
+            // Fired but not delivered yet (on a worker's next job, or after a connect): gone.
+            e.pending_timers.retain(|&t| t != tag);
+        }
         let timers = &mut self.timers;
         c.remove_user_timers(tag, |key| {
             timers.cancel(key);
@@ -1068,6 +1072,32 @@ impl<H: Handler> Reactor<H> {
         bump(&self.core.stats().connected, 1);
         self.core.arm(id.slot());
         self.open(id);
+        if self.pool.is_none() {
+            // Timers that fired while connecting (on a worker they ride with the open job).
+            let tags = self
+                .core
+                .get_mut(id)
+                .map(Connection::take_pending_timers)
+                .unwrap_or_default();
+            for tag in tags {
+                if self
+                    .core
+                    .get(id)
+                    .is_none_or(|c| c.close_req.is_some() || c.closing.is_some())
+                {
+                    break;
+                }
+                invoke(
+                    &mut self.core,
+                    &mut self.states,
+                    &*self.handler,
+                    id,
+                    "on_timer",
+                    |h, c, s| h.on_timer(c, s, tag),
+                );
+            }
+            self.service_dirty();
+        }
         true
     }
 
@@ -1609,6 +1639,8 @@ impl<H: Handler> Reactor<H> {
                         continue;
                     }
                     if c.flags & CONNECTING != 0 {
+                        // Delivered right after `on_open` (see `finish_connect`).
+                        c.extra().pending_timers.push(tag);
                         continue;
                     }
                     if self.pool.is_some() {
@@ -2107,9 +2139,6 @@ impl<H: Handler> Reactor<H> {
                 TimerOp::Set(after, tag) => self.core.set_user_timer(id, after, tag),
                 TimerOp::Cancel(tag) => {
                     self.core.cancel_user_timers(id, tag);
-                    if let Some(e) = self.core.get_mut(id).and_then(|c| c.extra.as_mut()) {
-                        e.pending_timers.retain(|&t| t != tag);
-                    }
                 }
             }
         }
