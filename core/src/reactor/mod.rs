@@ -1062,8 +1062,12 @@ impl<H: Handler> Reactor<H> {
         }
         c.flags &= !CONNECTING;
         c.last_active = now;
-        // Writes made while connecting wait for this moment.
+        // Writes made while connecting wait for this moment; the write timeout and
+        // `write_min_rate` count from it, not from the writes.
         if !c.out.is_empty() {
+            c.stall_since = now;
+            c.queued_since = now;
+            c.sent_since = 0;
             Core::mark_dirty(&mut self.core.dirty, c);
         }
         if let Err(e) = configure_stream(&c.stream, &self.config) {
