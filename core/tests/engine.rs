@@ -751,8 +751,12 @@ fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
         let (srv, events) = probe(cfg);
         let (upstream, addr, fillers) = saturated_listener();
         let id = srv.handle.connect(addr).unwrap();
-        srv.handle.set_timer(id, Duration::from_millis(50), 77).unwrap();
-        srv.handle.set_timer(id, Duration::from_millis(60), 78).unwrap();
+        srv.handle
+            .set_timer(id, Duration::from_millis(50), 77)
+            .unwrap();
+        srv.handle
+            .set_timer(id, Duration::from_millis(60), 78)
+            .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         srv.handle.cancel_timer(id, 78).unwrap();
         // Make room: the retried SYN then completes the connection.
@@ -773,7 +777,11 @@ fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
             }
         };
         assert_eq!(events.next(5 * SEC), Event::Open(id), "workers {workers}");
-        assert_eq!(events.next(5 * SEC), Event::Timer(id, 77), "workers {workers}");
+        assert_eq!(
+            events.next(5 * SEC),
+            Event::Timer(id, 77),
+            "workers {workers}"
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(events.drain(), vec![], "workers {workers}");
         srv.stop_within(5 * SEC);

@@ -9,6 +9,8 @@ use super::BufferPool;
 const MAX_IOV: usize = 64;
 /// Owned writes smaller than this are copied into the tail chunk instead of queued as a chunk.
 const COPY_OWNED_BELOW: usize = 1024;
+/// Entries of the chunk list an empty queue keeps room for.
+const KEEP_CHUNK_SLOTS: usize = 8;
 
 /// Lets `f` write up to `max` bytes in place at the end of `v` and keeps what it says it
 /// wrote (at most `max`); returns that count. Only the bytes `f` may write are zero-filled
@@ -181,6 +183,9 @@ impl OutQueue {
         for c in self.rest.drain(..) {
             pool.put(c);
         }
+        if self.rest.capacity() > KEEP_CHUNK_SLOTS {
+            self.rest = VecDeque::new();
+        }
         self.pos = 0;
         self.len = 0;
     }
@@ -200,9 +205,14 @@ impl OutQueue {
             self.pos = 0;
         }
         if self.len == 0 {
-            // Keep nothing while idle: the last chunk goes back to the pool.
+            // Keep little while idle: the last chunk goes back to the pool, and a chunk list
+            // that a burst of writes grew past a few entries gives its room back (a few are
+            // kept, so steady large writes allocate nothing).
             pool.put(std::mem::take(&mut self.head));
             self.pos = 0;
+            if self.rest.capacity() > KEEP_CHUNK_SLOTS {
+                self.rest = VecDeque::new();
+            }
         }
     }
 
@@ -289,9 +299,24 @@ mod tests {
         assert_eq!(n, 7000);
         assert!(q.is_empty());
         assert!(pool.free_len() >= 7, "pooled chunks came back");
+        assert_eq!(q.head.capacity(), 0, "an empty queue keeps no chunk");
         let mut got = vec![0; 7000];
         std::io::Read::read_exact(&mut &b, &mut got).unwrap();
         assert_eq!(&got[..2000], &data[..]);
         assert!(got[2000..].iter().all(|&x| x == 9));
+        // A burst of many chunks gives back the room it took in the chunk list.
+        for _ in 0..100 {
+            q.push_owned(vec![1; 2000], &mut pool);
+        }
+        assert!(q.rest.capacity() >= 99);
+        let mut sink = vec![0; 200_000];
+        let mut sent = 0;
+        while !q.is_empty() {
+            sent += q.flush(&sock, &mut pool).unwrap();
+            let k = std::io::Read::read(&mut &b, &mut sink).unwrap();
+            assert!(k > 0);
+        }
+        assert_eq!(sent, 200_000);
+        assert!(q.rest.capacity() <= 8, "{}", q.rest.capacity());
     }
 }
