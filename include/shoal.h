@@ -1198,7 +1198,9 @@ shoal_status shoal_response_send_prepared(struct shoal_response *res,
 /**
  * Starts a streamed response (chunked for HTTP/1.1, close-delimited for HTTP/1.0); send the
  * body with shoal_response_write_chunk() and end it with shoal_response_finish() (an
- * unfinished stream is ended when on_request returns).
+ * unfinished stream is ended when on_request returns). The pieces leave once on_request
+ * returns and count against max_write_buffer together (SHOAL_ERR_WRITE_OVERFLOW past it):
+ * for a large or endless body, shoal_response_defer() and stream from another thread.
  *
  * # Safety
  * As shoal_response_send().

@@ -259,9 +259,13 @@ impl Request {
 }
 
 /// A response a handler returns: status, headers and body. ``body`` is bytes, str (sent as
-/// UTF-8), a dict or list (sent as JSON), or an iterable of bytes/str chunks (streamed with
-/// chunked encoding). ``content_type`` sets the Content-Type header (otherwise one suited to
-/// the body is added unless ``headers`` has one).
+/// UTF-8), a dict or list (sent as JSON), or an iterable of bytes/str chunks (sent with
+/// chunked encoding; returned from the handler, the chunks are gathered while it runs and
+/// leave once it returns, at most ``max_write_buffer`` in all: for a large or endless body,
+/// :meth:`Request.defer` and :meth:`Responder.stream` from another thread). An iterable is
+/// not run for a response without a body (HEAD, 204, 304). ``content_type`` sets the
+/// Content-Type header (otherwise one suited to the body is added unless ``headers`` has
+/// one).
 #[pyclass(module = "shoal._shoal", name = "Response", frozen)]
 pub struct Response {
     #[pyo3(get)]
@@ -423,6 +427,8 @@ trait Sink {
     fn start(&mut self, status: u16, fields: &[(&[u8], &[u8])]) -> shoal_core::Result<()>;
     fn chunk(&mut self, data: &[u8]) -> shoal_core::Result<()>;
     fn end(&mut self) -> shoal_core::Result<()>;
+    /// Whether the started stream carries a body (not for HEAD, 204, 304).
+    fn streams_body(&self) -> bool;
 }
 
 impl Sink for CoreResponse<'_, '_> {
@@ -442,6 +448,9 @@ impl Sink for CoreResponse<'_, '_> {
     }
     fn end(&mut self) -> shoal_core::Result<()> {
         self.finish()
+    }
+    fn streams_body(&self) -> bool {
+        CoreResponse::streams_body(self)
     }
 }
 
@@ -513,6 +522,9 @@ impl Sink for DeferredSink {
             }
         }
     }
+    fn streams_body(&self) -> bool {
+        matches!(self, DeferredSink::Streaming(b) if b.streams_body())
+    }
 }
 
 /// Sends `status`, `headers` and `body` (a body object as returned by a handler) to `sink`.
@@ -545,6 +557,11 @@ fn send_parts(
         Body::Borrowed(b, _) => sink.send(status, &refs, b.as_bytes(py)).map_err(err),
         Body::Stream(it) => {
             sink.start(status, &refs).map_err(err)?;
+            if !sink.streams_body() {
+                // HEAD, 204, 304: the head is the whole answer; the iterable is not run (an
+                // endless one would never end).
+                return sink.end().map_err(err);
+            }
             for chunk in it.bind(py).try_iter()? {
                 let chunk = chunk?;
                 chunk_bytes(&chunk, |data| {
@@ -886,7 +903,8 @@ fn span(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
 ///
 /// The handler returns the response: ``bytes`` (200, application/octet-stream), ``str``
 /// (200, text/plain, UTF-8), a ``dict`` or ``list`` (200, JSON), ``(status, body)``,
-/// ``(status, headers, body)``, a :class:`Response`, or an iterable of chunks (streamed).
+/// ``(status, headers, body)``, a :class:`Response`, or an iterable of chunks (chunked; see
+/// :class:`Response` for its limits).
 /// Or it calls :meth:`Request.defer` and returns None, answering later from any thread.
 /// An exception is logged to the ``shoal`` logger and answered with 500, and that
 /// connection closes.

@@ -268,6 +268,33 @@ def test_defer_outside_the_handler_and_twice(serve: Any) -> None:
     assert kept[0].path == "/" and kept[0].headers["host"] == "127.0.0.1:%d" % srv.port
 
 
+@pytest.mark.parametrize("mode", [{"workers": 2}, {"inline": True}])
+def test_a_response_without_a_body_does_not_run_its_iterable(serve: Any,
+                                                             mode: dict[str, Any]) -> None:
+    pulled: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        for _ in range(100_000):
+            pulled.append(1)
+            yield b"x"
+
+    def handler(req: shoal.Request) -> Any:
+        if req.path == "/nocontent":
+            return (204, body())
+        if req.path == "/defer-head":
+            req.defer().send(body())
+            return None
+        return body()
+
+    srv = serve(shoal.HttpServer, handler, **mode)
+    assert get(srv.port, "/", method="HEAD")[0] == 200
+    assert get(srv.port, "/nocontent")[0] == 204
+    assert get(srv.port, "/defer-head", method="HEAD")[0] == 200
+    assert pulled == []
+    status, _, data = get(srv.port, "/")
+    assert (status, len(data), len(pulled)) == (200, 100_000, 100_000)
+
+
 def test_path_and_query_of_every_target_form(serve: Any) -> None:
     srv = serve(shoal.HttpServer, lambda req: f"{req.target}|{req.path}|{req.query}")
     for target, want in [("/a/b?x=1", "/a/b?x=1|/a/b|x=1"),

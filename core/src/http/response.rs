@@ -662,7 +662,10 @@ impl<'r, 'c> Response<'r, 'c> {
 
     /// Sends the status and headers of a streamed response; the body follows with
     /// [`Response::write_chunk`] and ends with [`Response::finish`] (chunked coding for
-    /// HTTP/1.1, close-delimited for HTTP/1.0).
+    /// HTTP/1.1, close-delimited for HTTP/1.0). The pieces leave when the handler returns
+    /// and count against `max_write_buffer` together (`WriteOverflow` past it): for a large
+    /// or endless body, [`Response::defer`] and stream with [`Deferred::start_chunked`] from
+    /// another thread.
     pub fn start_chunked<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         &mut self,
         status: u16,
@@ -682,6 +685,13 @@ impl<'r, 'c> Response<'r, 'c> {
             body: p.body_allowed,
         };
         Ok(())
+    }
+
+    /// Whether the streamed response started here carries a body: false for an answer to
+    /// HEAD and for status 204 or 304 (RFC 9112 §6.3), whose pieces are dropped, so a
+    /// handler can skip producing them. False before [`Response::start_chunked`].
+    pub fn streams_body(&self) -> bool {
+        matches!(self.outcome, Outcome::Streaming { body: true, .. }) && !self.info.head
     }
 
     /// Sends one piece of a streamed body (an empty piece sends nothing).
@@ -880,6 +890,12 @@ pub struct ChunkedBody {
 }
 
 impl ChunkedBody {
+    /// Whether this response carries a body: false for an answer to HEAD and for status 204
+    /// or 304 (RFC 9112 §6.3), whose pieces are dropped, so a producer can skip them.
+    pub fn streams_body(&self) -> bool {
+        !self.no_body
+    }
+
     /// The connection this response belongs to.
     pub fn id(&self) -> ConnId {
         self.id
