@@ -789,6 +789,37 @@ fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
 }
 
 #[test]
+fn a_peer_reset_while_input_is_held_closes_the_connection_at_once() {
+    // The handler holds input back (as for a deferred answer): nothing reads the socket,
+    // yet a reset from the peer must still close the connection and call on_close, not
+    // leave it open until some write fails. Inline and on workers.
+    for workers in [0, 2] {
+        let mut cfg = config(1, true);
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let (srv, events) = probe(cfg);
+        let mut c = client(srv.addr);
+        let id = events.open();
+        c.write_all(b"hold").unwrap();
+        let mut held = [0u8; 5];
+        c.read_exact(&mut held).unwrap();
+        assert_eq!(&held, b"held\n");
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(c);
+        let reason = events.close_of(id, 2 * SEC);
+        assert_eq!(
+            reason.errno(),
+            Some(libc::ECONNRESET),
+            "workers {workers}: {reason:?}"
+        );
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
 fn a_timer_cancelled_by_a_callback_of_the_same_tick_is_not_delivered() {
     let (srv, events) = probe(config(1, true));
     let mut c = client(srv.addr);

@@ -812,6 +812,7 @@ impl<H: Handler> Reactor<H> {
                             ev.is_readable(),
                             ev.is_writable(),
                             ev.is_read_closed() || ev.is_error(),
+                            ev.is_error(),
                         );
                     }
                 }
@@ -1107,7 +1108,7 @@ impl<H: Handler> Reactor<H> {
 
     // ---- readiness ----
 
-    fn conn_event(&mut self, id: ConnId, readable: bool, writable: bool, hup: bool) {
+    fn conn_event(&mut self, id: ConnId, readable: bool, writable: bool, hup: bool, error: bool) {
         let Some(c) = lookup(&mut self.core.conns, id) else {
             return;
         };
@@ -1115,8 +1116,21 @@ impl<H: Handler> Reactor<H> {
             if !(writable || hup) || !self.finish_connect(id) {
                 return;
             }
-        } else if writable && !c.out.is_empty() {
-            Core::mark_dirty(&mut self.core.dirty, c);
+        } else {
+            if error
+                && c.flags & NO_READ != 0
+                && let Ok(Some(e)) = c.stream.take_error()
+            {
+                // The peer reset the connection while nothing is read from it (input held for
+                // a deferred answer, paused, or waiting for a worker): no read would find out,
+                // and no write may come for a long time, so close now rather than hold the
+                // socket.
+                self.close_now(id, CloseReason::from_io(&e));
+                return;
+            }
+            if writable && !c.out.is_empty() {
+                Core::mark_dirty(&mut self.core.dirty, c);
+            }
         }
         if readable || hup {
             self.read(id, hup);
