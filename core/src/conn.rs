@@ -79,7 +79,8 @@ const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// Names one connection for its whole life: reactor index (8 bits), slot (24 bits) and a
 /// generation (32 bits). Ids are never reused while a connection with the same slot could be
 /// confused with it, so every operation on a stale id fails with [`Error::Closed`](crate::Error::Closed) instead of
-/// touching a newer connection. The value 0 is never a valid id.
+/// touching a newer connection. The value 0 is never a valid id. (The generation counts the
+/// reactor's connections: an id kept across 2^32 of them could name a live one again.)
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(transparent)]
 pub struct ConnId(u64);
@@ -397,8 +398,9 @@ impl<'a> Conn<'a> {
     }
 
     /// Arms a timer that calls `Handler::on_timer` with `tag` after `after` (millisecond
-    /// resolution, never early). Several timers may share a tag. Timers end with the
-    /// connection: none fires after `on_close`.
+    /// resolution, never early counted from [`Conn::now`], the time the reactor's current
+    /// turn began). Several timers may share a tag. Timers end with the connection: none
+    /// fires after `on_close`.
     pub fn set_timer(&mut self, after: Duration, tag: u64) {
         match &mut self.inner {
             Inner::Reactor(core) => core.set_user_timer(self.id, after, tag),
