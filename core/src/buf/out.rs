@@ -134,15 +134,12 @@ impl OutQueue {
         }
         let tail = self.tail();
         let start = tail.len();
-        // A panic in `f` takes back what it appended: the count stays right.
-        let mut keep = TruncateOnDrop { v: tail, to: start };
-        f(keep.v);
-        // `f` only appends (it is the crate's own serializer); a shorter vector would mean
-        // it removed queued bytes.
-        debug_assert!(keep.v.len() >= start && keep.v.len() - start <= max);
-        keep.to = keep.v.len();
-        let n = keep.to.saturating_sub(start);
-        drop(keep);
+        // `f` only appends (the crate's own serializers, which do not panic, or a handler's
+        // closure inside `fill_in_place`, which takes back what it lent if the closure
+        // panics); a shorter vector would mean it removed queued bytes.
+        f(tail);
+        debug_assert!(tail.len() >= start && tail.len() - start <= max);
+        let n = tail.len().saturating_sub(start);
         self.len += n;
         n
     }
