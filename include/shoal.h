@@ -526,7 +526,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_NODELAY 4
 
 /**
- * SO_KEEPALIVE idle time in ms; 0 disables (default 0).
+ * SO_KEEPALIVE idle time in ms, 1000 to 32767000 (whole seconds); 0 disables (default 0).
  */
 #define SHOAL_OPT_KEEPALIVE_MS 5
 
@@ -541,7 +541,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_SEND_BUFFER 7
 
 /**
- * Bytes taken by one read (default 65536).
+ * Bytes taken by one read, 512 to 64 MiB (default 65536).
  */
 #define SHOAL_OPT_READ_BUFFER_SIZE 8
 
@@ -607,7 +607,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_ACCEPT_BACKOFF_MS 20
 
 /**
- * Readiness events per epoll_wait (default 1024).
+ * Readiness events per epoll_wait, at most 1048576 (default 1024).
  */
 #define SHOAL_OPT_EVENTS_CAPACITY 21
 
@@ -617,7 +617,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_READ_BUDGET 22
 
 /**
- * Capacity of each pooled buffer (default 16384).
+ * Capacity of each pooled buffer, 256 to 64 MiB (default 16384).
  */
 #define SHOAL_OPT_POOL_BUFFER_SIZE 23
 
@@ -632,7 +632,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_WORKERS 25
 
 /**
- * Worker queue capacity (default 1024; used when SHOAL_OPT_WORKERS > 0).
+ * Worker queue capacity, at most 1048576 (default 1024; used when SHOAL_OPT_WORKERS > 0).
  */
 #define SHOAL_OPT_QUEUE_CAPACITY 26
 

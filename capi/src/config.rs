@@ -25,13 +25,13 @@ pub const SHOAL_OPT_REUSE_PORT: shoal_option = 2;
 pub const SHOAL_OPT_BACKLOG: shoal_option = 3;
 /// TCP_NODELAY on every connection, 0 or 1 (default 1).
 pub const SHOAL_OPT_NODELAY: shoal_option = 4;
-/// SO_KEEPALIVE idle time in ms; 0 disables (default 0).
+/// SO_KEEPALIVE idle time in ms, 1000 to 32767000 (whole seconds); 0 disables (default 0).
 pub const SHOAL_OPT_KEEPALIVE_MS: shoal_option = 5;
 /// SO_RCVBUF in bytes; 0 keeps the kernel's (default 0).
 pub const SHOAL_OPT_RECV_BUFFER: shoal_option = 6;
 /// SO_SNDBUF in bytes; 0 keeps the kernel's (default 0).
 pub const SHOAL_OPT_SEND_BUFFER: shoal_option = 7;
-/// Bytes taken by one read (default 65536).
+/// Bytes taken by one read, 512 to 64 MiB (default 65536).
 pub const SHOAL_OPT_READ_BUFFER_SIZE: shoal_option = 8;
 /// Most unconsumed input per connection (default 1 MiB; raised for HTTP servers to hold a
 /// head and a body).
@@ -58,17 +58,17 @@ pub const SHOAL_OPT_SHUTDOWN_GRACE_MS: shoal_option = 18;
 pub const SHOAL_OPT_LINGER_TIMEOUT_MS: shoal_option = 19;
 /// Pause after EMFILE/ENFILE on accept, in ms (default 100).
 pub const SHOAL_OPT_ACCEPT_BACKOFF_MS: shoal_option = 20;
-/// Readiness events per epoll_wait (default 1024).
+/// Readiness events per epoll_wait, at most 1048576 (default 1024).
 pub const SHOAL_OPT_EVENTS_CAPACITY: shoal_option = 21;
 /// Reads per readiness event before other connections get a turn (default 16).
 pub const SHOAL_OPT_READ_BUDGET: shoal_option = 22;
-/// Capacity of each pooled buffer (default 16384).
+/// Capacity of each pooled buffer, 256 to 64 MiB (default 16384).
 pub const SHOAL_OPT_POOL_BUFFER_SIZE: shoal_option = 23;
 /// Free buffers each reactor keeps (default 256).
 pub const SHOAL_OPT_POOL_MAX_FREE: shoal_option = 24;
 /// Worker threads for callbacks; 0 runs them on the reactors (inline, default 0).
 pub const SHOAL_OPT_WORKERS: shoal_option = 25;
-/// Worker queue capacity (default 1024; used when SHOAL_OPT_WORKERS > 0).
+/// Worker queue capacity, at most 1048576 (default 1024; used when SHOAL_OPT_WORKERS > 0).
 pub const SHOAL_OPT_QUEUE_CAPACITY: shoal_option = 26;
 /// Input waiting for a busy worker above which reading pauses (default 1 MiB).
 pub const SHOAL_OPT_MAX_PENDING_INPUT: shoal_option = 27;

@@ -398,9 +398,9 @@ impl<'a> Conn<'a> {
     }
 
     /// Arms a timer that calls `Handler::on_timer` with `tag` after `after` (millisecond
-    /// resolution, never early counted from [`Conn::now`], the time the reactor's current
-    /// turn began). Several timers may share a tag. Timers end with the connection: none
-    /// fires after `on_close`.
+    /// resolution, never early counted from [`Conn::now`]: on a reactor the time its current
+    /// turn began; on a worker the timer is armed when the job ends). Several timers may share
+    /// a tag. Timers end with the connection: none fires after `on_close`.
     pub fn set_timer(&mut self, after: Duration, tag: u64) {
         match &mut self.inner {
             Inner::Reactor(core) => core.set_user_timer(self.id, after, tag),

@@ -148,8 +148,12 @@ impl ServerHandle {
         self.remote_for(id)?.send(cmd).map_err(|_| Error::Closed)
     }
 
-    /// Queues a copy of `data` on connection `id`.
+    /// Queues a copy of `data` on connection `id`. As [`ServerHandle::write_owned`] for
+    /// data larger than `max_write_buffer`.
     pub fn write(&self, id: ConnId, data: &[u8]) -> Result<()> {
+        if data.len() > self.shared.config.max_write_buffer {
+            return self.overflow(id);
+        }
         self.write_owned(id, data.to_vec())
     }
 
@@ -159,18 +163,27 @@ impl ServerHandle {
     /// be queued; the connection is closed with `WriteOverflow`, as for a write that finds
     /// the queue too full when the reactor carries it out).
     pub fn write_owned(&self, id: ConnId, data: Vec<u8>) -> Result<()> {
-        let too_big = data.len() > self.shared.config.max_write_buffer;
-        self.send(id, Command::Write { id, data })?;
-        if too_big {
-            return Err(Error::WriteOverflow);
+        if data.len() > self.shared.config.max_write_buffer {
+            return self.overflow(id);
         }
-        Ok(())
+        self.send(id, Command::Write { id, data })
     }
 
-    /// Queues several buffers, in order, as one write.
+    /// Closes `id` with `WriteOverflow` for a write that can never be queued.
+    fn overflow(&self, id: ConnId) -> Result<()> {
+        self.send(id, Command::Overflow { id })?;
+        Err(Error::WriteOverflow)
+    }
+
+    /// Queues several buffers, in order, as one write. As [`ServerHandle::write_owned`] for
+    /// data larger than `max_write_buffer`.
     pub fn write_vectored(&self, id: ConnId, bufs: &[IoSlice<'_>]) -> Result<()> {
         self.remote_for(id)?;
-        let mut data = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total > self.shared.config.max_write_buffer {
+            return self.overflow(id);
+        }
+        let mut data = Vec::with_capacity(total);
         for b in bufs {
             data.extend_from_slice(b);
         }
@@ -269,8 +282,8 @@ impl ServerHandle {
     /// Stops the server: accepting ends at once; commands already sent (writes, closes) are
     /// carried out; queued output, a handler still running on a worker, input a handler
     /// yielded (HTTP requests pipelined past `max_pipelined`), and a handler holding input
-    /// back while it waits to answer (a deferred HTTP response) get `shutdown_grace` to
-    /// finish; then the remaining connections close with `Shutdown` (reset if their output
+    /// back (`pause_input`: a deferred HTTP response, or a handler's own pause) get
+    /// `shutdown_grace` to finish; then the remaining connections close with `Shutdown` (reset if their output
     /// or answer is incomplete, so a cut response never ends like a whole one). Idempotent;
     /// returns immediately (`Server::wait` or `Server::run` return once everything closed).
     ///

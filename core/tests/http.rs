@@ -1044,6 +1044,28 @@ fn a_stream_still_running_when_the_grace_period_ends_is_reset() {
 }
 
 #[test]
+fn a_complete_answer_still_lingering_when_the_grace_period_ends_is_not_reset() {
+    // An HTTP/1.0 deferred answer completes and its connection starts a graceful close, but
+    // the client reads only after the grace period: the answer is whole, so the connection
+    // must end cleanly, not with a reset that could throw away what the kernel still holds.
+    for workers in [0, 2] {
+        let mut cfg = with_workers(config(1), workers);
+        cfg.engine = cfg.engine.shutdown_grace(Duration::from_millis(100));
+        let srv = Http::start(cfg, app);
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(b"GET /defer HTTP/1.0\r\n\r\n").unwrap();
+        // The answer comes 20 ms later; stop once it has gone out, and read after the grace.
+        assert!(eventually(5 * SEC, || srv.server.stats().bytes_out > 0));
+        srv.server.stop();
+        std::thread::sleep(Duration::from_millis(400));
+        let ex = read_all(&mut s, 5 * SEC, &[]);
+        assert_eq!(ex.statuses(), vec![200], "workers {workers}");
+        assert_eq!(ex.responses[0].text(), "deferred");
+        assert!(ex.closed && !ex.reset, "workers {workers}");
+    }
+}
+
+#[test]
 fn a_deferred_answer_under_way_at_stop_is_delivered_within_the_grace_period() {
     for workers in [0, 2] {
         let cfg = with_workers(config(1), workers);

@@ -797,7 +797,7 @@ impl Handler for Lines {
             return 0;
         };
         if data[..end].ends_with(b"slow") {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(700));
         }
         let _ = conn.write(&data[..=end]);
         end + 1
@@ -809,7 +809,7 @@ fn a_running_job_is_not_cut_by_the_read_or_idle_timeout() {
     // The server, not the client, is what the connection waits for while its job runs: a
     // job longer than `read_timeout` (started by a message that had been arriving in parts)
     // or than `idle_timeout` must be let finish and answer.
-    let t = Some(Duration::from_millis(300));
+    let t = Some(Duration::from_millis(400));
     for (cfg, reason) in [
         (
             pool_config(1, 1, 16).read_timeout(t),
@@ -823,7 +823,7 @@ fn a_running_job_is_not_cut_by_the_read_or_idle_timeout() {
         let srv = Running::start(cfg.clone(), Lines);
         let mut c = client(srv.addr);
         c.write_all(b"sl").unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
         c.write_all(b"ow\n").unwrap();
         let mut got = [0u8; 5];
         c.read_exact(&mut got).unwrap();
@@ -835,6 +835,48 @@ fn a_running_job_is_not_cut_by_the_read_or_idle_timeout() {
         assert!(
             eventually(SEC, || srv.handle.stats().closed(reason) == 1),
             "{cfg:?}"
+        );
+        srv.stop_within(5 * SEC);
+    }
+}
+
+/// Re-arms a 50 ms timer forever; records opens and closes.
+struct Heartbeat(Recorder);
+
+impl Handler for Heartbeat {
+    type State = ();
+    fn on_open(&self, conn: &mut Conn<'_>, _: &mut ()) {
+        self.0.send(Event::Open(conn.id()));
+        conn.set_timer(Duration::from_millis(50), 1);
+    }
+    fn on_data(&self, _: &mut Conn<'_>, _: &mut (), data: &[u8]) -> usize {
+        data.len()
+    }
+    fn on_timer(&self, conn: &mut Conn<'_>, _: &mut (), _: u64) {
+        conn.set_timer(Duration::from_millis(50), 1);
+    }
+    fn on_close(&self, id: ConnId, _: (), reason: CloseReason) {
+        self.0.send(Event::Close(id, reason));
+    }
+}
+
+#[test]
+fn a_periodic_timer_does_not_keep_a_silent_connection_from_its_idle_timeout() {
+    // A timer's job is not traffic: on workers as inline, a connection that only ticks is
+    // closed when idle_timeout passes without traffic.
+    for workers in [0, 1] {
+        let mut cfg = config(1, true).idle_timeout(Some(Duration::from_millis(300)));
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let (rec, events) = recorder();
+        let srv = Running::start(cfg, Heartbeat(rec));
+        let _c = client(srv.addr);
+        let id = events.open();
+        assert_eq!(
+            events.close_of(id, 3 * SEC),
+            CloseReason::IdleTimeout,
+            "workers {workers}"
         );
         srv.stop_within(5 * SEC);
     }

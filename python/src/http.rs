@@ -490,10 +490,11 @@ impl Sink for DeferredSink {
                     Ok(())
                 }
                 // A refused head (bad header) wrote nothing: the responder stays usable.
-                Err(e) => {
+                Err(e @ shoal_core::Error::InvalidResponse(_)) => {
                     *self = DeferredSink::Fresh(d);
                     Err(e)
                 }
+                Err(e) => Err(e),
             },
             other => {
                 *self = other;

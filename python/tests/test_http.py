@@ -301,7 +301,8 @@ def test_path_and_query_of_every_target_form(serve: Any) -> None:
                          ("/plain", "/plain|/plain|None"),
                          ("http://example.test/abs?q=1", "http://example.test/abs?q=1|/abs|q=1"),
                          ("http://example.test", "http://example.test|/|None"),
-                         ("http://example.test?q=2", "http://example.test?q=2|/|q=2")]:
+                         ("http://example.test?q=2", "http://example.test?q=2|/|q=2"),
+                         ("http://example.test?x=/y", "http://example.test?x=/y|/|x=/y")]:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
             s.sendall(f"GET {target} HTTP/1.1\r\nHost: example.test\r\n"
                       "Connection: close\r\n\r\n".encode())

@@ -9,8 +9,10 @@ use super::BufferPool;
 const MAX_IOV: usize = 64;
 /// Owned writes smaller than this are copied into the tail chunk instead of queued as a chunk.
 const COPY_OWNED_BELOW: usize = 1024;
-/// Entries of the chunk list an empty queue keeps room for.
+/// Entries of the chunk list an empty queue keeps room for, once a burst grew it past
+/// `SHRINK_CHUNK_SLOTS_ABOVE` (a smaller list keeps its room: bursts reuse it).
 const KEEP_CHUNK_SLOTS: usize = 8;
+const SHRINK_CHUNK_SLOTS_ABOVE: usize = 64;
 
 /// Lets `f` write up to `max` bytes in place at the end of `v` and keeps what it says it
 /// wrote (at most `max`); returns that count. Only the bytes `f` may write are zero-filled
@@ -180,8 +182,8 @@ impl OutQueue {
         for c in self.rest.drain(..) {
             pool.put(c);
         }
-        if self.rest.capacity() > KEEP_CHUNK_SLOTS {
-            self.rest = VecDeque::new();
+        if self.rest.capacity() > SHRINK_CHUNK_SLOTS_ABOVE {
+            self.rest.shrink_to(KEEP_CHUNK_SLOTS);
         }
         self.pos = 0;
         self.len = 0;
@@ -203,12 +205,11 @@ impl OutQueue {
         }
         if self.len == 0 {
             // Keep little while idle: the last chunk goes back to the pool, and a chunk list
-            // that a burst of writes grew past a few entries gives its room back (a few are
-            // kept, so steady large writes allocate nothing).
+            // that a burst of writes grew large gives most of its room back.
             pool.put(std::mem::take(&mut self.head));
             self.pos = 0;
-            if self.rest.capacity() > KEEP_CHUNK_SLOTS {
-                self.rest = VecDeque::new();
+            if self.rest.capacity() > SHRINK_CHUNK_SLOTS_ABOVE {
+                self.rest.shrink_to(KEEP_CHUNK_SLOTS);
             }
         }
     }

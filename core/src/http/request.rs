@@ -106,8 +106,12 @@ impl<'a> Request<'a> {
 fn strip_authority(t: &str) -> &str {
     match t.find("://") {
         Some(i) => {
+            // The authority ends at the first `/` or `?` (a `/` in the query is not a path).
             let after = &t[i + 3..];
-            after.find('/').map_or("/", |j| &after[j..])
+            match after.find(['/', '?']) {
+                Some(j) if after.as_bytes()[j] == b'/' => &after[j..],
+                _ => "/",
+            }
         }
         None => t,
     }
@@ -134,6 +138,8 @@ mod tests {
         assert_eq!(req("/").query(), None);
         assert_eq!(req("http://h:80/p?q").path(), "/p");
         assert_eq!(req("http://h").path(), "/");
+        assert_eq!(req("http://h?x=/y").path(), "/");
+        assert_eq!(req("http://h?x=/y").query(), Some("x=/y"));
         assert_eq!(req("*").path(), "*");
     }
 }

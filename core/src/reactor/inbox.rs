@@ -19,6 +19,10 @@ pub(crate) enum Command {
         id: ConnId,
         mode: super::CloseMode,
     },
+    /// A write too large ever to be queued was refused: close with `WriteOverflow`.
+    Overflow {
+        id: ConnId,
+    },
     /// `resume_input` from another thread.
     Resume {
         id: ConnId,

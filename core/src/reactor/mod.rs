@@ -116,6 +116,8 @@ pub(crate) enum TimerEvent {
     ShutdownGrace,
     /// Callbacks still running this long after the grace period are abandoned.
     ShutdownLimit,
+    /// Discarded output waits for the allocator to be asked again (see `TRIM_EVERY`).
+    Trim,
 }
 
 /// Engine state of one connection (the handler's state lives beside it, in `Reactor::states`).
@@ -629,6 +631,8 @@ pub(crate) struct Reactor<H: Handler> {
     discarded: usize,
     /// When the allocator was last asked (a tick).
     trimmed_at: u64,
+    /// A `TimerEvent::Trim` is set.
+    trim_pending: bool,
     handoff_next: usize,
     config: Config,
     /// Pool mode: the queue, the results channel, jobs held back while the queue is full,
@@ -747,6 +751,7 @@ impl<H: Handler> Reactor<H> {
             live: 0,
             discarded: 0,
             trimmed_at: 0,
+            trim_pending: false,
             handoff_next: index,
             config,
             pool,
@@ -1078,20 +1083,17 @@ impl<H: Handler> Reactor<H> {
         self.core.arm(id.slot());
         self.open(id);
         if self.pool.is_none() {
-            // Timers that fired while connecting (on a worker they ride with the open job).
-            let tags = self
-                .core
-                .get_mut(id)
-                .map(Connection::take_pending_timers)
-                .unwrap_or_default();
-            for tag in tags {
-                if self
-                    .core
-                    .get(id)
-                    .is_none_or(|c| c.close_req.is_some() || c.closing.is_some())
-                {
+            // Timers that fired while connecting (on a worker they ride with the open job),
+            // taken one at a time: a callback may cancel the next.
+            while let Some(c) = self.core.get_mut(id) {
+                if c.close_req.is_some() || c.closing.is_some() {
                     break;
                 }
+                let Some(tag) = c.extra.as_mut().and_then(|e| {
+                    (!e.pending_timers.is_empty()).then(|| e.pending_timers.remove(0))
+                }) else {
+                    break;
+                };
                 invoke(
                     &mut self.core,
                     &mut self.states,
@@ -1118,13 +1120,14 @@ impl<H: Handler> Reactor<H> {
             }
         } else {
             if error
-                && c.flags & NO_READ != 0
+                && c.flags & INPUT_HELD != 0
+                && c.flags & LINGER == 0
                 && let Ok(Some(e)) = c.stream.take_error()
             {
-                // The peer reset the connection while nothing is read from it (input held for
-                // a deferred answer, paused, or waiting for a worker): no read would find out,
-                // and no write may come for a long time, so close now rather than hold the
-                // socket.
+                // The peer reset the connection while the handler holds input back (waiting
+                // to answer): no read would find out, and no write may come for a long time,
+                // so close now rather than hold the socket. Shorter holds (a yield, a full
+                // queue) meet the error on their next read, after the input they have.
                 self.close_now(id, CloseReason::from_io(&e));
                 return;
             }
@@ -1558,19 +1561,17 @@ impl<H: Handler> Reactor<H> {
         self.core.pool.put(std::mem::take(&mut c.input));
         // Shutdown closing a connection before its output or its answer is complete (the
         // grace period ran out) resets it, so the peer cannot take a cut response for a whole
-        // one (an HTTP/1.0 body ends where the connection does).
-        let cut_short = reason == CloseReason::Shutdown && (!c.out.is_empty() || !settled(&c));
+        // one (an HTTP/1.0 body ends where the connection does). A connection already in a
+        // graceful close (its answer complete, lingering) is not cut: what the kernel still
+        // holds for a slow reader goes out.
+        let cut_short = reason == CloseReason::Shutdown
+            && (!c.out.is_empty()
+                || c.job_seq != 0
+                || (c.closing.is_none() && c.flags & (INPUT_HELD | REDELIVER | RESUMING) != 0));
         self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
-        if self.discarded >= TRIM_AFTER
-            && self.core.now >= self.trimmed_at.saturating_add(TRIM_EVERY)
-        {
-            // Many slow readers dropped at once (an attack, or a mass timeout) free their
-            // queued output in small chunks that the allocator keeps; hand it back. At most
-            // once a second: `malloc_trim` locks every arena, stalling the other threads.
-            self.discarded = 0;
-            self.trimmed_at = self.core.now;
-            release_free_memory();
+        if self.discarded >= TRIM_AFTER {
+            self.trim();
         }
         if resets(reason)
             || cut_short
@@ -1599,6 +1600,22 @@ impl<H: Handler> Reactor<H> {
         }
         if let Some(state) = self.states[slot].take() {
             self.finish_close(id, state, reason);
+        }
+    }
+
+    /// Many slow readers dropped at once (an attack, or a mass timeout) free their queued
+    /// output in small chunks that the allocator keeps; hands it back. At most once a second
+    /// (`malloc_trim` locks every arena, stalling the other threads): sooner, a timer does it
+    /// when the second is up.
+    fn trim(&mut self) {
+        let due = self.trimmed_at.saturating_add(TRIM_EVERY);
+        if self.core.now >= due {
+            self.discarded = 0;
+            self.trimmed_at = self.core.now;
+            release_free_memory();
+        } else if !self.trim_pending {
+            self.trim_pending = true;
+            self.core.timers.insert(due, TimerEvent::Trim);
         }
     }
 
@@ -1678,6 +1695,12 @@ impl<H: Handler> Reactor<H> {
                 TimerEvent::AcceptRetry => {
                     self.paused_emfile = false;
                     self.accept_more = true;
+                }
+                TimerEvent::Trim => {
+                    self.trim_pending = false;
+                    if self.discarded > 0 {
+                        self.trim();
+                    }
                 }
                 TimerEvent::JobDeadline { id, seq } => self.check_job_deadline(id, seq),
                 TimerEvent::ShutdownGrace => {
@@ -1772,6 +1795,10 @@ impl<H: Handler> Reactor<H> {
                     return;
                 }
                 let _ = self.core.write_owned(id, data);
+            }
+            Command::Overflow { id } => {
+                self.core
+                    .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
             }
             Command::Close { id, mode } => {
                 let reason = if mode == CloseMode::Abort {
@@ -2073,8 +2100,11 @@ impl<H: Handler> Reactor<H> {
         self.states[slot] = Some(state);
         let c = self.core.conns[slot].as_mut().expect("live");
         c.job_seq = 0;
-        // The idle time counts from the end of the job, not from the input that started it.
-        c.last_active = now;
+        if !data.is_empty() || resumed {
+            // The idle time counts from the end of a job that handled input, not from the
+            // input that started it (a job for a timer alone is no traffic).
+            c.last_active = now;
+        }
         if resumed {
             // The yielded input was presented again: reading may go on (unless the handler
             // yielded once more, which sets `REDELIVER`).

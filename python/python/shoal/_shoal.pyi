@@ -205,7 +205,13 @@ class Request:
 
 @final
 class Response:
-    """A response a handler returns."""
+    """A response a handler returns.
+
+    An iterable body is sent chunked: its chunks are gathered while the handler runs and
+    leave once it returns, at most ``max_write_buffer`` in all (for a large or endless body,
+    ``Request.defer()`` and ``Responder.stream()`` from another thread). It is not run for a
+    response without a body (HEAD, 204, 304).
+    """
 
     def __init__(
         self,
