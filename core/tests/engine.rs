@@ -705,6 +705,41 @@ fn saturated_listener() -> (socket2::Socket, std::net::SocketAddr, Vec<socket2::
     (l, addr, fillers)
 }
 
+/// Makes room in a [`saturated_listener`]'s queue (accepting the fillers) until the retried
+/// SYN of the connection under test completes; returns it, and the fillers accepted.
+fn accept_past_fillers(
+    upstream: &socket2::Socket,
+    fillers: &[socket2::Socket],
+) -> (socket2::Socket, Vec<socket2::Socket>) {
+    let mut accepted = Vec::new();
+    upstream.set_nonblocking(true).unwrap();
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < 10 * SEC, "connection never arrived");
+        match upstream.accept() {
+            Ok((s, from)) => {
+                if fillers.iter().any(|f| f.local_addr().unwrap() == from) {
+                    accepted.push(s);
+                    continue;
+                }
+                s.set_nonblocking(false).unwrap();
+                return (s, accepted);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// `config(1, true)`, with `workers` worker threads when not 0.
+fn one_reactor(workers: usize) -> Config {
+    let cfg = config(1, true);
+    if workers > 0 {
+        cfg.workers(workers, 16)
+    } else {
+        cfg
+    }
+}
+
 #[test]
 fn writes_made_before_an_outbound_connect_completes_are_sent() {
     let (srv, events) = probe(config(1, true));
@@ -713,23 +748,8 @@ fn writes_made_before_an_outbound_connect_completes_are_sent() {
     let id = srv.handle.connect(addr).unwrap();
     srv.handle.write(id, b"early request").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    // Make room: the retried SYN then completes the connection.
-    let mut accepted = Vec::new();
-    upstream.set_nonblocking(true).unwrap();
-    let t0 = Instant::now();
-    let mut peer = loop {
-        assert!(t0.elapsed() < 10 * SEC, "connection never arrived");
-        match upstream.accept() {
-            Ok((s, from)) => {
-                if fillers.iter().any(|f| f.local_addr().unwrap() == from) {
-                    accepted.push(s);
-                    continue;
-                }
-                break std::net::TcpStream::from(s);
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
-        }
-    };
+    let (peer, _accepted) = accept_past_fillers(&upstream, &fillers);
+    let mut peer = std::net::TcpStream::from(peer);
     assert_eq!(events.open(), id);
     peer.set_nonblocking(false).unwrap();
     peer.set_read_timeout(Some(5 * SEC)).unwrap();
@@ -744,11 +764,7 @@ fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
     // A timer that comes due before the handshake completes is delivered right after
     // `on_open`, not lost; one cancelled meanwhile is not delivered. Inline and on workers.
     for workers in [0, 2] {
-        let mut cfg = config(1, true);
-        if workers > 0 {
-            cfg = cfg.workers(workers, 16);
-        }
-        let (srv, events) = probe(cfg);
+        let (srv, events) = probe(one_reactor(workers));
         let (upstream, addr, fillers) = saturated_listener();
         let id = srv.handle.connect(addr).unwrap();
         srv.handle
@@ -759,23 +775,7 @@ fn timers_due_while_an_outbound_connect_is_pending_follow_on_open() {
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
         srv.handle.cancel_timer(id, 78).unwrap();
-        // Make room: the retried SYN then completes the connection.
-        let mut accepted = Vec::new();
-        upstream.set_nonblocking(true).unwrap();
-        let t0 = Instant::now();
-        let _peer = loop {
-            assert!(t0.elapsed() < 10 * SEC, "connection never arrived");
-            match upstream.accept() {
-                Ok((s, from)) => {
-                    if fillers.iter().any(|f| f.local_addr().unwrap() == from) {
-                        accepted.push(s);
-                        continue;
-                    }
-                    break s;
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
+        let (_peer, _accepted) = accept_past_fillers(&upstream, &fillers);
         assert_eq!(events.next(5 * SEC), Event::Open(id), "workers {workers}");
         assert_eq!(
             events.next(5 * SEC),
@@ -794,11 +794,7 @@ fn a_peer_reset_while_input_is_held_closes_the_connection_at_once() {
     // yet a reset from the peer must still close the connection and call on_close, not
     // leave it open until some write fails. Inline and on workers.
     for workers in [0, 2] {
-        let mut cfg = config(1, true);
-        if workers > 0 {
-            cfg = cfg.workers(workers, 16);
-        }
-        let (srv, events) = probe(cfg);
+        let (srv, events) = probe(one_reactor(workers));
         let mut c = client(srv.addr);
         let id = events.open();
         c.write_all(b"hold").unwrap();

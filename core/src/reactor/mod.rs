@@ -1094,14 +1094,7 @@ impl<H: Handler> Reactor<H> {
                 }) else {
                     break;
                 };
-                invoke(
-                    &mut self.core,
-                    &mut self.states,
-                    &*self.handler,
-                    id,
-                    "on_timer",
-                    |h, c, s| h.on_timer(c, s, tag),
-                );
+                self.call_on_timer(id, tag);
             }
             self.service_dirty();
         }
@@ -1619,6 +1612,18 @@ impl<H: Handler> Reactor<H> {
         }
     }
 
+    /// Runs `on_timer` here (inline dispatch).
+    fn call_on_timer(&mut self, id: ConnId, tag: u64) {
+        invoke(
+            &mut self.core,
+            &mut self.states,
+            &*self.handler,
+            id,
+            "on_timer",
+            |h, c, s| h.on_timer(c, s, tag),
+        );
+    }
+
     /// Runs `on_close`: on a worker in pool mode, here otherwise.
     fn finish_close(&mut self, id: ConnId, state: H::State, reason: CloseReason) {
         if self.pool.is_some() {
@@ -1682,14 +1687,7 @@ impl<H: Handler> Reactor<H> {
                         c.extra().pending_timers.push(tag);
                         self.dispatch(id);
                     } else {
-                        invoke(
-                            &mut self.core,
-                            &mut self.states,
-                            &*self.handler,
-                            id,
-                            "on_timer",
-                            |h, c, s| h.on_timer(c, s, tag),
-                        );
+                        self.call_on_timer(id, tag);
                     }
                 }
                 TimerEvent::AcceptRetry => {
