@@ -1558,9 +1558,7 @@ impl<H: Handler> Reactor<H> {
         // graceful close (its answer complete, lingering) is not cut: what the kernel still
         // holds for a slow reader goes out.
         let cut_short = reason == CloseReason::Shutdown
-            && (!c.out.is_empty()
-                || c.job_seq != 0
-                || (c.closing.is_none() && c.flags & (INPUT_HELD | REDELIVER | RESUMING) != 0));
+            && (!c.out.is_empty() || c.job_seq != 0 || (c.closing.is_none() && !settled(&c)));
         self.discarded += c.out.len();
         c.out.clear(&mut self.core.pool);
         if self.discarded >= TRIM_AFTER {
