@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 use shoal_core::Config;
 use shoal_core::http::{HttpConfig, HttpHandler, HttpServer};
 
+#[path = "../util/mod.rs"]
+mod engine_util;
+#[allow(unused_imports)] // not every test file polls
+pub use engine_util::eventually;
+
 /// A started HTTP server, stopped when dropped.
 pub struct Http<H: HttpHandler> {
     pub server: HttpServer<H>,
@@ -281,16 +286,4 @@ impl Client {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         self.read(1, &[false]).remove(0)
     }
-}
-
-/// Polls `f` every millisecond until it holds or `timeout` passes; its last answer.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    f()
 }
