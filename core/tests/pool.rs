@@ -881,3 +881,46 @@ fn a_periodic_timer_does_not_keep_a_silent_connection_from_its_idle_timeout() {
         srv.stop_within(5 * SEC);
     }
 }
+
+#[test]
+fn a_job_queued_for_a_connection_closed_meanwhile_reaches_no_callback_but_on_close() {
+    // One worker, busy with `slow`; the data of `queued` waits in the queue behind it, and the
+    // application aborts `queued` meanwhile. When the worker gets to that job the connection
+    // is gone: its data must reach no callback (a callback would see an open connection that
+    // is closed), and `on_close` follows once, with the reason it was closed for.
+    let cfg = pool_config(1, 1, 16);
+    let (rec, events) = recorder();
+    let data_calls = Arc::new(AtomicUsize::new(0));
+    let h = Straggler {
+        rec,
+        data_calls: data_calls.clone(),
+        nap: Duration::from_millis(300),
+    };
+    let srv = Running::start(cfg, h);
+    let mut slow = client(srv.addr);
+    let _slow_id = events.open();
+    let mut queued = client(srv.addr);
+    let queued_id = events.open();
+    slow.write_all(b"slow").unwrap();
+    assert!(eventually(SEC, || data_calls.load(Ordering::SeqCst) == 1));
+    queued.write_all(b"queued").unwrap();
+    // The reactor reads it and queues its job; then the application aborts the connection.
+    std::thread::sleep(Duration::from_millis(50));
+    srv.handle.abort(queued_id).unwrap();
+    let (_, end) = read_to_end(&mut queued, 2 * SEC);
+    assert_ne!(end, ReadEnd::TimedOut, "the abort closed the socket");
+    assert_eq!(
+        events.next(2 * SEC),
+        Event::Close(queued_id, CloseReason::Aborted)
+    );
+    let mut echoed = [0u8; 4];
+    slow.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"slow");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(events.drain(), vec![]);
+    assert_eq!(
+        data_calls.load(Ordering::SeqCst),
+        1,
+        "the queued data reached on_data after its connection closed"
+    );
+}

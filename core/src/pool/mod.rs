@@ -234,7 +234,8 @@ impl PoolShared {
         })
     }
 
-    /// Makes the running job `seq` see its connection as closed.
+    /// Makes the running job `seq` see its connection as closed. A job still queued finds
+    /// its connection's slot freed when it starts (`Worker::run_job`).
     pub(crate) fn cancel(&self, seq: u64) {
         for w in self.workers.iter() {
             if w.seq.load(Ordering::Acquire) == seq {
@@ -508,6 +509,14 @@ impl<H: Handler> Worker<H> {
         let handler = &*self.handler;
         let done = match kind {
             JobKind::Events(ev) => {
+                // A job that waited in the queue while its reactor closed the connection runs
+                // as cancelled: its input reaches no callback and its writes fail, as for a
+                // job cancelled while it runs. The reactor frees the slot before it cancels,
+                // and the slot table's lock orders that against the `seq` stored above, so
+                // each close is seen here or by `PoolShared::cancel`.
+                if !ctx.handle.shared.remotes[id.reactor()].slots.is_live(id) {
+                    slot.cancelled.store(seq, Ordering::Release);
+                }
                 ctx.out = out;
                 ctx.actions = Actions::default();
                 ctx.queued = queued;
