@@ -366,6 +366,15 @@ impl<'a> Conn<'a> {
         }
     }
 
+    /// Counts a handler failure without closing: a protocol layer closes once an answer
+    /// still owed elsewhere has gone out.
+    pub(crate) fn count_failure(&mut self) {
+        match &mut self.inner {
+            Inner::Reactor(core) => core.count_failure(self.id),
+            Inner::Worker(ctx) => ctx.count_failure(),
+        }
+    }
+
     /// Counts a handler failure and closes gracefully with `HandlerFailed`, so a protocol
     /// layer can first answer the failure (an HTTP 500).
     pub(crate) fn fail_gracefully(&mut self) {

@@ -174,6 +174,27 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             let d = res.defer().unwrap();
             drop(d);
         }
+        "/defer-then-panic" => {
+            let _d = res.defer().unwrap();
+            panic!("handler fails after deferring");
+        }
+        "/answer-then-panic" => {
+            // Answered in full from another thread before the handler fails.
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || d.send(200, &text, b"answered").unwrap())
+                .join()
+                .unwrap();
+            panic!("handler fails after its deferred answer");
+        }
+        "/defer-away-then-panic" => {
+            // The answer comes after the handler has failed.
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                d.send(200, &text, b"answered").unwrap();
+            });
+            panic!("handler fails while its deferred answer is under way");
+        }
         "/bad-header" => {
             let err = res
                 .send(200, &[("X-Evil", "a\r\nSet-Cookie: owned")], b"nope")
@@ -470,7 +491,13 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
         let srv = Http::start(cfg, app);
         let mut good = Client::connect(srv.addr);
         assert_eq!(good.get("/ok").status, 200);
-        for path in ["/panic", "/silent", "/drop-deferred", "/fail"] {
+        for path in [
+            "/panic",
+            "/silent",
+            "/drop-deferred",
+            "/defer-then-panic",
+            "/fail",
+        ] {
             let ex = exchange(
                 srv.addr,
                 &[&get(path), &get("/never")],
@@ -492,10 +519,25 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
         );
         assert_eq!(ex.statuses(), vec![200]);
         assert!(ex.closed);
+        // A handler that fails after deferring its answer: the answer, given before or after
+        // the failure, is delivered; nothing behind it is served; one failure is counted.
+        for path in ["/answer-then-panic", "/defer-away-then-panic"] {
+            let ex = exchange(
+                srv.addr,
+                &[&get(path), &get("/never")],
+                Duration::ZERO,
+                5 * SEC,
+                false,
+            );
+            assert_eq!(ex.statuses(), vec![200], "{path}");
+            assert_eq!(ex.responses[0].text(), "answered", "{path}");
+            assert!(ex.closed, "{path}");
+        }
         assert_eq!(good.get("/still-ok").status, 200);
         let st = srv.server.http_stats();
-        assert_eq!(st.handler_failures, 5, "{st:?}");
-        assert_eq!(st.responses[4], 4);
+        assert_eq!(st.handler_failures, 8, "{st:?}");
+        assert_eq!(st.responses[4], 5);
+        assert_eq!(srv.server.stats().handler_failures, 8);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Responses, serialized straight into the connection's output queue: at once from the
 //! handler ([`Response`]), or later from any thread ([`Deferred`], [`ChunkedBody`]).
 
+use std::cell::Cell;
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
@@ -735,6 +736,7 @@ impl<'r, 'c> Response<'r, 'c> {
         self.fresh()?;
         self.outcome = Outcome::Deferred;
         inc(&self.stats[self.conn.id().reactor()].deferred);
+        IN_HANDLER.set(Some((self.conn.id(), false)));
         Ok(Deferred {
             handle: self.conn.handle().clone(),
             id: self.conn.id(),
@@ -743,6 +745,20 @@ impl<'r, 'c> Response<'r, 'c> {
             done: false,
         })
     }
+}
+
+thread_local! {
+    /// The connection whose handler, running on this thread, deferred its response, and
+    /// whether that [`Deferred`] was dropped unanswered before the handler's failure or return
+    /// was seen (a panic unwinding through it, a binding dropping it with its error). The
+    /// request loop then answers the 500 itself, in order, and counts one failure.
+    static IN_HANDLER: Cell<Option<(ConnId, bool)>> = const { Cell::new(None) };
+}
+
+/// After the handler of `id` returned or failed with its response deferred: whether the
+/// [`Deferred`] was dropped unanswered meanwhile (on this thread). Clears the mark.
+pub(crate) fn deferred_dropped(id: ConnId) -> bool {
+    matches!(IN_HANDLER.take(), Some((at, true)) if at == id)
 }
 
 /// After a deferred or streamed response completed from another thread: carry on with the
@@ -862,6 +878,12 @@ impl Deferred {
 impl Drop for Deferred {
     fn drop(&mut self) {
         if !self.done {
+            if IN_HANDLER.get() == Some((self.id, false)) {
+                // Dropped inside the handler that deferred it (or as its panic unwinds): the
+                // request loop answers the 500 and counts the failure once.
+                IN_HANDLER.set(Some((self.id, true)));
+                return;
+            }
             log::warn!(
                 "deferred response on connection {:?} dropped unanswered; sending 500",
                 self.id

@@ -11,7 +11,7 @@ use super::chunked::{ChunkedDecoder, Progress};
 use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
-use super::response::{Body, Info, Outcome, Response, write_head};
+use super::response::{Body, Info, Outcome, Response, deferred_dropped, write_head};
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
 use crate::conn::Conn;
@@ -26,7 +26,9 @@ use crate::stats::Stats;
 pub trait HttpHandler: Send + Sync + 'static {
     /// Answers `req` through `res`: at once ([`Response::send`]), streamed
     /// ([`Response::start_chunked`]), or later from any thread ([`Response::defer`]). A panic
-    /// is answered with 500 and closes this connection only.
+    /// is answered with 500 and closes this connection only; after `defer`, the
+    /// [`Deferred`](super::Deferred)'s answer goes out instead (a 500 if it was dropped), then
+    /// the connection closes.
     fn handle(&self, req: &Request<'_>, res: &mut Response<'_, '_>);
 
     /// As [`Handler::thread_scope`].
@@ -227,6 +229,8 @@ pub(crate) struct HttpConn {
     flush_yield: bool,
     /// The client shut down its side; close once the outstanding response is sent.
     peer_closed: bool,
+    /// The handler failed after deferring its response: close once that response is sent.
+    failed: bool,
     continue_sent: bool,
     /// Chunked request bodies: allocated by the first one and kept for the connection's
     /// life, so a connection that never sends one carries a single pointer for it.
@@ -411,6 +415,10 @@ impl<H: HttpHandler> Http<H> {
             // The common case: answered in full, the connection stays open.
             return Flow::Continue;
         }
+        // A `Deferred` dropped unanswered inside its handler left nothing sent: the 500 is
+        // answered here, in order.
+        let dropped = outcome == Outcome::Deferred && deferred_dropped(conn.id());
+        let outcome = if dropped { Outcome::Fresh } else { outcome };
         let failed = match (&result, outcome) {
             (Ok(()), _) if reported => true,
             (Err(payload), _) => {
@@ -418,6 +426,15 @@ impl<H: HttpHandler> Http<H> {
                     "HTTP handler panicked on connection {:?}: {}",
                     conn.id(),
                     crate::pool::panic_message(&**payload)
+                );
+                true
+            }
+            (Ok(()), Outcome::Fresh) if dropped => {
+                log::error!(
+                    "HTTP handler dropped its deferred answer to {} {} on connection {:?}",
+                    req.method(),
+                    req.target(),
+                    conn.id()
                 );
                 true
             }
@@ -440,6 +457,13 @@ impl<H: HttpHandler> Http<H> {
             } else if matches!(outcome, Outcome::Sent { .. }) {
                 // A complete response went out before the failure: deliver it, then close.
                 conn.fail_gracefully();
+            } else if outcome == Outcome::Deferred {
+                // The `Deferred` lives on elsewhere and still answers, in order: wait for it,
+                // then close.
+                conn.count_failure();
+                st.awaiting = true;
+                st.failed = true;
+                conn.pause_input();
             } else {
                 // Part of a response is on its way: it cannot be fixed, only cut.
                 conn.fail();
@@ -701,6 +725,11 @@ impl<H: HttpHandler> Handler for Http<H> {
         if st.awaiting {
             // The deferred response went out: on to the next request, or close.
             st.awaiting = false;
+            if st.failed {
+                // Its handler failed after deferring it: nothing more is served.
+                conn.close_with(CloseReason::HandlerFailed, CloseMode::Linger);
+                return data.len();
+            }
             if st.peer_closed {
                 conn.close();
                 return data.len();

@@ -48,6 +48,8 @@ pub(crate) struct Actions {
     /// The last `pause_input` (false) or `resume_input` (true) request.
     pub(crate) input: Option<bool>,
     pub(crate) failed: bool,
+    /// A failure to count that does not close (the protocol layer closes later).
+    pub(crate) counted: bool,
     pub(crate) timers: Vec<TimerOp>,
     /// `on_eof` asked to keep the connection open.
     pub(crate) keep_open: bool,
@@ -350,6 +352,10 @@ impl WorkerCtx {
 
     pub(crate) fn actions_failed(&mut self) {
         self.actions.failed = true;
+    }
+
+    pub(crate) fn count_failure(&mut self) {
+        self.actions.counted = true;
     }
 
     pub(crate) fn input(&mut self, resume: bool) {

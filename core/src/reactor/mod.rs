@@ -498,6 +498,12 @@ impl Core {
         }
     }
 
+    pub(crate) fn count_failure(&mut self, id: ConnId) {
+        if self.get(id).is_some() {
+            bump_shared(&self.stats().handler_failures, 1);
+        }
+    }
+
     /// Counts a handler failure and closes gracefully (lingering), so a protocol layer can
     /// answer the failure (an HTTP 500) before the connection goes.
     pub(crate) fn fail_gracefully(&mut self, id: ConnId) {
@@ -2075,7 +2081,7 @@ impl<H: Handler> Reactor<H> {
             eof_deferred,
             resumed,
         } = done;
-        if actions.failed {
+        if actions.failed || actions.counted {
             bump_shared(&self.core.stats().handler_failures, 1);
         }
         let Some(state) = state else {
