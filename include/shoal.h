@@ -404,7 +404,7 @@ typedef struct shoal_stats {
    */
   uint64_t accept_paused_emfile;
   /**
-   * Other accept errors.
+   * Other accept errors, and accepted connections dropped before they opened.
    */
   uint64_t accept_errors;
   /**

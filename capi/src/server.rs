@@ -76,7 +76,7 @@ pub struct shoal_stats {
     pub accept_paused_limit: u64,
     /// Times accepting paused for lack of descriptors or memory.
     pub accept_paused_emfile: u64,
-    /// Other accept errors.
+    /// Other accept errors, and accepted connections dropped before they opened.
     pub accept_errors: u64,
     /// Buffers reused from the pools.
     pub pool_hits: u64,

@@ -69,7 +69,8 @@ pub struct Stats {
     pub accept_paused_limit: u64,
     /// Times accepting paused because the process or system ran out of descriptors or memory.
     pub accept_paused_emfile: u64,
-    /// Other accept errors (for example `ECONNABORTED`).
+    /// Other accept errors (for example `ECONNABORTED`), and accepted connections dropped
+    /// before they opened (no free slot, a panicking state `Default`, a failed registration).
     pub accept_errors: u64,
     /// Buffers served from a reactor's pool.
     pub pool_hits: u64,

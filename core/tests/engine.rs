@@ -866,7 +866,16 @@ fn a_panicking_state_default_drops_only_that_connection() {
     let mut c = client(srv.addr);
     assert_eq!(roundtrip(&mut c, b"c"), b"c");
     assert_eq!(roundtrip(&mut a, b"a2"), b"a2");
-    assert_eq!(srv.handle.stats().handler_failures, 1);
+    let st = srv.handle.stats();
+    assert_eq!(st.handler_failures, 1);
+    // The dropped connection never opened: it counts as an accept error, not as accepted,
+    // so `accepted - closed == active` holds.
+    assert_eq!(
+        (st.accepted, st.accept_errors, st.active),
+        (2, 1, 2),
+        "{st:?}"
+    );
+    assert_eq!(st.accepted - st.closed_total(), st.active);
     srv.stop_within(5 * SEC);
 }
 

@@ -908,17 +908,16 @@ impl<H: Handler> Reactor<H> {
     fn place_accepted(&mut self, stream: TcpStream) {
         let n = self.config.threads;
         if self.config.reuse_port || n == 1 {
-            bump(&self.core.stats().accepted, 1);
             self.register(stream, false);
             return;
         }
         self.handoff_next = (self.handoff_next + 1) % n;
         let target = self.handoff_next;
         if target == self.core.index {
-            bump(&self.core.stats().accepted, 1);
             self.register(stream, false);
         } else if let Err(cmd) = self.shared().remotes[target].send(Command::Adopt { stream }) {
             drop(cmd);
+            bump(&self.core.stats().accept_errors, 1);
             self.shared().release_reserved();
         }
     }
@@ -948,6 +947,14 @@ impl<H: Handler> Reactor<H> {
         self.core.timers.insert(at, TimerEvent::AcceptRetry);
     }
 
+    /// An accepted connection dropped before it opened counts as an accept error: `accepted`
+    /// counts the connections that opened, each of which is later counted once in `closed`.
+    fn not_installed(&self, outbound: bool) {
+        if !outbound {
+            bump(&self.core.stats().accept_errors, 1);
+        }
+    }
+
     /// Takes ownership of a connected socket: slot, registration, `on_open`.
     /// `outbound` sockets arrive with their id and wait for the connect to finish.
     fn register(&mut self, stream: TcpStream, outbound: bool) {
@@ -956,6 +963,7 @@ impl<H: Handler> Reactor<H> {
                 "reactor {}: no free connection slot; dropping connection",
                 self.core.index
             );
+            bump(&self.core.stats().accept_errors, 1);
             self.shared().release_reserved();
             return;
         };
@@ -970,6 +978,7 @@ impl<H: Handler> Reactor<H> {
             drop(stream);
             self.remote().slots.release(slot);
             self.shared().release_reserved();
+            self.not_installed(outbound);
             return;
         };
         if !outbound && let Err(e) = configure_stream(&stream, &self.config) {
@@ -983,6 +992,7 @@ impl<H: Handler> Reactor<H> {
             log::error!("register {id:?}: {e}");
             self.remote().slots.release(slot);
             self.shared().release_reserved();
+            self.not_installed(outbound);
             if outbound {
                 self.call_close_detached(id, CloseReason::from_io(&e));
             }
@@ -1022,6 +1032,7 @@ impl<H: Handler> Reactor<H> {
         self.live += 1;
         self.core.arm(slot);
         if !outbound {
+            bump(&self.core.stats().accepted, 1);
             self.open(id);
         }
     }
@@ -1831,7 +1842,6 @@ impl<H: Handler> Reactor<H> {
                     self.shared().release_reserved();
                     return;
                 }
-                bump(&self.core.stats().accepted, 1);
                 self.register(stream, false);
             }
             Command::ResumeAccept => {
