@@ -880,6 +880,42 @@ fn a_panicking_state_default_drops_only_that_connection() {
 }
 
 #[test]
+fn a_failure_reported_twice_then_panicking_counts_once() {
+    // A binding reports the error (`fail()`), reports it again, then the callback panics:
+    // one failed callback, one count, inline and on a worker.
+    struct FailsHard;
+    impl Handler for FailsHard {
+        type State = ();
+        fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            if d == b"ok" {
+                let _ = conn.write(d);
+                return d.len();
+            }
+            conn.fail();
+            conn.fail();
+            panic!("and then it panics");
+        }
+    }
+    for workers in [0, 1] {
+        let mut cfg = config(1, true);
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let srv = Running::start(cfg, FailsHard);
+        let mut ok = client(srv.addr);
+        let mut bad = client(srv.addr);
+        bad.write_all(b"boom").unwrap();
+        let (_, end) = read_to_end(&mut bad, 5 * SEC);
+        assert_ne!(end, ReadEnd::TimedOut);
+        assert_eq!(roundtrip(&mut ok, b"ok"), b"ok");
+        let st = srv.handle.stats();
+        assert_eq!(st.handler_failures, 1, "workers {workers}: {st:?}");
+        assert_eq!(st.closed(CloseReason::HandlerFailed), 1);
+        srv.stop_within(5 * SEC);
+    }
+}
+
+#[test]
 fn connect_after_stop_is_refused() {
     let (srv, _events) = probe(config(1, true));
     srv.handle.stop();

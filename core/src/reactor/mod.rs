@@ -491,11 +491,21 @@ impl Core {
         }
     }
 
+    /// Counts a handler failure and aborts the connection with `HandlerFailed`.
     pub(crate) fn fail(&mut self, id: ConnId) {
-        if self.get(id).is_some() {
+        self.fail_with(id, CloseMode::Abort);
+    }
+
+    fn fail_with(&mut self, id: ConnId, mode: CloseMode) {
+        let Some(c) = self.get(id) else {
+            return;
+        };
+        // A connection already failing is not counted again (a binding reporting the error,
+        // then the panic that follows it; or a second `fail()`).
+        if !matches!(c.close_req, Some((CloseReason::HandlerFailed, _))) {
             bump_shared(&self.stats().handler_failures, 1);
-            self.request_close(id, CloseReason::HandlerFailed, CloseMode::Abort);
         }
+        self.request_close(id, CloseReason::HandlerFailed, mode);
     }
 
     pub(crate) fn count_failure(&mut self, id: ConnId) {
@@ -507,10 +517,7 @@ impl Core {
     /// Counts a handler failure and closes gracefully (lingering), so a protocol layer can
     /// answer the failure (an HTTP 500) before the connection goes.
     pub(crate) fn fail_gracefully(&mut self, id: ConnId) {
-        if self.get(id).is_some() {
-            bump_shared(&self.stats().handler_failures, 1);
-            self.request_close(id, CloseReason::HandlerFailed, CloseMode::Linger);
-        }
+        self.fail_with(id, CloseMode::Linger);
     }
 
     pub(crate) fn set_user_timer(&mut self, id: ConnId, after: Duration, tag: u64) {
