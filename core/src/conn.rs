@@ -80,7 +80,10 @@ const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 /// generation (32 bits). Ids are never reused while a connection with the same slot could be
 /// confused with it, so every operation on a stale id fails with [`Error::Closed`](crate::Error::Closed) instead of
 /// touching a newer connection. The value 0 is never a valid id. (The generation counts the
-/// reactor's connections: an id kept across 2^32 of them could name a live one again.)
+/// reactor's connections: an id kept across 2^32 of them could name a live one again.) Each
+/// reactor of each server in the process starts its count at a different point, so an id
+/// handed to another server's handle fails with `Closed` too, unless the two counts have
+/// met (for a few servers, after hundreds of millions of connections).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(transparent)]
 pub struct ConnId(u64);
@@ -141,9 +144,25 @@ impl std::fmt::Display for ConnId {
 /// dropping the operation later. Other threads also allocate slots here for outbound
 /// connections, which is what lets `connect` return an id at once from any thread. Taken once
 /// per accept, close and cross-thread call; never on the per-message path of a callback.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SlotTable {
     inner: Mutex<SlotInner>,
+}
+
+impl Default for SlotTable {
+    /// A table whose generations start where no other table's in this process did lately:
+    /// successive tables start 0x9E37_79B9 apart (an odd step near 2^32 / φ, so the starts
+    /// stay spread over the whole range however many tables there are).
+    fn default() -> Self {
+        static NEXT_START: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let start = NEXT_START.fetch_add(0x9E37_79B9, std::sync::atomic::Ordering::Relaxed);
+        SlotTable {
+            inner: Mutex::new(SlotInner {
+                next_gen: start,
+                ..SlotInner::default()
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default)]

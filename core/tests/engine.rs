@@ -916,6 +916,38 @@ fn a_failure_reported_twice_then_panicking_counts_once() {
 }
 
 #[test]
+fn an_id_of_another_server_is_refused() {
+    // Two servers of one process, one connection each: the same reactor and slot, but the
+    // ids differ, and one server's handle refuses the other's id instead of writing to its
+    // own connection.
+    let (a, a_events) = probe(config(1, true));
+    let (b, b_events) = probe(config(1, true));
+    let mut ca = client(a.addr);
+    let mut cb = client(b.addr);
+    let ida = a_events.open();
+    let idb = b_events.open();
+    assert_ne!(ida, idb);
+    assert!(matches!(
+        b.handle.write(ida, b"foreign"),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(a.handle.close(idb), Err(Error::Closed)));
+    b.handle.write(idb, b"own").unwrap();
+    let mut got = [0u8; 3];
+    cb.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"own");
+    cb.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(
+        cb.read(&mut got).is_err(),
+        "nothing more reaches b's client"
+    );
+    assert_eq!(roundtrip(&mut ca, b"ping"), b"ping");
+    a.stop_within(5 * SEC);
+    b.stop_within(5 * SEC);
+}
+
+#[test]
 fn connect_after_stop_is_refused() {
     let (srv, _events) = probe(config(1, true));
     srv.handle.stop();
