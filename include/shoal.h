@@ -157,8 +157,10 @@ typedef struct shoal_chunked shoal_chunked;
 typedef struct shoal_config shoal_config;
 
 /**
- * The connection a stream callback was called for. Only valid during that callback; use its
- * id (shoal_conn_get_id()) with the shoal_server_* functions from elsewhere.
+ * The connection a stream callback was called for. Only valid during that callback, on its
+ * thread (a pointer kept past it, or passed to another thread, is refused with
+ * SHOAL_ERR_WRONG_THREAD and reaches no connection); use its id (shoal_conn_get_id()) with
+ * the shoal_server_* functions from elsewhere.
  */
 typedef struct shoal_conn shoal_conn;
 
@@ -178,7 +180,8 @@ typedef struct shoal_headers shoal_headers;
 
 /**
  * The request an `on_request` callback answers. Valid, with every pointer read from it, only
- * during that callback.
+ * during that callback, on its thread (a `shoal_request` or `shoal_response` pointer kept
+ * past it is refused with SHOAL_ERR_WRONG_THREAD).
  */
 typedef struct shoal_request shoal_request;
 
@@ -653,7 +656,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_WRITE_MIN_RATE 29
 
 /**
- * HTTP: largest request head, bytes (default 16384).
+ * HTTP: largest request head, bytes: 64 to 64 MiB (default 16384).
  */
 #define SHOAL_OPT_HTTP_MAX_HEADER_BYTES 100
 
@@ -668,7 +671,7 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_HTTP_MAX_TARGET_LEN 102
 
 /**
- * HTTP: largest request body (default 16 MiB).
+ * HTTP: largest request body, held whole in memory: at most 4 GiB (default 16 MiB).
  */
 #define SHOAL_OPT_HTTP_MAX_BODY_SIZE 103
 
@@ -791,7 +794,9 @@ typedef struct shoal_http_stats {
 /**
  * The call would wait for the thread making it: shoal_server_run()/shoal_server_wait()/
  * shoal_server_free() from inside one of the server's own callbacks. Stop the server there
- * (shoal_server_stop()) and wait or free from another thread.
+ * (shoal_server_stop()) and wait or free from another thread. Also: a `shoal_conn`,
+ * `shoal_request` or `shoal_response` used outside the callback it was given to (kept after
+ * it returned, or passed to another thread).
  */
 #define SHOAL_ERR_WRONG_THREAD -1015
 
@@ -1424,7 +1429,9 @@ shoal_status shoal_server_wait(struct shoal_server *server);
 shoal_status shoal_server_stop(const struct shoal_server *server);
 
 /**
- * Frees a server, and then calls `free_user_data` (after the last callback). NULL is
+ * Frees a server, calling `free_user_data` after the last callback and before the server's
+ * memory goes: from `free_user_data` the server may still be read (shoal_server_stats(),
+ * shoal_server_port()), and calls that would start or free it again fail. NULL is
  * ignored. Returns SHOAL_ERR_BUSY, freeing nothing, while callbacks may still run:
  *
  * - the server was started and not stopped (call shoal_server_stop() first);

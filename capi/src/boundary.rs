@@ -65,6 +65,8 @@ macro_rules! slice_or {
             &[][..]
         } else if p.is_null() {
             return $crate::error::null_arg(stringify!($ptr));
+        } else if !$crate::boundary::len_ok::<u8>(n) {
+            return $crate::boundary::bad_len(stringify!($len), n);
         } else {
             // SAFETY: non-null with length n; the caller guarantees n readable bytes at p
             // that stay unchanged during the call.
@@ -73,7 +75,161 @@ macro_rules! slice_or {
     }};
 }
 
-pub(crate) use {ffi_guard, mut_or, ref_or, slice_or};
+/// The callback objects C may use on this thread now: the `shoal_conn`, `shoal_request` and
+/// `shoal_response` of the running callback. C never gets their addresses (they live on the
+/// reactor's or worker's stack, where the next callback's objects sit at the same place): it
+/// gets a token unique to this callback on this thread, which every function taking one
+/// looks up here. A token kept after its callback returned, or passed to another thread,
+/// matches nothing and is refused instead of reaching another connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Live {
+    Conn = 0,
+    Request = 1,
+    Response = 2,
+}
+
+/// Per thread: the live objects as (token, address) pairs, and the token counter.
+struct Tokens {
+    live: std::cell::Cell<[(usize, usize); 3]>,
+    next: std::cell::Cell<usize>,
+}
+
+thread_local! {
+    static TOKENS: Tokens = Tokens {
+        live: std::cell::Cell::new([(0, 0); 3]),
+        next: std::cell::Cell::new(first_token()),
+    };
+}
+
+/// Tokens are odd (never an object's address), and each thread's run in its own range: the
+/// top 16 bits number the thread (on 64-bit targets), the rest count its callbacks.
+fn first_token() -> usize {
+    static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    let n = THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let shift = usize::BITS.saturating_sub(16).max(8);
+    (n << shift) | 1
+}
+
+/// Marks callback objects live until dropped (restoring what was live before).
+pub(crate) struct LiveScope {
+    prev: [(usize, usize); 3],
+    now: [(usize, usize); 3],
+}
+
+impl LiveScope {
+    /// Makes the objects at these addresses (0: none) live; C gets [`LiveScope::token`]s.
+    pub(crate) fn enter(conn: usize, req: usize, res: usize) -> Self {
+        TOKENS.with(|t| {
+            let mut now = [(0, 0); 3];
+            for (slot, addr) in now.iter_mut().zip([conn, req, res]) {
+                if addr != 0 {
+                    let token = t.next.get();
+                    t.next.set(token.wrapping_add(2));
+                    *slot = (token, addr);
+                }
+            }
+            LiveScope {
+                prev: t.live.replace(now),
+                now,
+            }
+        })
+    }
+
+    /// What C gets for the object of `kind`.
+    pub(crate) fn token<T>(&self, kind: Live) -> *mut T {
+        self.now[kind as usize].0 as *mut T
+    }
+}
+
+impl Drop for LiveScope {
+    fn drop(&mut self) {
+        TOKENS.with(|t| t.live.set(self.prev));
+    }
+}
+
+/// The object a token names, if it is the running callback's object of this kind.
+pub(crate) fn resolve<T>(kind: Live, token: *const T) -> Option<*mut T> {
+    let (t, addr) = TOKENS.with(|t| t.live.get())[kind as usize];
+    (t != 0 && t == token as usize).then_some(addr as *mut T)
+}
+
+/// Records why a pointer was refused; SHOAL_ERR_WRONG_THREAD.
+pub(crate) fn stale_arg(name: &str) -> crate::error::shoal_status {
+    crate::error::set_last_error(&format!(
+        "{name} is not the running callback's (kept after its callback returned, or used from \
+         another thread)"
+    ));
+    crate::error::SHOAL_ERR_WRONG_THREAD
+}
+
+/// `&T` for a callback object's token: NULL gives `SHOAL_ERR_NULL`, a token that is not the
+/// running callback's gives `SHOAL_ERR_WRONG_THREAD` (or `$err` for both, with the reason
+/// recorded).
+macro_rules! live_ref_or {
+    ($ptr:expr, $kind:expr) => {
+        live_ref_or!(@ $ptr, $kind, return $crate::error::null_arg(stringify!($ptr)),
+            return $crate::boundary::stale_arg(stringify!($ptr)))
+    };
+    ($ptr:expr, $kind:expr, $err:expr) => {
+        live_ref_or!(@ $ptr, $kind, return $err, {
+            $crate::boundary::stale_arg(stringify!($ptr));
+            return $err;
+        })
+    };
+    (@ $ptr:expr, $kind:expr, $on_null:expr, $on_stale:expr) => {{
+        let p = $ptr;
+        if p.is_null() {
+            $on_null;
+        }
+        match $crate::boundary::resolve($kind, p) {
+            // SAFETY: a live token names the running callback's object, which outlives the
+            // callback (LiveScope ends before it does) and lives on this thread.
+            Some(obj) => unsafe { &*obj },
+            None => $on_stale,
+        }
+    }};
+}
+
+/// As [`live_ref_or!`], for `&mut T`.
+macro_rules! live_mut_or {
+    ($ptr:expr, $kind:expr) => {
+        live_mut_or!(@ $ptr, $kind, return $crate::error::null_arg(stringify!($ptr)),
+            return $crate::boundary::stale_arg(stringify!($ptr)))
+    };
+    ($ptr:expr, $kind:expr, $err:expr) => {
+        live_mut_or!(@ $ptr, $kind, return $err, {
+            $crate::boundary::stale_arg(stringify!($ptr));
+            return $err;
+        })
+    };
+    (@ $ptr:expr, $kind:expr, $on_null:expr, $on_stale:expr) => {{
+        let p = $ptr;
+        if p.is_null() {
+            $on_null;
+        }
+        match $crate::boundary::resolve($kind, p) {
+            // SAFETY: as in live_ref_or!; C passes the token back only during the callback,
+            // one call at a time on this thread, so nothing else borrows the object now.
+            Some(obj) => unsafe { &mut *obj },
+            None => $on_stale,
+        }
+    }};
+}
+
+pub(crate) use {ffi_guard, live_mut_or, live_ref_or, mut_or, ref_or, slice_or};
+
+/// Whether `n` elements of `T` can be one slice (at most `isize::MAX` bytes): a larger length
+/// is a caller's bug (a negative `ssize_t` passed as `size_t`), refused before any use.
+pub(crate) fn len_ok<T>(n: usize) -> bool {
+    n <= isize::MAX as usize / std::mem::size_of::<T>().max(1)
+}
+
+/// Records a refused length; SHOAL_ERR_INVALID_ARG.
+pub(crate) fn bad_len(name: &str, n: usize) -> crate::error::shoal_status {
+    crate::error::invalid_arg(&format!(
+        "{name} is {n}, larger than any object (a negative length passed as size_t?)"
+    ))
+}
 
 pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
     if let Some(s) = payload.downcast_ref::<&str>() {

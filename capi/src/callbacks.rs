@@ -5,6 +5,7 @@ use std::ffi::{c_int, c_void};
 use shoal_core::http::{HttpHandler, Request, Response};
 use shoal_core::{CloseReason, Conn, ConnId, Handler};
 
+use crate::boundary::{Live, LiveScope};
 use crate::conn::{ConnRef, shoal_conn};
 use crate::http::{shoal_request, shoal_response};
 
@@ -159,15 +160,24 @@ impl UserData {
     }
 }
 
-impl Drop for UserData {
-    fn drop(&mut self) {
-        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+impl UserData {
+    /// Frees the user data now, once (shoal_server_free() does it while the server is still
+    /// whole, so `free_user_data` may read it).
+    pub(crate) fn free_now(&self) {
+        if !self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         if let Some(f) = self.free {
-            // SAFETY: the caller registered `free` for exactly this pointer; Drop runs once.
+            // SAFETY: the caller registered `free` for exactly this pointer; disarming above
+            // makes this the only call.
             unsafe { f(self.ptr) };
         }
+    }
+}
+
+impl Drop for UserData {
+    fn drop(&mut self) {
+        self.free_now();
     }
 }
 
@@ -211,9 +221,19 @@ impl CHandler {
         data: &[u8],
     ) -> usize {
         let mut r = ConnRef { conn, state };
+        let live = LiveScope::enter(r.as_ptr() as usize, 0, 0);
         // SAFETY: `f` comes from the caller's table, valid until free_user_data per the
-        // header; `r` and `data` outlive the call.
-        let rc = unsafe { f(self.user.ptr, r.as_ptr(), data.as_ptr(), data.len()) };
+        // header; `r` and `data` outlive the call (C reaches `r` through the token, while
+        // `live` lasts).
+        let rc = unsafe {
+            f(
+                self.user.ptr,
+                live.token(Live::Conn),
+                data.as_ptr(),
+                data.len(),
+            )
+        };
+        drop(live);
         match consumed(rc, data.len()) {
             Some(n) => n,
             None => {
@@ -234,8 +254,11 @@ impl Handler for CHandler {
     fn on_open(&self, conn: &mut Conn<'_>, state: &mut CState) {
         if let Some(f) = self.table.on_open {
             let mut r = ConnRef { conn, state };
+            let live = LiveScope::enter(r.as_ptr() as usize, 0, 0);
             // SAFETY: as in call_data.
-            if unsafe { f(self.user.ptr, r.as_ptr()) } != 0 {
+            let rc = unsafe { f(self.user.ptr, live.token(Live::Conn)) };
+            drop(live);
+            if rc != 0 {
                 r.conn.fail();
             }
         }
@@ -260,8 +283,9 @@ impl Handler for CHandler {
         match self.table.on_eof {
             Some(f) => {
                 let mut r = ConnRef { conn, state };
+                let live = LiveScope::enter(r.as_ptr() as usize, 0, 0);
                 // SAFETY: as in call_data.
-                unsafe { f(self.user.ptr, r.as_ptr()) != 0 }
+                unsafe { f(self.user.ptr, live.token(Live::Conn)) != 0 }
             }
             None => false,
         }
@@ -270,16 +294,18 @@ impl Handler for CHandler {
     fn on_drain(&self, conn: &mut Conn<'_>, state: &mut CState) {
         if let Some(f) = self.table.on_drain {
             let mut r = ConnRef { conn, state };
+            let live = LiveScope::enter(r.as_ptr() as usize, 0, 0);
             // SAFETY: as in call_data.
-            unsafe { f(self.user.ptr, r.as_ptr()) };
+            unsafe { f(self.user.ptr, live.token(Live::Conn)) };
         }
     }
 
     fn on_timer(&self, conn: &mut Conn<'_>, state: &mut CState, tag: u64) {
         if let Some(f) = self.table.on_timer {
             let mut r = ConnRef { conn, state };
+            let live = LiveScope::enter(r.as_ptr() as usize, 0, 0);
             // SAFETY: as in call_data.
-            unsafe { f(self.user.ptr, r.as_ptr(), tag) };
+            unsafe { f(self.user.ptr, live.token(Live::Conn), tag) };
         }
     }
 
@@ -313,10 +339,19 @@ impl HttpHandler for CHttpHandler {
         };
         let req_ptr = std::ptr::from_ref(req).cast::<shoal_request>();
         let res_ptr = std::ptr::from_mut(res).cast::<shoal_response>();
+        let live = LiveScope::enter(0, req_ptr as usize, res_ptr as usize);
         // SAFETY: `f` comes from the caller's table (valid until free_user_data); `req` and
-        // `res` outlive the call and are only used through the shoal_request_* and
-        // shoal_response_* functions, which cast them back to these types.
-        let rc = unsafe { f(self.user.ptr, req_ptr, res_ptr) };
+        // `res` outlive the call and are only reached through the shoal_request_* and
+        // shoal_response_* functions, which resolve the tokens back to them while `live`
+        // lasts.
+        let rc = unsafe {
+            f(
+                self.user.ptr,
+                live.token(Live::Request),
+                live.token(Live::Response),
+            )
+        };
+        drop(live);
         if rc != 0 {
             log::warn!("C on_request returned {rc}; failing the connection");
             // A handler failure whatever was answered (the engine answers 500 if nothing

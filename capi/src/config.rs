@@ -77,13 +77,13 @@ pub const SHOAL_OPT_HANDLER_TIMEOUT_MS: shoal_option = 28;
 /// With SHOAL_OPT_WRITE_TIMEOUT_MS: queued output must also drain at this many bytes/s on
 /// average after a first write timeout of grace (slow-read defence); 0 disables (default 0).
 pub const SHOAL_OPT_WRITE_MIN_RATE: shoal_option = 29;
-/// HTTP: largest request head, bytes (default 16384).
+/// HTTP: largest request head, bytes: 64 to 64 MiB (default 16384).
 pub const SHOAL_OPT_HTTP_MAX_HEADER_BYTES: shoal_option = 100;
 /// HTTP: most header fields, at most 256 (default 64).
 pub const SHOAL_OPT_HTTP_MAX_HEADERS: shoal_option = 101;
 /// HTTP: longest request target (default 8192).
 pub const SHOAL_OPT_HTTP_MAX_TARGET_LEN: shoal_option = 102;
-/// HTTP: largest request body (default 16 MiB).
+/// HTTP: largest request body, held whole in memory: at most 4 GiB (default 16 MiB).
 pub const SHOAL_OPT_HTTP_MAX_BODY_SIZE: shoal_option = 103;
 /// HTTP: longest chunk-size line (default 4096).
 pub const SHOAL_OPT_HTTP_MAX_CHUNK_LINE: shoal_option = 104;

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use shoal_core::Conn;
 
-use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or, write_text};
+use crate::boundary::{Live, ffi_guard, live_mut_or, live_ref_or, slice_or, write_text};
 use crate::callbacks::{CState, shoal_conn_id};
 use crate::error::{SHOAL_OK, result, shoal_status};
 
-/// The connection a stream callback was called for. Only valid during that callback; use its
-/// id (shoal_conn_get_id()) with the shoal_server_* functions from elsewhere.
+/// The connection a stream callback was called for. Only valid during that callback, on its
+/// thread (a pointer kept past it, or passed to another thread, is refused with
+/// SHOAL_ERR_WRONG_THREAD and reaches no connection); use its id (shoal_conn_get_id()) with
+/// the shoal_server_* functions from elsewhere.
 #[derive(Debug)]
 pub struct shoal_conn {
     _private: [u8; 0],
@@ -42,10 +44,10 @@ impl ConnRef<'_, '_> {
 /// Casts a `shoal_conn` back. Returns early with SHOAL_ERR_NULL (or `$err`) for NULL.
 macro_rules! conn_or {
     ($p:expr) => {
-        mut_or!($p.cast::<ConnRef<'_, '_>>())
+        live_mut_or!($p.cast::<ConnRef<'_, '_>>(), Live::Conn)
     };
     ($p:expr, $err:expr) => {
-        mut_or!($p.cast::<ConnRef<'_, '_>>(), $err)
+        live_mut_or!($p.cast::<ConnRef<'_, '_>>(), Live::Conn, $err)
     };
 }
 
@@ -56,7 +58,7 @@ macro_rules! conn_or {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_conn_get_id(conn: *const shoal_conn) -> shoal_conn_id {
     ffi_guard!(0, {
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>(), 0);
+        let r = live_ref_or!(conn.cast::<ConnRef<'_, '_>>(), Live::Conn, 0);
         r.conn.id().as_u64()
     })
 }
@@ -98,6 +100,9 @@ pub unsafe extern "C" fn shoal_conn_writev(
         }
         if iov.is_null() {
             return crate::error::null_arg("iov");
+        }
+        if !crate::boundary::len_ok::<shoal_iovec>(count) {
+            return crate::boundary::bad_len("count", count);
         }
         // SAFETY: non-null with `count` entries per the contract.
         let entries = unsafe { std::slice::from_raw_parts(iov, count) };
@@ -243,7 +248,11 @@ pub unsafe extern "C" fn shoal_conn_set_context(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_conn_context(conn: *const shoal_conn) -> *mut c_void {
     ffi_guard!(std::ptr::null_mut(), {
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>(), std::ptr::null_mut());
+        let r = live_ref_or!(
+            conn.cast::<ConnRef<'_, '_>>(),
+            Live::Conn,
+            std::ptr::null_mut()
+        );
         r.state.context
     })
 }
@@ -255,7 +264,7 @@ pub unsafe extern "C" fn shoal_conn_context(conn: *const shoal_conn) -> *mut c_v
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_conn_queued(conn: *const shoal_conn) -> usize {
     ffi_guard!(0, {
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>(), 0);
+        let r = live_ref_or!(conn.cast::<ConnRef<'_, '_>>(), Live::Conn, 0);
         r.conn.queued()
     })
 }
@@ -268,7 +277,7 @@ pub unsafe extern "C" fn shoal_conn_queued(conn: *const shoal_conn) -> usize {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_conn_remaining_ms(conn: *const shoal_conn) -> i64 {
     ffi_guard!(-1, {
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>(), -1);
+        let r = live_ref_or!(conn.cast::<ConnRef<'_, '_>>(), Live::Conn, -1);
         r.conn
             .remaining()
             .map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -289,7 +298,7 @@ pub unsafe extern "C" fn shoal_conn_peer_addr(
     out_len: *mut usize,
 ) -> shoal_status {
     ffi_guard!({
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>());
+        let r = live_ref_or!(conn.cast::<ConnRef<'_, '_>>(), Live::Conn);
         match r.conn.peer_addr() {
             // SAFETY: forwarded contract.
             Ok(a) => unsafe { write_text(&a.to_string(), buf, cap, out_len) },
@@ -310,7 +319,7 @@ pub unsafe extern "C" fn shoal_conn_local_addr(
     out_len: *mut usize,
 ) -> shoal_status {
     ffi_guard!({
-        let r = ref_or!(conn.cast::<ConnRef<'_, '_>>());
+        let r = live_ref_or!(conn.cast::<ConnRef<'_, '_>>(), Live::Conn);
         match r.conn.local_addr() {
             // SAFETY: forwarded contract.
             Ok(a) => unsafe { write_text(&a.to_string(), buf, cap, out_len) },

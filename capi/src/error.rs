@@ -49,7 +49,9 @@ pub const SHOAL_ERR_IO: shoal_status = -1013;
 pub const SHOAL_ERR_NOT_STARTED: shoal_status = -1014;
 /// The call would wait for the thread making it: shoal_server_run()/shoal_server_wait()/
 /// shoal_server_free() from inside one of the server's own callbacks. Stop the server there
-/// (shoal_server_stop()) and wait or free from another thread.
+/// (shoal_server_stop()) and wait or free from another thread. Also: a `shoal_conn`,
+/// `shoal_request` or `shoal_response` used outside the callback it was given to (kept after
+/// it returned, or passed to another thread).
 pub const SHOAL_ERR_WRONG_THREAD: shoal_status = -1015;
 
 /// A thread's last error message: most are fixed text, kept without allocating (a lookup

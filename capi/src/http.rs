@@ -4,12 +4,13 @@ use std::ffi::{c_char, c_void};
 
 use shoal_core::http::{ChunkedBody, Deferred, PreparedHeaders, Request, Response, Version};
 
-use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or};
+use crate::boundary::{Live, ffi_guard, live_mut_or, live_ref_or, mut_or, ref_or, slice_or};
 use crate::callbacks::shoal_conn_id;
 use crate::error::{SHOAL_ERR_NOT_FOUND, SHOAL_OK, fail, null_arg, result, shoal_status};
 
 /// The request an `on_request` callback answers. Valid, with every pointer read from it, only
-/// during that callback.
+/// during that callback, on its thread (a `shoal_request` or `shoal_response` pointer kept
+/// past it is refused with SHOAL_ERR_WRONG_THREAD).
 #[derive(Debug)]
 pub struct shoal_request {
     _private: [u8; 0],
@@ -64,13 +65,13 @@ pub struct shoal_header {
 
 macro_rules! req_or {
     ($p:expr) => {
-        ref_or!($p.cast::<Request<'_>>())
+        live_ref_or!($p.cast::<Request<'_>>(), Live::Request)
     };
 }
 
 macro_rules! res_or {
     ($p:expr) => {
-        mut_or!($p.cast::<Response<'_, '_>>())
+        live_mut_or!($p.cast::<Response<'_, '_>>(), Live::Response)
     };
 }
 
@@ -98,6 +99,9 @@ unsafe fn with_fields<R>(
     if headers.is_null() {
         return Err(null_arg("headers"));
     }
+    if !crate::boundary::len_ok::<shoal_header>(count) {
+        return Err(crate::boundary::bad_len("count", count));
+    }
     // SAFETY: non-null with `count` entries per the contract.
     let entries = unsafe { std::slice::from_raw_parts(headers, count) };
     let check = |p: *const u8, n: usize, what: &str| -> Result<&[u8], shoal_status> {
@@ -105,6 +109,8 @@ unsafe fn with_fields<R>(
             Ok(&[])
         } else if p.is_null() {
             Err(null_arg(what))
+        } else if !crate::boundary::len_ok::<u8>(n) {
+            Err(crate::boundary::bad_len(what, n))
         } else {
             // SAFETY: non-null with `n` readable bytes per the contract.
             Ok(unsafe { std::slice::from_raw_parts(p, n) })
@@ -222,7 +228,7 @@ pub unsafe extern "C" fn shoal_request_query(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_request_version(req: *const shoal_request) -> i32 {
     ffi_guard!(0, {
-        let r = ref_or!(req.cast::<Request<'_>>(), 0);
+        let r = live_ref_or!(req.cast::<Request<'_>>(), Live::Request, 0);
         match r.version() {
             Version::Http10 => 10,
             Version::Http11 => 11,
@@ -264,7 +270,9 @@ pub unsafe extern "C" fn shoal_request_header(
 /// `req` is the running on_request's.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_request_header_count(req: *const shoal_request) -> usize {
-    ffi_guard!(0, { ref_or!(req.cast::<Request<'_>>(), 0).header_count() })
+    ffi_guard!(0, {
+        live_ref_or!(req.cast::<Request<'_>>(), Live::Request, 0).header_count()
+    })
 }
 
 /// The header field at `index`, in the order received; SHOAL_ERR_NOT_FOUND past the end.
@@ -324,7 +332,7 @@ pub unsafe extern "C" fn shoal_request_body(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn shoal_response_conn_id(res: *mut shoal_response) -> shoal_conn_id {
     ffi_guard!(0, {
-        let r = mut_or!(res.cast::<Response<'_, '_>>(), 0);
+        let r = live_mut_or!(res.cast::<Response<'_, '_>>(), Live::Response, 0);
         r.conn().id().as_u64()
     })
 }

@@ -455,7 +455,9 @@ pub unsafe extern "C" fn shoal_server_stop(server: *const shoal_server) -> shoal
     })
 }
 
-/// Frees a server, and then calls `free_user_data` (after the last callback). NULL is
+/// Frees a server, calling `free_user_data` after the last callback and before the server's
+/// memory goes: from `free_user_data` the server may still be read (shoal_server_stats(),
+/// shoal_server_port()), and calls that would start or free it again fail. NULL is
 /// ignored. Returns SHOAL_ERR_BUSY, freeing nothing, while callbacks may still run:
 ///
 /// - the server was started and not stopped (call shoal_server_stop() first);
@@ -510,6 +512,10 @@ pub unsafe extern "C" fn shoal_server_free(server: *mut shoal_server) -> shoal_s
             // ids shoal_server_connect() gave out here, and those callbacks may use it.
             let kind = st.server.take();
             drop(kind);
+            drop(st);
+            // No callback runs any more, and the server is whole but for its engine (so a
+            // call that needs the engine reports busy): `free_user_data` may read it.
+            s.user.free_now();
         }
         // SAFETY: from shoal_server_new(), freed only here; no callback can run any more (the
         // engine is gone, with every thread that had the handler), so no thread uses it.

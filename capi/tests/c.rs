@@ -68,6 +68,11 @@ fn stale_handles_from_every_thread() {
 }
 
 #[test]
+fn misuse_kept_pointers_bad_lengths_and_free_user_data() {
+    c_test("misuse_test");
+}
+
+#[test]
 fn errors_and_stale_ids() {
     c_test("errors_test");
 }

@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use http_util::*;
-use shoal_core::http::{HttpConfig, PreparedHeaders, Request, Response, Version};
+use shoal_core::http::{
+    HttpConfig, MAX_BODY, MAX_HEAD, PreparedHeaders, Request, Response, Version,
+};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -816,7 +818,35 @@ fn invalid_http_config_is_rejected() {
             .validate()
             .is_err()
     );
+    // Heads and bodies are held in memory whole: "no limit" is refused, not wrapped around.
+    for cfg in [
+        HttpConfig::default().max_body_size(usize::MAX),
+        HttpConfig::default().max_body_size(MAX_BODY as usize + 1),
+        HttpConfig::default().max_header_bytes(usize::MAX),
+        HttpConfig::default().max_header_bytes(MAX_HEAD + 1),
+    ] {
+        let e = cfg.validate().unwrap_err();
+        assert!(matches!(e, shoal_core::Error::InvalidConfig(_)), "{e}");
+    }
     HttpConfig::default().validate().unwrap();
+    // The largest limits allowed bind, and serve a body larger than the default read buffer.
+    let srv = Http::start(
+        config(1)
+            .max_body_size(MAX_BODY as usize)
+            .max_header_bytes(MAX_HEAD),
+        app,
+    );
+    let body = vec![b'x'; 2 << 20];
+    let mut c = Client::connect(srv.addr);
+    let mut req = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    c.send(&req);
+    let r = c.read(1, &[false]);
+    assert_eq!((r[0].status, r[0].body.len()), (200, body.len()));
 }
 
 #[test]

@@ -56,20 +56,27 @@ where
     }
 }
 
+/// The largest [`HttpConfig::max_header_bytes`]: 64 MiB.
+pub const MAX_HEAD: usize = 64 << 20;
+/// The largest [`HttpConfig::max_body_size`]: 4 GiB.
+pub const MAX_BODY: u64 = 4 << 30;
+
 /// HTTP limits and timeouts, plus the engine configuration underneath.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HttpConfig {
     /// The engine's configuration (address, threads, dispatch, buffers, write timeout…).
     pub engine: Config,
-    /// Largest request head (request line and fields); more is answered 431. Default 16 KiB.
+    /// Largest request head (request line and fields); more is answered 431. Default 16 KiB;
+    /// at most [`MAX_HEAD`].
     pub max_header_bytes: usize,
     /// Most header fields (at most 256); more is answered 431. Default 64.
     pub max_headers: usize,
     /// Longest request target; longer is answered 414. Default 8 KiB.
     pub max_target_len: usize,
     /// Largest request body, declared or de-chunked; larger is answered 413 (before the body
-    /// is read when declared). Default 16 MiB.
+    /// is read when declared). Default 16 MiB; at most [`MAX_BODY`] (a body is held whole in
+    /// the connection's read buffer).
     pub max_body_size: usize,
     /// Longest chunk-size line, extensions included. Default 4 KiB.
     pub max_chunk_line: usize,
@@ -165,8 +172,12 @@ impl HttpConfig {
     pub fn validate(&self) -> Result<()> {
         self.engine.validate()?;
         let bad = |m: &str| Err(Error::InvalidConfig(m.to_owned()));
-        if self.max_header_bytes < 64 {
-            return bad("max_header_bytes must be at least 64");
+        // Heads and bodies are held whole in the connection's read buffer: these bound it.
+        if !(64..=MAX_HEAD).contains(&self.max_header_bytes) {
+            return bad("max_header_bytes must be in 64..=64 MiB");
+        }
+        if self.max_body_size as u64 > MAX_BODY {
+            return bad("max_body_size must be at most 4 GiB (a body is held whole in memory)");
         }
         if self.max_headers == 0 || self.max_headers > MAX_HEADERS {
             return bad("max_headers must be in 1..=256");
@@ -825,7 +836,7 @@ impl<H: HttpHandler> HttpServer<H> {
         let mut engine = config.engine.clone();
         engine.max_read_buffer = engine
             .max_read_buffer
-            .max(config.max_header_bytes + config.max_body_size + 64 * 1024);
+            .max(config.max_header_bytes + config.max_body_size.saturating_add(64 * 1024));
         let stats: Arc<[Counters]> = (0..engine.threads).map(|_| Counters::default()).collect();
         let http = Http {
             handler,
