@@ -105,12 +105,29 @@ pub(crate) fn with_bytes<R>(
             "expected a bytes-like object, not str (encode it first)",
         ));
     }
-    // Any other buffer (bytearray, memoryview, array): one copy through bytes().
-    let copied = obj
-        .py()
-        .get_type::<PyBytes>()
+    // An object with `__bytes__`: what it returns. Any other buffer (bytearray, memoryview,
+    // array): one copy through bytes(memoryview(..)). The memoryview refuses what is not a
+    // buffer, where bytes() alone would make five NUL bytes of 5 and b"hi" of [104, 105].
+    let py = obj.py();
+    if obj.get_type().hasattr(pyo3::intern!(py, "__bytes__"))? {
+        let copied = py.get_type::<PyBytes>().call1((obj,))?;
+        return f(copied.cast::<PyBytes>()?.as_bytes());
+    }
+    let view = py
+        .get_type::<pyo3::types::PyMemoryView>()
         .call1((obj,))
-        .map_err(|_| PyTypeError::new_err("expected a bytes-like object"))?;
+        .map_err(|e| {
+            if e.is_instance_of::<PyTypeError>(py) {
+                let name = obj
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+                PyTypeError::new_err(format!("expected a bytes-like object, not {name}"))
+            } else {
+                e
+            }
+        })?;
+    let copied = py.get_type::<PyBytes>().call1((view,))?;
     let b = copied.cast::<PyBytes>()?;
     f(b.as_bytes())
 }

@@ -1,5 +1,6 @@
-//! Python `logging` for shoal: the engine's `log` records go to the logger `shoal`, and
-//! exceptions raised by callbacks are logged there with their traceback.
+//! Python `logging` for shoal: the engine's `log` records go to the logger `shoal` (through
+//! a thread of their own), and exceptions raised by callbacks are logged there with their
+//! traceback.
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -31,8 +32,46 @@ pub(crate) fn log_exception(py: Python<'_>, what: &str, e: PyErr) {
     }
 }
 
-/// Forwards `log` records to Python logging (taking the interpreter briefly).
+/// Forwards `log` records to Python logging. A record is handed to one `shoal-log` thread,
+/// which takes the interpreter to log it: the thread that made it (a reactor, most often)
+/// never waits for the interpreter, which a callback may hold for a long time (the reactor
+/// must still close that callback's connection at its `handler_timeout`). A burst beyond
+/// the queue is dropped, and counted in the next record that gets through.
 struct Bridge;
+
+/// Records waiting for the `shoal-log` thread.
+const QUEUE: usize = 1024;
+
+struct Queue {
+    tx: std::sync::mpsc::SyncSender<(i32, String)>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+static QUEUE_TX: std::sync::OnceLock<Option<Queue>> = std::sync::OnceLock::new();
+
+fn queue() -> Option<&'static Queue> {
+    QUEUE_TX
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(i32, String)>(QUEUE);
+            std::thread::Builder::new()
+                .name("shoal-log".into())
+                .spawn(move || {
+                    while let Ok((level, msg)) = rx.recv() {
+                        Python::attach(|py| {
+                            if let Ok(l) = logger(py) {
+                                let _ = l.call_method1("log", (level, msg));
+                            }
+                        });
+                    }
+                })
+                .ok()
+                .map(|_| Queue {
+                    tx,
+                    dropped: std::sync::atomic::AtomicU64::new(0),
+                })
+        })
+        .as_ref()
+}
 
 impl log::Log for Bridge {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
@@ -49,12 +88,23 @@ impl log::Log for Bridge {
             log::Level::Info => 20,
             log::Level::Debug | log::Level::Trace => 10,
         };
-        let msg = format!("{} ({})", record.args(), record.target());
-        Python::attach(|py| {
-            if let Ok(l) = logger(py) {
-                let _ = l.call_method1("log", (level, msg));
-            }
-        });
+        let Some(q) = queue() else {
+            return;
+        };
+        let dropped = q.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let msg = if dropped == 0 {
+            format!("{} ({})", record.args(), record.target())
+        } else {
+            format!(
+                "{} ({}; {dropped} earlier records dropped)",
+                record.args(),
+                record.target()
+            )
+        };
+        if q.tx.try_send((level, msg)).is_err() {
+            q.dropped
+                .fetch_add(dropped + 1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn flush(&self) {}

@@ -297,3 +297,42 @@ def test_exceptions_in_logging_do_not_break_the_server() -> None:
                 assert recv_exact(s, 4) == b"fine"
     finally:
         logger.removeHandler(h)
+
+
+def test_a_callback_holding_the_interpreter_does_not_delay_its_handler_timeout(
+    serve: Any,
+) -> None:
+    # The callback runs one long C call (sum over a range) that never lets go of the
+    # interpreter. The reactor must still close the connection at handler_timeout: it logs
+    # that it did, and an engine log record must not make it wait for the interpreter. The
+    # client runs in another process, whose interpreter this callback does not hold.
+    def on_data(conn: shoal.Connection, data: bytes) -> int:
+        sum(range(60_000_000))
+        return len(data)
+
+    srv = serve(on_data=on_data, threads=1, workers=1, handler_timeout=0.2)
+    script = textwrap.dedent(
+        """
+        import socket, sys, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+        t = time.monotonic()
+        s.sendall(b"x")
+        try:
+            while s.recv(100):
+                pass
+        except ConnectionResetError:
+            pass
+        print(time.monotonic() - t)
+        """
+    )
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(srv.port)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    took = float(out.stdout)
+    total = time.monotonic() - t0
+    # The callback itself took longer than the close: otherwise this proves nothing.
+    assert total > 1.0, total
+    assert took < 0.8, f"closed after {took:.2f} s (the callback ran {total:.2f} s)"
+    assert eventually(lambda: srv.stats()["closed"]["handler_timeout"] == 1)

@@ -373,8 +373,9 @@ def test_a_handler_object_with_methods(serve: Any) -> None:
 def test_a_connection_of_another_server_written_inside_a_callback_goes_to_that_server(
     serve: Any, mode: dict[str, Any]
 ) -> None:
-    # Two servers with one reactor each: their first connections have the same id. Writing to
-    # B's connection inside A's callback must reach B's client, not A's.
+    # Two servers with one reactor each: their first connections take the same reactor and
+    # slot (their ids still differ: each server counts generations from its own start).
+    # Writing to B's connection inside A's callback must reach B's client, not A's.
     b_conns: list[shoal.Connection] = []
     srv_b = serve(on_data=echo, on_open=b_conns.append, threads=1, **mode)
     a_conns: list[shoal.Connection] = []
@@ -386,7 +387,7 @@ def test_a_connection_of_another_server_written_inside_a_callback_goes_to_that_s
     srv_a = serve(on_data=on_data_a, on_open=a_conns.append, threads=1, **mode)
     with connect(srv_b.port, timeout=5) as b, connect(srv_a.port, timeout=5) as a:
         assert eventually(lambda: len(b_conns) == 1 and len(a_conns) == 1)
-        assert a_conns[0].id == b_conns[0].id  # the case that matters
+        assert a_conns[0].id != b_conns[0].id
         a.sendall(b"go")
         assert recv_exact(a, 4) == b"done"
         assert recv_exact(b, 5) == b"for-b"
@@ -421,3 +422,19 @@ def test_on_close_runs_once_for_an_outbound_connect_that_fails(
     assert opened == []
     with pytest.raises(shoal.ConnectionClosed):
         conn.write(b"x")
+
+
+@pytest.mark.parametrize("value", [3, [104, 105], None, 2.5])
+def test_a_write_of_something_not_bytes_like_raises_type_error(
+    serve: Any, caplog: pytest.LogCaptureFixture, value: Any
+) -> None:
+    # bytes(3) would be three NUL bytes and bytes([104, 105]) b"hi": neither reaches the
+    # client; the callback gets a TypeError (logged, the connection failed).
+    caplog.set_level(logging.ERROR, logger="shoal")
+    srv = serve(on_data=lambda conn, data: conn.write(value))
+    with connect(srv.port) as s:
+        s.sendall(b"x")
+        assert recv_until_closed(s) == b""
+    assert eventually(lambda: srv.stats()["closed"]["handler_failed"] == 1)
+    errors = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert any(isinstance(e, TypeError) and "bytes-like" in str(e) for e in errors), errors

@@ -878,16 +878,16 @@ impl Deferred {
 impl Drop for Deferred {
     fn drop(&mut self) {
         if !self.done {
+            log::warn!(
+                "deferred response on connection {:?} dropped unanswered; sending 500",
+                self.id
+            );
             if IN_HANDLER.get() == Some((self.id, false)) {
                 // Dropped inside the handler that deferred it (or as its panic unwinds): the
                 // request loop answers the 500 and counts the failure once.
                 IN_HANDLER.set(Some((self.id, true)));
                 return;
             }
-            log::warn!(
-                "deferred response on connection {:?} dropped unanswered; sending 500",
-                self.id
-            );
             // A handler failure: the connection does not carry on after it.
             let _ = self.send(500, &[("Connection", "close")], b"");
             if let Some(c) = self.stats.get(self.id.reactor()) {

@@ -440,15 +440,8 @@ impl<H: HttpHandler> Http<H> {
                 );
                 true
             }
-            (Ok(()), Outcome::Fresh) if dropped => {
-                log::error!(
-                    "HTTP handler dropped its deferred answer to {} {} on connection {:?}",
-                    req.method(),
-                    req.target(),
-                    conn.id()
-                );
-                true
-            }
+            // The `Deferred` said so as it was dropped.
+            (Ok(()), Outcome::Fresh) if dropped => true,
             (Ok(()), Outcome::Fresh) => {
                 log::error!(
                     "HTTP handler returned without answering {} {} on connection {:?}",
