@@ -347,6 +347,18 @@ fn http_scenario(srv: &Server) {
     let r = exchange(&mut c, b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.body.len(), 1 << 20, "{label}: /big defaults to 1 MiB");
 
+    // More than one response may queue (max_write_buffer, 16 MiB by default) is refused
+    // with a reason, not cut off by an aborted connection; the connection carries on.
+    let r = exchange(
+        &mut c,
+        b"GET /big?bytes=17000000 HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(r.status, 413, "{label}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("--max-write-buffer"),
+        "{label}"
+    );
+
     let r = exchange(&mut c, b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(r.status, 404, "{label}");
 

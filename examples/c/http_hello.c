@@ -3,7 +3,8 @@
  *
  *     GET /              200 "Hello, World!" (text/plain); HEAD too
  *     POST /echo         200 with the request body (and its Content-Type)
- *     GET /big?bytes=N   200 with N bytes of 'x' (default 1 MiB; streamed above 1 MiB)
+ *     GET /big?bytes=N   200 with N bytes of 'x' (default 1 MiB; streamed above 1 MiB; 413
+ *                        above --max-write-buffer less 64 KiB, since it is queued whole)
  *     GET /fail          on_request returns an error on purpose: shoal answers 500 and
  *                        closes only that connection
  *
@@ -105,6 +106,9 @@ static shoal_status not_allowed(shoal_response *res, const char *allow) {
 /* Shared by every callback on every thread; never written after the server starts. */
 typedef struct app {
     long delay_ms;
+    /* The largest /big answered: one response is queued whole (written inside on_request),
+     * and output past SHOAL_OPT_MAX_WRITE_BUFFER would abort the connection. */
+    size_t max_big;
     /* Content-Type: text/plain, checked and serialized once (shoal_headers_new). */
     shoal_headers *text;
 } app;
@@ -131,7 +135,16 @@ static int on_request(void *user_data, const shoal_request *req, shoal_response 
         } else if (is(path, path_len, "/echo")) {
             st = is(method, method_len, "POST") ? echo(req, res) : not_allowed(res, "POST");
         } else if (is(path, path_len, "/big")) {
-            st = get ? send_big(res, big_size(req), a->text) : not_allowed(res, "GET, HEAD");
+            size_t n = big_size(req);
+            if (!get) {
+                st = not_allowed(res, "GET, HEAD");
+            } else if (n > a->max_big) {
+                static const char why[] = "bytes is above what one response may queue; raise "
+                                          "--max-write-buffer\n";
+                st = shoal_response_send_prepared(res, 413, a->text, why, sizeof why - 1);
+            } else {
+                st = send_big(res, n, a->text);
+            }
         } else if (is(path, path_len, "/fail") && is(method, method_len, "GET")) {
             return 1; /* fails on purpose: shoal answers 500 and closes this connection only */
         } else {
@@ -187,6 +200,10 @@ int main(int argc, char **argv) {
     cli_check(args.program, "shoal_headers_new", shoal_headers_new(&text, 1, &a.text));
 
     shoal_config *config = cli_config(&args);
+    uint64_t max_write = 0;
+    cli_check(args.program, "shoal_config_get",
+              shoal_config_get(config, SHOAL_OPT_MAX_WRITE_BUFFER, &max_write));
+    a.max_big = max_write > 65536 ? (size_t)(max_write - 65536) : 0;
     shoal_http_handler handler = {.size = sizeof handler, .on_request = on_request};
     shoal_server *server = NULL;
     cli_check(args.program, "shoal_http_server_new",

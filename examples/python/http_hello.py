@@ -20,6 +20,10 @@ ROUTES = {"/": "GET, HEAD", "/echo": "POST", "/big": "GET, HEAD", "/json": "GET,
           "/slow": "GET, HEAD", "/fail": "GET"}
 
 
+# The largest /big: the default max_write_buffer (16 MiB) less room for the head.
+MAX_BIG = (16 << 20) - (64 << 10)
+
+
 def query_int(req: shoal.Request, name: str, default: int) -> int:
     values = urllib.parse.parse_qs(req.query or "").get(name)
     try:
@@ -40,8 +44,10 @@ def handle(req: shoal.Request) -> shoal.Response | str | bytes | dict[str, objec
         return req.body
     if req.path == "/big":
         n = query_int(req, "bytes", 1024)
-        if not 0 <= n <= 64 << 20:
-            return shoal.Response("bytes must be 0..=67108864\n", status=400)
+        if not 0 <= n <= MAX_BIG:
+            # One response is queued whole: past max_write_buffer (16 MiB by default) the
+            # connection would be aborted.
+            return shoal.Response(f"bytes must be 0..={MAX_BIG}\n", status=413 if n > 0 else 400)
         return b"b" * n
     if req.path == "/fail":
         raise RuntimeError("GET /fail fails on purpose")

@@ -1,5 +1,6 @@
 //! HTTP hello: `GET /` answers `Hello, World!`, `POST /echo` echoes the body,
-//! `GET /big?bytes=N` sends N bytes (for slow-reader tests), and `GET /fail` fails on purpose
+//! `GET /big?bytes=N` sends N bytes (for slow-reader tests; 413 above `--max-write-buffer`
+//! less 64 KiB, as the body is queued whole), and `GET /fail` fails on purpose
 //! (the handler panics): shoal answers 500 and closes only that connection.
 //!
 //! ```text
@@ -27,6 +28,7 @@ fn handle(
     res: &mut Response<'_, '_>,
     text: &PreparedHeaders,
     delay: Option<Duration>,
+    max_big: usize,
 ) {
     if let Some(d) = delay {
         std::thread::sleep(d);
@@ -46,7 +48,15 @@ fn handle(
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(1 << 20);
             let fill = filler();
-            if n <= fill.len() {
+            if n > max_big {
+                // Written inside the handler, the body is queued whole: past
+                // max_write_buffer the connection would be aborted.
+                res.send_prepared(
+                    413,
+                    text,
+                    b"bytes is above what one response may queue; raise --max-write-buffer\n",
+                )
+            } else if n <= fill.len() {
                 res.send_prepared(200, text, &fill[..n])
             } else {
                 res.start_chunked(200, &[("Content-Type", "text/plain")])
@@ -162,10 +172,13 @@ fn main() {
         config = config.keepalive_timeout(d);
     }
     let delay = args.millis("handler-delay-ms");
+    let max_big = config.engine.max_write_buffer.saturating_sub(64 << 10);
     let text = PreparedHeaders::new(&[("Content-Type", "text/plain")]).expect("valid headers");
     let server = HttpServer::bind(
         config,
-        move |req: &Request<'_>, res: &mut Response<'_, '_>| handle(req, res, &text, delay),
+        move |req: &Request<'_>, res: &mut Response<'_, '_>| {
+            handle(req, res, &text, delay, max_big)
+        },
     )
     .unwrap_or_else(|e| {
         eprintln!("http_hello: {e}");

@@ -57,6 +57,7 @@ def test_http_hello_routes_and_sigterm() -> None:
         assert req("GET", "/big?bytes=100000") == (200, b"b" * 100000)
         assert req("GET", "/slow?ms=20") == (200, b"waited 20 ms\n")
         assert req("GET", "/big?bytes=x")[0] == 400
+        assert req("GET", "/big?bytes=17000000")[0] == 413
         assert req("DELETE", "/")[0] == 405
         assert req("GET", "/nowhere")[0] == 404
         c.close()
