@@ -162,61 +162,51 @@ pub(crate) fn stale_arg(name: &str) -> crate::error::shoal_status {
     crate::error::SHOAL_ERR_WRONG_THREAD
 }
 
-/// `&T` for a callback object's token: NULL gives `SHOAL_ERR_NULL`, a token that is not the
-/// running callback's gives `SHOAL_ERR_WRONG_THREAD` (or `$err` for both, with the reason
-/// recorded).
-macro_rules! live_ref_or {
-    ($ptr:expr, $kind:expr) => {
-        live_ref_or!(@ $ptr, $kind, return $crate::error::null_arg(stringify!($ptr)),
+/// `&T` (`[]`) or `&mut T` (`[mut]`) for a callback object's token: NULL gives
+/// `SHOAL_ERR_NULL`, a token that is not the running callback's gives `SHOAL_ERR_WRONG_THREAD`
+/// (or `$err` for both, with the reason recorded).
+macro_rules! live_or {
+    ([$($m:tt)?] $ptr:expr, $kind:expr) => {
+        live_or!(@ [$($m)?] $ptr, $kind, return $crate::error::null_arg(stringify!($ptr)),
             return $crate::boundary::stale_arg(stringify!($ptr)))
     };
-    ($ptr:expr, $kind:expr, $err:expr) => {
-        live_ref_or!(@ $ptr, $kind, return $err, {
+    ([$($m:tt)?] $ptr:expr, $kind:expr, $err:expr) => {
+        live_or!(@ [$($m)?] $ptr, $kind, return $err, {
             $crate::boundary::stale_arg(stringify!($ptr));
             return $err;
         })
     };
-    (@ $ptr:expr, $kind:expr, $on_null:expr, $on_stale:expr) => {{
+    (@ [$($m:tt)?] $ptr:expr, $kind:expr, $on_null:expr, $on_stale:expr) => {{
         let p = $ptr;
         if p.is_null() {
             $on_null;
         }
         match $crate::boundary::resolve($kind, p) {
             // SAFETY: a live token names the running callback's object, which outlives the
-            // callback (LiveScope ends before it does) and lives on this thread.
-            Some(obj) => unsafe { &*obj },
+            // callback (LiveScope ends before it does) and lives on this thread; C passes the
+            // token back only during the callback, one call at a time, so no other borrow of
+            // it is active (a `mut` one is asked for only of objects lent mutably).
+            Some(obj) => unsafe { &$($m)? *obj },
             None => $on_stale,
         }
     }};
 }
 
-/// As [`live_ref_or!`], for `&mut T`.
+/// [`live_or!`] for `&T`.
+macro_rules! live_ref_or {
+    ($($args:tt)*) => {
+        live_or!([] $($args)*)
+    };
+}
+
+/// [`live_or!`] for `&mut T`.
 macro_rules! live_mut_or {
-    ($ptr:expr, $kind:expr) => {
-        live_mut_or!(@ $ptr, $kind, return $crate::error::null_arg(stringify!($ptr)),
-            return $crate::boundary::stale_arg(stringify!($ptr)))
+    ($($args:tt)*) => {
+        live_or!([mut] $($args)*)
     };
-    ($ptr:expr, $kind:expr, $err:expr) => {
-        live_mut_or!(@ $ptr, $kind, return $err, {
-            $crate::boundary::stale_arg(stringify!($ptr));
-            return $err;
-        })
-    };
-    (@ $ptr:expr, $kind:expr, $on_null:expr, $on_stale:expr) => {{
-        let p = $ptr;
-        if p.is_null() {
-            $on_null;
-        }
-        match $crate::boundary::resolve($kind, p) {
-            // SAFETY: as in live_ref_or!; C passes the token back only during the callback,
-            // one call at a time on this thread, so nothing else borrows the object now.
-            Some(obj) => unsafe { &mut *obj },
-            None => $on_stale,
-        }
-    }};
 }
 
-pub(crate) use {ffi_guard, live_mut_or, live_ref_or, mut_or, ref_or, slice_or};
+pub(crate) use {ffi_guard, live_mut_or, live_or, live_ref_or, mut_or, ref_or, slice_or};
 
 /// Whether `n` elements of `T` can be one slice (at most `isize::MAX` bytes): a larger length
 /// is a caller's bug (a negative `ssize_t` passed as `size_t`), refused before any use.

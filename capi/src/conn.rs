@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shoal_core::Conn;
 
-use crate::boundary::{Live, ffi_guard, live_mut_or, live_ref_or, slice_or, write_text};
+use crate::boundary::{Live, ffi_guard, live_mut_or, live_or, live_ref_or, slice_or, write_text};
 use crate::callbacks::{CState, shoal_conn_id};
 use crate::error::{SHOAL_OK, result, shoal_status};
 

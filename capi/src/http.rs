@@ -4,7 +4,9 @@ use std::ffi::{c_char, c_void};
 
 use shoal_core::http::{ChunkedBody, Deferred, PreparedHeaders, Request, Response, Version};
 
-use crate::boundary::{Live, ffi_guard, live_mut_or, live_ref_or, mut_or, ref_or, slice_or};
+use crate::boundary::{
+    Live, ffi_guard, live_mut_or, live_or, live_ref_or, mut_or, ref_or, slice_or,
+};
 use crate::callbacks::shoal_conn_id;
 use crate::error::{SHOAL_ERR_NOT_FOUND, SHOAL_OK, fail, null_arg, result, shoal_status};
 
