@@ -169,6 +169,27 @@ impl ServerHandle {
         self.send(id, Command::Write { id, data })
     }
 
+    /// As [`ServerHandle::write_owned`], for a writer that paces itself with `pacer`.
+    pub(crate) fn write_paced(
+        &self,
+        id: ConnId,
+        data: Vec<u8>,
+        pacer: &Arc<reactor::Pacer>,
+    ) -> Result<()> {
+        if data.len() > self.shared.config.max_write_buffer {
+            return self.overflow(id);
+        }
+        let n = data.len();
+        pacer.sending(n);
+        let pacer = pacer.clone();
+        self.send(id, Command::WritePaced { id, data, pacer })
+    }
+
+    /// The connection's low watermark (where a paced writer goes on).
+    pub(crate) fn low_watermark(&self) -> usize {
+        self.shared.config.write_low_watermark
+    }
+
     /// Closes `id` with `WriteOverflow` for a write that can never be queued.
     fn overflow(&self, id: ConnId) -> Result<()> {
         self.send(id, Command::Overflow { id })?;

@@ -24,6 +24,9 @@ fn prepared() -> &'static PreparedHeaders {
     })
 }
 
+/// How the last `/paced` producer ended.
+static PACED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// How many `/doze` handlers have started.
 static DOZING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -171,6 +174,36 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
         "/fail-after-send" => {
             res.send(200, &text, b"sent first").unwrap();
             res.fail();
+        }
+        "/paced" => {
+            // A 40 MiB body (over max_write_buffer) from another thread, waiting for room
+            // before each MiB.
+            let mut d = res.defer().unwrap();
+            let mut body = d.start_chunked(200, &text).unwrap();
+            assert!(matches!(
+                body.wait_writable(Some(Duration::ZERO)),
+                Err(shoal_core::Error::WrongThread)
+            ));
+            std::thread::spawn(move || {
+                let piece = vec![b'p'; 1 << 20];
+                let mut most = 0;
+                for _ in 0..40 {
+                    match body.wait_writable(Some(Duration::from_secs(10))) {
+                        Ok(true) => {}
+                        other => {
+                            *PACED.lock().unwrap() = Some(format!("{other:?}"));
+                            return;
+                        }
+                    }
+                    most = most.max(body.queued());
+                    if body.write(&piece).is_err() {
+                        *PACED.lock().unwrap() = Some("write failed".into());
+                        return;
+                    }
+                }
+                *PACED.lock().unwrap() = Some(format!("done, at most {most} queued"));
+                body.finish().unwrap();
+            });
         }
         "/drop-deferred" => {
             let d = res.defer().unwrap();
@@ -1160,5 +1193,47 @@ fn a_deferred_answer_under_way_at_stop_is_delivered_within_the_grace_period() {
                 t0.elapsed()
             );
         }
+    }
+}
+
+#[test]
+fn a_paced_stream_larger_than_max_write_buffer_reaches_a_slow_reader_whole() {
+    // 40 MiB streamed from another thread against a 16 MiB max_write_buffer, to a client
+    // that reads nothing for half a second: waiting for room before each piece keeps the
+    // queue at the watermarks, so the body arrives whole instead of the connection being
+    // reset. A client that leaves mid-body ends the wait with `Closed`.
+    for workers in [0, 2] {
+        let srv = Http::start(with_workers(config(1), workers), app);
+        *PACED.lock().unwrap() = None;
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(10 * SEC)).unwrap();
+        s.write_all(&get("/paced")).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut buf = Vec::with_capacity(41 << 20);
+        let mut chunk = vec![0u8; 1 << 20];
+        while !buf.ends_with(b"\r\n0\r\n\r\n") {
+            let n = s.read(&mut chunk).expect("body");
+            assert!(n > 0, "closed after {} bytes", buf.len());
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let (rs, _) = parse_responses(&buf, false, &[false]);
+        assert_eq!(rs.len(), 1, "workers {workers}");
+        assert_eq!(rs[0].body.len(), 40 << 20, "workers {workers}");
+        assert!(rs[0].body.iter().all(|&b| b == b'p'));
+        let ended = PACED.lock().unwrap().clone().unwrap();
+        assert!(ended.starts_with("done"), "{ended}");
+
+        // A client that goes away: the producer's wait ends with Closed, not never.
+        *PACED.lock().unwrap() = None;
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(&get("/paced")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        drop(s);
+        assert!(eventually(5 * SEC, || PACED.lock().unwrap().is_some()));
+        let ended = PACED.lock().unwrap().clone().unwrap();
+        assert!(
+            ended.contains("Closed") || ended == "write failed",
+            "workers {workers}: {ended}"
+        );
     }
 }

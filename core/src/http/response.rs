@@ -4,12 +4,13 @@
 use std::cell::Cell;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::date::{DATE_LINE_LEN, with_date};
 use super::stats::{Counters, Tally, inc};
 use crate::conn::{Conn, ConnId};
 use crate::error::{Error, Result};
+use crate::reactor::Pacer;
 use crate::server::ServerHandle;
 
 /// What the response must respect about its request.
@@ -864,6 +865,7 @@ impl Deferred {
         self.handle.write_owned(self.id, out)?;
         self.counters().response(status);
         Ok(ChunkedBody {
+            pacer: Arc::new(Pacer::new(self.handle.low_watermark())),
             handle: self.handle.clone(),
             id: self.id,
             // HEAD, 204 and 304 responses end with their head (RFC 9112 §6.3).
@@ -904,6 +906,8 @@ impl Drop for Deferred {
 pub struct ChunkedBody {
     handle: ServerHandle,
     id: ConnId,
+    /// Flow control: what this body has queued, and the wait for it to drain.
+    pacer: Arc<Pacer>,
     /// Nothing of the body is sent (HEAD, 204, 304).
     no_body: bool,
     close: bool,
@@ -923,7 +927,25 @@ impl ChunkedBody {
         self.id
     }
 
-    /// Sends one piece of the body (an empty piece sends nothing).
+    /// Bytes of this response written and not yet handed to the kernel (in the reactor's
+    /// inbox or the connection's output queue).
+    pub fn queued(&self) -> usize {
+        self.pacer.queued()
+    }
+
+    /// Waits until at most the low watermark (`write_low_watermark`) of output is queued, so
+    /// the next pieces stay within `max_write_buffer` however slowly the client reads: call
+    /// it before each write of a large or endless body. `Ok(true)` when writable, `Ok(false)`
+    /// when `timeout` passed first (`None`: no limit); [`Error::Closed`] once the connection
+    /// is gone; [`Error::WrongThread`] on one of the server's own threads (its reactor could
+    /// not flush while it waited).
+    pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.pacer.wait(&self.handle, self.id, timeout)
+    }
+
+    /// Sends one piece of the body (an empty piece sends nothing). It is queued at once
+    /// whatever is queued already: past `max_write_buffer` the connection is reset, so a large
+    /// body waits for [`ChunkedBody::wait_writable`] between pieces.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.finished {
             return Err(Error::InvalidResponse("the body is finished"));
@@ -940,7 +962,7 @@ impl ChunkedBody {
         } else {
             out.extend_from_slice(data);
         }
-        self.handle.write_owned(self.id, out)
+        self.handle.write_paced(self.id, out, &self.pacer)
     }
 
     /// Ends the body; the connection goes on to the next request (or closes).

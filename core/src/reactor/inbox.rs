@@ -15,6 +15,13 @@ pub(crate) enum Command {
         id: ConnId,
         data: Vec<u8>,
     },
+    /// A write whose writer paces itself (`Pacer`): counted taken, and the pacer is told the
+    /// connection's output queue from now on.
+    WritePaced {
+        id: ConnId,
+        data: Vec<u8>,
+        pacer: std::sync::Arc<super::Pacer>,
+    },
     Close {
         id: ConnId,
         mode: super::CloseMode,

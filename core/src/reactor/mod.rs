@@ -6,6 +6,7 @@
 //! per connection per readiness event. Other threads reach it through its inbox.
 
 mod inbox;
+mod pace;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read};
@@ -28,6 +29,7 @@ use crate::stats::{ReactorStats, bump, bump_shared, set};
 use crate::timer::{TimerId, TimerWheel};
 
 pub(crate) use inbox::{Command, Inbox, Remote, channel};
+pub(crate) use pace::Pacer;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -178,6 +180,9 @@ struct Extra {
     /// Pool mode: writes from other threads that arrived while a job ran; they follow the
     /// job's own output, so a callback's writes keep their place in the stream.
     held_writes: Vec<Vec<u8>>,
+    /// The flow control of a writer on another thread (an HTTP stream answered later): told
+    /// the output queue after every flush, and the close.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Connection {
@@ -1481,6 +1486,11 @@ impl<H: Handler> Reactor<H> {
             self.core.arm(id.slot());
         }
         let c = self.core.get_mut(id).expect("live");
+        if let Some(e) = c.extra.as_deref()
+            && let Some(p) = &e.pacer
+        {
+            p.publish(queued + e.held_writes.iter().map(Vec::len).sum::<usize>());
+        }
         if queued > limits.high_watermark && c.flags & READ_PAUSED == 0 {
             c.flags |= READ_PAUSED | OVER_HIGH;
             bump(&self.core.stats().read_pauses, 1);
@@ -1570,6 +1580,9 @@ impl<H: Handler> Reactor<H> {
         }
         if let Some(t) = c.job_timer.take() {
             self.core.timers.cancel(t);
+        }
+        if let Some(p) = c.extra.as_ref().and_then(|e| e.pacer.as_ref()) {
+            p.close();
         }
         let timers = &mut self.core.timers;
         c.clear_user_timers(|t| {
@@ -1796,6 +1809,28 @@ impl<H: Handler> Reactor<H> {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
+            Command::WritePaced { id, data, pacer } => {
+                pacer.took(data.len());
+                let Some(c) = lookup(&mut self.core.conns, id) else {
+                    pacer.close();
+                    return;
+                };
+                let e = c.extra();
+                if !e.pacer.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pacer)) {
+                    e.pacer = Some(pacer.clone());
+                }
+                self.command(Command::Write { id, data });
+                match self.core.get(id) {
+                    Some(c) => {
+                        let held = c
+                            .extra
+                            .as_deref()
+                            .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum::<usize>());
+                        pacer.publish(c.out.len() + held);
+                    }
+                    None => pacer.close(),
+                }
+            }
             Command::Write { id, data } => {
                 if let Some(c) = lookup(&mut self.core.conns, id)
                     && c.job_seq != 0
