@@ -1303,7 +1303,8 @@ shoal_status shoal_deferred_start_chunked(struct shoal_deferred *d,
 void shoal_deferred_free(struct shoal_deferred *d);
 
 /**
- * Sends one piece of a streamed body, from any thread.
+ * Sends one piece of a streamed body, from any thread. It is queued at once: for a large
+ * body, wait for room with shoal_chunked_wait() before each piece.
  *
  * # Safety
  * `c` from shoal_deferred_start_chunked(), not freed, one thread at a time; `data` readable
@@ -1312,6 +1313,30 @@ void shoal_deferred_free(struct shoal_deferred *d);
 shoal_status shoal_chunked_write(struct shoal_chunked *c,
                                  const void *data,
                                  size_t len);
+
+/**
+ * Waits until at most SHOAL_OPT_WRITE_LOW_WATERMARK bytes of the response are queued, so
+ * the next pieces stay within SHOAL_OPT_MAX_WRITE_BUFFER however slowly the client reads:
+ * call it before each shoal_chunked_write() of a large or endless body (a write is queued
+ * at once, and past the limit the connection is reset). `timeout_ms` < 0 waits without a
+ * limit. SHOAL_OK when writable, -ETIMEDOUT when the time passed first, SHOAL_ERR_CLOSED
+ * once the connection is gone, SHOAL_ERR_WRONG_THREAD from one of the server's own threads
+ * (its reactor could not flush while it waited).
+ *
+ * # Safety
+ * As shoal_chunked_write().
+ */
+shoal_status shoal_chunked_wait(struct shoal_chunked *c,
+                                int64_t timeout_ms);
+
+/**
+ * Bytes of a streamed response written and not yet handed to the kernel; 0 for NULL or a
+ * finished body.
+ *
+ * # Safety
+ * As shoal_chunked_write().
+ */
+size_t shoal_chunked_queued(const struct shoal_chunked *c);
 
 /**
  * Ends a streamed body; the connection goes on to its next request (or closes). Free the

@@ -602,7 +602,8 @@ pub unsafe extern "C" fn shoal_deferred_free(d: *mut shoal_deferred) {
     })
 }
 
-/// Sends one piece of a streamed body, from any thread.
+/// Sends one piece of a streamed body, from any thread. It is queued at once: for a large
+/// body, wait for room with shoal_chunked_wait() before each piece.
 ///
 /// # Safety
 /// `c` from shoal_deferred_start_chunked(), not freed, one thread at a time; `data` readable
@@ -622,6 +623,51 @@ pub unsafe extern "C" fn shoal_chunked_write(
                 crate::error::status_of(&shoal_core::Error::InvalidResponse("the body is finished"))
             }
         }
+    })
+}
+
+/// Waits until at most SHOAL_OPT_WRITE_LOW_WATERMARK bytes of the response are queued, so
+/// the next pieces stay within SHOAL_OPT_MAX_WRITE_BUFFER however slowly the client reads:
+/// call it before each shoal_chunked_write() of a large or endless body (a write is queued
+/// at once, and past the limit the connection is reset). `timeout_ms` < 0 waits without a
+/// limit. SHOAL_OK when writable, -ETIMEDOUT when the time passed first, SHOAL_ERR_CLOSED
+/// once the connection is gone, SHOAL_ERR_WRONG_THREAD from one of the server's own threads
+/// (its reactor could not flush while it waited).
+///
+/// # Safety
+/// As shoal_chunked_write().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_chunked_wait(
+    c: *mut shoal_chunked,
+    timeout_ms: i64,
+) -> shoal_status {
+    ffi_guard!({
+        let c = ref_or!(c);
+        let Some(b) = c.inner.as_ref() else {
+            return crate::error::status_of(&shoal_core::Error::InvalidResponse(
+                "the body is finished",
+            ));
+        };
+        let timeout = u64::try_from(timeout_ms)
+            .ok()
+            .map(std::time::Duration::from_millis);
+        match b.wait_writable(timeout) {
+            Ok(true) => SHOAL_OK,
+            Ok(false) => fail(-libc::ETIMEDOUT, c"the output did not drain in time"),
+            Err(e) => crate::error::status_of(&e),
+        }
+    })
+}
+
+/// Bytes of a streamed response written and not yet handed to the kernel; 0 for NULL or a
+/// finished body.
+///
+/// # Safety
+/// As shoal_chunked_write().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_chunked_queued(c: *const shoal_chunked) -> usize {
+    ffi_guard!(0, {
+        ref_or!(c, 0).inner.as_ref().map_or(0, ChunkedBody::queued)
     })
 }
 
