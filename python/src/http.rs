@@ -262,7 +262,8 @@ impl Request {
 /// UTF-8), a dict or list (sent as JSON), or an iterable of bytes/str chunks (sent with
 /// chunked encoding; returned from the handler, the chunks are gathered while it runs and
 /// leave once it returns, at most ``max_write_buffer`` in all: for a large or endless body,
-/// :meth:`Request.defer` and :meth:`Responder.stream` from another thread). An iterable is
+/// :meth:`Request.defer` and :meth:`Responder.stream` from another thread, which waits for
+/// the client between pieces). An iterable is
 /// not run for a response without a body (HEAD, 204, 304). ``content_type`` sets the
 /// Content-Type header (otherwise one suited to the body is added unless ``headers`` has
 /// one).
@@ -429,6 +430,10 @@ trait Sink {
     fn end(&mut self) -> shoal_core::Result<()>;
     /// Whether the started stream carries a body (not for HEAD, 204, 304).
     fn streams_body(&self) -> bool;
+    /// For a stream sent from another thread: the wait for room in its connection.
+    fn waiter(&self) -> Option<shoal_core::http::BodyWaiter> {
+        None
+    }
 }
 
 impl Sink for CoreResponse<'_, '_> {
@@ -504,6 +509,12 @@ impl Sink for DeferredSink {
             }
         }
     }
+    fn waiter(&self) -> Option<shoal_core::http::BodyWaiter> {
+        match self {
+            DeferredSink::Streaming(b) => Some(b.waiter()),
+            _ => None,
+        }
+    }
     fn chunk(&mut self, data: &[u8]) -> shoal_core::Result<()> {
         match self {
             DeferredSink::Streaming(b) => b.write(data),
@@ -563,8 +574,12 @@ fn send_parts(
                 // endless one would never end).
                 return sink.end().map_err(err);
             }
+            let waiter = sink.waiter();
             for chunk in it.bind(py).try_iter()? {
                 let chunk = chunk?;
+                if let Some(w) = &waiter {
+                    wait_for_room(py, w)?;
+                }
                 chunk_bytes(&chunk, |data| {
                     if data.is_empty() {
                         Ok(())
@@ -728,6 +743,19 @@ pub struct Stream {
     inner: Mutex<Option<ChunkedBody>>,
 }
 
+/// Waits until the stream's connection has room (see `Stream.write`), in slices, checking
+/// for signals between them; returns at once on one of the server's own threads.
+fn wait_for_room(py: Python<'_>, w: &shoal_core::http::BodyWaiter) -> PyResult<()> {
+    const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+    loop {
+        match py.detach(|| w.wait_writable(Some(SLICE))) {
+            Ok(true) | Err(shoal_core::Error::WrongThread) => return Ok(()),
+            Ok(false) => py.check_signals()?,
+            Err(e) => return Err(err(e)),
+        }
+    }
+}
+
 impl Stream {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<ChunkedBody>> {
         self.inner
@@ -738,8 +766,17 @@ impl Stream {
 
 #[pymethods]
 impl Stream {
-    /// Sends one piece of the body (bytes-like or str).
-    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Sends one piece of the body (bytes-like or str). From a thread of the application's
+    /// own, it first waits, with the interpreter released, while more than the low watermark
+    /// of output is queued, so a large body stays within `max_write_buffer` however slowly the
+    /// client reads. Inside a callback it does not wait.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        // The wait holds neither the interpreter nor the lock (a writer on another thread
+        // may need both to get on).
+        let waiter = self.lock().as_ref().map(ChunkedBody::waiter);
+        if let Some(w) = waiter {
+            wait_for_room(py, &w)?;
+        }
         // The lock is taken only once the bytes are at hand: turning `data` into bytes may run
         // Python code (`__bytes__`) that lets another thread run, and that thread may block on
         // this lock while holding the interpreter. No Python code runs while it is held.

@@ -397,3 +397,55 @@ def test_stream_writes_from_two_threads_with_python_in_bytes_do_not_deadlock() -
         pytest.fail("Stream.write from two threads deadlocked")
     assert out.returncode == 0, out.stderr
     assert "xs 600" in out.stdout, out.stdout + out.stderr
+
+
+def _read_chunked_body(s: socket.socket) -> int:
+    """Reads one chunked response to its end; returns the body's length."""
+    buf = b""
+    while not buf.endswith(b"\r\n0\r\n\r\n"):
+        chunk = s.recv(1 << 20)
+        assert chunk, f"closed after {len(buf)} bytes"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    total = 0
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        n = int(size_line, 16)
+        if n == 0:
+            return total
+        total += n
+        rest = rest[n + 2:]
+
+
+@pytest.mark.parametrize("how", ["stream", "iterable"])
+def test_a_body_larger_than_max_write_buffer_from_a_thread_reaches_a_slow_reader(
+    serve: Any, how: str
+) -> None:
+    # 40 MiB from the application's own thread, against a 16 MiB max_write_buffer, to a
+    # client that reads nothing for a second: each piece waits for room (the interpreter
+    # released), so the body arrives whole instead of the connection being reset.
+    piece = b"p" * (1 << 20)
+    done: list[str] = []
+
+    def produce(responder: shoal.Responder) -> None:
+        try:
+            if how == "stream":
+                with responder.stream(200) as stream:
+                    for _ in range(40):
+                        stream.write(piece)
+            else:
+                responder.send(piece for _ in range(40))
+            done.append("ok")
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            done.append(repr(e))
+
+    def handler(req: shoal.Request) -> None:
+        threading.Thread(target=produce, args=(req.defer(),)).start()
+
+    srv = serve(shoal.HttpServer, handler, threads=1)
+    with connect(srv.port, timeout=20) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(1.0)
+        assert _read_chunked_body(s) == 40 << 20
+    assert eventually(lambda: done == ["ok"]), done

@@ -21,6 +21,6 @@ mod stats;
 
 pub use parse::{MAX_HEADERS, ParseError};
 pub use request::{Request, Version};
-pub use response::{ChunkedBody, Deferred, PreparedHeaders, Response};
+pub use response::{BodyWaiter, ChunkedBody, Deferred, PreparedHeaders, Response};
 pub use server::{HttpConfig, HttpHandler, HttpServer, HttpStatsHandle, MAX_BODY, MAX_HEAD};
 pub use stats::HttpStats;

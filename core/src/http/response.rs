@@ -899,6 +899,26 @@ impl Drop for Deferred {
     }
 }
 
+/// Waits for room in a [`ChunkedBody`]'s connection (from [`ChunkedBody::waiter`]).
+#[derive(Debug, Clone)]
+pub struct BodyWaiter {
+    pacer: Arc<Pacer>,
+    handle: ServerHandle,
+    id: ConnId,
+}
+
+impl BodyWaiter {
+    /// As [`ChunkedBody::wait_writable`].
+    pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.pacer.wait(&self.handle, self.id, timeout)
+    }
+
+    /// As [`ChunkedBody::queued`].
+    pub fn queued(&self) -> usize {
+        self.pacer.queued()
+    }
+}
+
 /// The body of a streamed response answered from another thread. Dropping it before
 /// [`ChunkedBody::finish`] aborts the connection, so a truncated body never looks complete.
 #[derive(Debug)]
@@ -941,6 +961,17 @@ impl ChunkedBody {
     /// not flush while it waited).
     pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool> {
         self.pacer.wait(&self.handle, self.id, timeout)
+    }
+
+    /// A handle to [`ChunkedBody::wait_writable`] and [`ChunkedBody::queued`] that does not
+    /// borrow the body: one thread may wait while another holds the body (a binding that
+    /// keeps the body behind a lock waits without holding it).
+    pub fn waiter(&self) -> BodyWaiter {
+        BodyWaiter {
+            pacer: self.pacer.clone(),
+            handle: self.handle.clone(),
+            id: self.id,
+        }
     }
 
     /// Sends one piece of the body (an empty piece sends nothing). It is queued at once

@@ -209,7 +209,8 @@ class Response:
 
     An iterable body is sent chunked: its chunks are gathered while the handler runs and
     leave once it returns, at most ``max_write_buffer`` in all (for a large or endless body,
-    ``Request.defer()`` and ``Responder.stream()`` from another thread). It is not run for a
+    ``Request.defer()`` and ``Responder.stream()`` from another thread, which waits for the
+    client between pieces). It is not run for a
     response without a body (HEAD, 204, 304).
     """
 
@@ -233,7 +234,11 @@ class Response:
 class Stream:
     """The body of a streamed deferred response."""
 
-    def write(self, data: Buffer | str) -> None: ...
+    def write(self, data: Buffer | str) -> None:
+        """Sends one piece. From a thread of your own it first waits, with the GIL released,
+        while more than ``write_low_watermark`` of output is queued, so a body of any size
+        stays within ``max_write_buffer`` however slowly the client reads (an iterable given
+        to ``Responder.send`` is paced the same way). Inside a callback it does not wait."""
     def finish(self) -> None: ...
     def __enter__(self) -> Stream: ...
     def __exit__(
