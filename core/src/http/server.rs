@@ -399,7 +399,6 @@ impl<H: HttpHandler> Http<H> {
     ) -> Flow {
         st.requests += 1;
         st.continue_sent = false;
-        let counters = &self.stats[conn.id().reactor()];
         tally.requests += 1;
         if st.requests > 1 {
             tally.reuses += 1;
@@ -426,6 +425,23 @@ impl<H: HttpHandler> Http<H> {
             // The common case: answered in full, the connection stays open.
             return Flow::Continue;
         }
+        self.after_handler(conn, st, req, result, outcome, reported)
+    }
+
+    /// Everything but a complete answer on a connection that stays open: a failure, a close,
+    /// a deferred or streamed answer. Out of line, so the request loop keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn after_handler(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        req: &Request<'_>,
+        result: std::thread::Result<()>,
+        outcome: Outcome,
+        reported: bool,
+    ) -> Flow {
+        let counters = &self.stats[conn.id().reactor()];
         // A `Deferred` dropped unanswered inside its handler left nothing sent: the 500 is
         // answered here, in order.
         let dropped = outcome == Outcome::Deferred && deferred_dropped(conn.id());
