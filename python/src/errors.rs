@@ -35,12 +35,35 @@ create_exception!(
     ShoalError,
     "A response could not be sent as asked (a bad header, a response already sent)."
 );
-create_exception!(
-    shoal,
-    ConfigError,
-    ShoalError,
-    "A configuration value is out of range."
-);
+/// `shoal.ConfigError`: a `ShoalError` and a `ValueError` (a bad option value is one), made
+/// at import with both bases, which `create_exception!` cannot give.
+static CONFIG_ERROR: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+fn config_error_type(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
+    CONFIG_ERROR
+        .get_or_try_init(py, || {
+            let ns = pyo3::types::PyDict::new(py);
+            ns.set_item("__module__", "shoal")?;
+            ns.set_item("__doc__", "A configuration value is out of range.")?;
+            let bases = (py.get_type::<ShoalError>(), py.get_type::<PyValueError>());
+            Ok(py
+                .get_type::<pyo3::types::PyType>()
+                .call1(("ConfigError", bases, ns))?
+                .cast_into::<pyo3::types::PyType>()?
+                .unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+/// A `shoal.ConfigError` with `msg`.
+pub(crate) fn config_error(msg: impl Into<String>) -> PyErr {
+    let msg = msg.into();
+    Python::attach(|py| match config_error_type(py) {
+        Ok(t) => PyErr::from_type(t.clone(), msg),
+        Err(e) => e,
+    })
+}
 
 /// Converts an engine error to the matching Python exception.
 pub(crate) fn err(e: shoal_core::Error) -> PyErr {
@@ -51,7 +74,7 @@ pub(crate) fn err(e: shoal_core::Error) -> PyErr {
         Error::Stopped => ServerStopped::new_err(msg),
         Error::WriteOverflow => WriteOverflow::new_err(msg),
         Error::InvalidResponse(_) => InvalidResponse::new_err(msg),
-        Error::InvalidConfig(_) => ConfigError::new_err(msg),
+        Error::InvalidConfig(_) => config_error(msg),
         Error::Io(io) => io.into(),
         Error::AlreadyStarted => ShoalError::new_err("the server is already started"),
         _ => ShoalError::new_err(msg),
@@ -70,6 +93,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ServerStopped", py.get_type::<ServerStopped>())?;
     m.add("WriteOverflow", py.get_type::<WriteOverflow>())?;
     m.add("InvalidResponse", py.get_type::<InvalidResponse>())?;
-    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("ConfigError", config_error_type(py)?)?;
     Ok(())
 }

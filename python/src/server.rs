@@ -284,16 +284,17 @@ impl Server {
             "on_data", "on_open", "on_eof", "on_drain", "on_timer", "on_close",
         ];
         if let Some(obj) = &handler {
-            // An object with the callbacks as methods; keywords may not also give them.
+            // An object with the callbacks as methods; a keyword may add one it lacks, not
+            // give one it has.
             for (slot, name) in cb.iter_mut().zip(NAMES) {
-                if slot.is_some() {
-                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
-                        "{name} given both by the handler object and as a keyword"
-                    )));
-                }
                 if let Some(m) = obj.getattr_opt(name)?
                     && !m.is_none()
                 {
+                    if slot.is_some() {
+                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                            "{name} given both by the handler object and as a keyword"
+                        )));
+                    }
                     *slot = Some(m.unbind());
                 }
             }
@@ -460,7 +461,7 @@ fn resolve_first(host: &str, port: u16) -> std::io::Result<SocketAddr> {
 /// Turns a bind failure into `OSError` (address in use, permission) or `ConfigError`.
 pub(crate) fn bind_error(msg: String) -> PyErr {
     if msg.starts_with("invalid configuration") {
-        crate::errors::ConfigError::new_err(msg)
+        crate::errors::config_error(msg)
     } else {
         pyo3::exceptions::PyOSError::new_err(msg)
     }

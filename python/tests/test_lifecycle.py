@@ -230,6 +230,39 @@ def test_bad_options_are_refused_clearly(kwargs: dict[str, Any], exc: type[Excep
         shoal.Server(on_data=echo, **kwargs)
 
 
+def test_config_errors_are_value_errors_too() -> None:
+    # A bad option value is a ValueError, whichever layer refuses it.
+    assert issubclass(shoal.ConfigError, shoal.ShoalError)
+    assert issubclass(shoal.ConfigError, ValueError)
+    cases: list[dict[str, Any]] = [{"threads": 0}, {"write_min_rate": 1000}, {"gil_batch": 0}]
+    for kwargs in cases:
+        with pytest.raises(ValueError):
+            shoal.Server(on_data=echo, **kwargs)
+    with pytest.raises(ValueError, match="max_body_size"):
+        shoal.HttpServer(lambda r: "x", max_body_size=1 << 40)
+
+
+def test_a_keyword_callback_adds_one_the_handler_object_lacks(serve: Any) -> None:
+    closed: list[str] = []
+
+    class Echo:
+        def on_data(self, conn: shoal.Connection, data: bytes) -> None:
+            conn.write(data)
+
+    srv = serve(shoal.Server, Echo(), on_close=lambda conn, reason: closed.append(reason))
+    with connect(srv.port) as s:
+        s.sendall(b"hi")
+        assert recv_exact(s, 2) == b"hi"
+    assert eventually(lambda: closed == ["peer_closed"]), closed
+
+    class Both(Echo):
+        def on_close(self, conn: shoal.Connection, reason: str) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="on_close given both"):
+        shoal.Server(Both(), on_close=lambda conn, reason: None)
+
+
 def test_bad_callbacks_and_http_options() -> None:
     with pytest.raises(TypeError, match="on_data must be callable"):
         shoal.Server(on_data=42)  # type: ignore[arg-type]

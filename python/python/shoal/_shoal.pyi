@@ -29,7 +29,7 @@ class WriteOverflow(ShoalError):
 class InvalidResponse(ShoalError):
     """A response could not be sent as asked (a bad header, a response already sent)."""
 
-class ConfigError(ShoalError):
+class ConfigError(ShoalError, ValueError):
     """A configuration value is out of range."""
 
 @final
