@@ -754,7 +754,9 @@ typedef struct shoal_http_stats {
 #define SHOAL_ERR_ALREADY_STARTED -1007
 
 /**
- * shoal caught an internal panic; the call had no effect (see shoal_last_error()).
+ * shoal caught an internal panic (see shoal_last_error()): the call had no effect; or, from
+ * shoal_server_run() and shoal_server_wait(), a reactor thread panicked and the server has
+ * finished (its connections closed).
  */
 #define SHOAL_ERR_PANIC -1008
 

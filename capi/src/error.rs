@@ -30,7 +30,9 @@ pub const SHOAL_ERR_INVALID_CONFIG: shoal_status = -1005;
 pub const SHOAL_ERR_BUSY: shoal_status = -1006;
 /// The server was already started.
 pub const SHOAL_ERR_ALREADY_STARTED: shoal_status = -1007;
-/// shoal caught an internal panic; the call had no effect (see shoal_last_error()).
+/// shoal caught an internal panic (see shoal_last_error()): the call had no effect; or, from
+/// shoal_server_run() and shoal_server_wait(), a reactor thread panicked and the server has
+/// finished (its connections closed).
 pub const SHOAL_ERR_PANIC: shoal_status = -1008;
 /// An argument is invalid: a bad option number, a malformed address, a buffer too small, a
 /// size field too small (see shoal_last_error()).
@@ -207,15 +209,33 @@ pub extern "C" fn shoal_strerror(status: shoal_status) -> *const c_char {
             return text.as_ptr();
         }
         if (-4095..0).contains(&status) {
-            // SAFETY: strerror returns a pointer to a static or thread-local string for any
-            // errno value.
-            let p = unsafe { libc::strerror(-status) };
-            if !p.is_null() {
-                return p.cast_const();
-            }
+            return errno_text(-status).as_ptr();
         }
         c"unknown error".as_ptr()
     })
+}
+
+/// The C library's description of `errno`, kept for the whole program: `strerror` may
+/// format an unknown number into a buffer that its next call overwrites, so each text is
+/// copied once into a table (at most 4095 entries, a few dozen bytes each).
+fn errno_text(errno: i32) -> &'static CStr {
+    static TEXTS: std::sync::Mutex<Vec<(i32, &'static CStr)>> = std::sync::Mutex::new(Vec::new());
+    let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, t)) = texts.iter().find(|(e, _)| *e == errno) {
+        return t;
+    }
+    let full = std::io::Error::from_raw_os_error(errno).to_string();
+    let text = full
+        .strip_suffix(&format!(" (os error {errno})"))
+        .unwrap_or(&full)
+        .replace('\0', "");
+    let text: &'static CStr = Box::leak(
+        std::ffi::CString::new(text)
+            .unwrap_or_default()
+            .into_boxed_c_str(),
+    );
+    texts.push((errno, text));
+    text
 }
 
 /// The symbolic name of a status code ("SHOAL_ERR_CLOSED", or "ERRNO" for `-errno`). Never

@@ -292,6 +292,10 @@ pub unsafe extern "C" fn shoal_request_header_at(
 ) -> shoal_status {
     ffi_guard!({
         let r = req_or!(req);
+        if value.is_null() || value_len.is_null() {
+            // Checked before the name is written: outputs are written only on success.
+            return null_arg("output pointer");
+        }
         match r.header_at(index) {
             Some((n, v)) => {
                 // SAFETY: forwarded contract.
@@ -299,7 +303,7 @@ pub unsafe extern "C" fn shoal_request_header_at(
                 if s != SHOAL_OK {
                     return s;
                 }
-                // SAFETY: forwarded contract.
+                // SAFETY: forwarded contract (both checked non-null above).
                 unsafe { out_str(v, value, value_len) }
             }
             None => fail(

@@ -10,7 +10,8 @@
 //!   `-errno` for OS errors, `SHOAL_ERR_*` (-1000..-1099) for shoal's own. `shoal_strerror`,
 //!   `shoal_err_name` describe codes; `shoal_last_error` gives the thread's last message.
 //! - Inputs before outputs; each buffer pointer is followed by its length; outputs are written
-//!   only on success; a required NULL pointer returns `SHOAL_ERR_NULL`.
+//!   only on success (except the needed length of a text that did not fit, as `snprintf`);
+//!   a required NULL pointer returns `SHOAL_ERR_NULL`.
 //! - Every exported body runs inside the `ffi_guard!` panic boundary: nothing unwinds into C.
 //! - Objects come in `_new`/`_free` pairs. Handler tables carry their own `size` and a
 //!   `free_user_data` finalizer called exactly once, after the last callback.

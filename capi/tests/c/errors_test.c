@@ -45,6 +45,17 @@ int main(void) {
     CHECK(strcmp(shoal_err_name(SHOAL_ERR_CLOSED), "SHOAL_ERR_CLOSED") == 0);
     CHECK(strcmp(shoal_err_name(SHOAL_ERR_WRONG_THREAD), "SHOAL_ERR_WRONG_THREAD") == 0);
     CHECK(strcmp(shoal_err_name(-22), "ERRNO") == 0);
+    /* -errno is described by the C library, and the text lives for the whole program: a
+     * later call (for an unknown number the C library formats into a reused buffer) leaves
+     * an earlier one as it was. */
+    CHECK(strcmp(shoal_strerror(-ECONNRESET), "Connection reset by peer") == 0);
+    const char *unknown = shoal_strerror(-4000);
+    char copy[64];
+    snprintf(copy, sizeof copy, "%s", unknown);
+    CHECK(strstr(copy, "4000") != NULL);
+    CHECK(strstr(shoal_strerror(-4001), "4001") != NULL);
+    CHECK(strcmp(unknown, copy) == 0);
+    CHECK(shoal_strerror(-4000) == unknown);
     CHECK(strcmp(shoal_close_reason_name(SHOAL_CLOSE_IDLE_TIMEOUT), "idle_timeout") == 0);
     CHECK(strcmp(shoal_close_reason_name(99), "unknown") == 0);
     CHECK(strcmp(shoal_version(), SHOAL_VERSION_STRING) == 0);

@@ -124,6 +124,11 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
         size_t n0_len;
         const char *v0;
         size_t v0_len;
+        /* A NULL output fails before any output is written. */
+        const char *untouched = "untouched";
+        n0 = untouched;
+        CHECK_STATUS(shoal_request_header_at(req, 0, &n0, &n0_len, NULL, &v0_len), SHOAL_ERR_NULL);
+        CHECK(n0 == untouched);
         CHECK_OK(shoal_request_header_at(req, 0, &n0, &n0_len, &v0, &v0_len));
         CHECK_STATUS(shoal_request_header_at(req, 99, &n0, &n0_len, &v0, &v0_len),
                      SHOAL_ERR_NOT_FOUND);
