@@ -170,6 +170,8 @@ struct SlotInner {
     gens: Vec<u32>,
     free: Vec<u32>,
     next_gen: u32,
+    /// The reactor is gone (ended, or unwound by a panic): no id is live, none is issued.
+    dead: bool,
 }
 
 impl SlotTable {
@@ -182,6 +184,9 @@ impl SlotTable {
     /// Takes a free slot and gives it a fresh generation; `None` when all 2^24 are in use.
     pub(crate) fn alloc(&self) -> Option<(u32, u32)> {
         let mut t = self.lock();
+        if t.dead {
+            return None;
+        }
         let slot = match t.free.pop() {
             Some(s) => s,
             None => {
@@ -215,7 +220,18 @@ impl SlotTable {
     /// Whether `id` names the connection that currently holds its slot.
     pub(crate) fn is_live(&self, id: ConnId) -> bool {
         let g = id.generation();
-        g != 0 && self.lock().gens.get(id.slot() as usize) == Some(&g)
+        let t = self.lock();
+        g != 0 && !t.dead && t.gens.get(id.slot() as usize) == Some(&g)
+    }
+
+    /// The reactor is gone: every id is dead from now on (a waiter on one of its connections
+    /// learns it even if the reactor could not close them, having panicked).
+    pub(crate) fn kill(&self) {
+        self.lock().dead = true;
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.lock().dead
     }
 }
 

@@ -273,6 +273,9 @@ impl ServerHandle {
         let n = self.shared.remotes.len();
         let r = self.shared.next_connect.fetch_add(1, SeqCst) % n;
         let remote = &self.shared.remotes[r];
+        if remote.slots.is_dead() {
+            return Err(Error::Stopped);
+        }
         let (slot, generation) = remote
             .slots
             .alloc()

@@ -230,6 +230,15 @@ fn app(req: &Request<'_>, res: &mut Response<'_, '_>) {
             });
             panic!("handler fails while its deferred answer is under way");
         }
+        "/defer-drop-away-then-panic" => {
+            // The handler fails; the Deferred it handed away is later dropped unanswered.
+            let d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                drop(d);
+            });
+            panic!("handler fails, and its deferred answer is dropped later");
+        }
         "/bad-header" => {
             let err = res
                 .send(200, &[("X-Evil", "a\r\nSet-Cookie: owned")], b"nope")
@@ -568,11 +577,21 @@ fn handler_failures_answer_500_and_close_only_that_connection() {
             assert_eq!(ex.responses[0].text(), "answered", "{path}");
             assert!(ex.closed, "{path}");
         }
+        // Failed, and the answer it handed away dropped later: one 500, one failure.
+        let ex = exchange(
+            srv.addr,
+            &[&get("/defer-drop-away-then-panic"), &get("/never")],
+            Duration::ZERO,
+            5 * SEC,
+            false,
+        );
+        assert_eq!(ex.statuses(), vec![500]);
+        assert!(ex.closed);
         assert_eq!(good.get("/still-ok").status, 200);
         let st = srv.server.http_stats();
-        assert_eq!(st.handler_failures, 8, "{st:?}");
-        assert_eq!(st.responses[4], 5);
-        assert_eq!(srv.server.stats().handler_failures, 8);
+        assert_eq!(st.handler_failures, 9, "{st:?}");
+        assert_eq!(st.responses[4], 6);
+        assert_eq!(srv.server.stats().handler_failures, 9);
     }
 }
 

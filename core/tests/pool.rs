@@ -894,7 +894,7 @@ fn a_job_queued_for_a_connection_closed_meanwhile_reaches_no_callback_but_on_clo
     let h = Straggler {
         rec,
         data_calls: data_calls.clone(),
-        nap: Duration::from_millis(300),
+        nap: Duration::from_millis(1000),
     };
     let srv = Running::start(cfg, h);
     let mut slow = client(srv.addr);
@@ -903,9 +903,11 @@ fn a_job_queued_for_a_connection_closed_meanwhile_reaches_no_callback_but_on_clo
     let queued_id = events.open();
     slow.write_all(b"slow").unwrap();
     assert!(eventually(SEC, || data_calls.load(Ordering::SeqCst) == 1));
+    let before = srv.handle.stats().jobs_queued;
     queued.write_all(b"queued").unwrap();
-    // The reactor reads it and queues its job; then the application aborts the connection.
-    std::thread::sleep(Duration::from_millis(50));
+    // The reactor reads it and queues its job (the worker naps on `slow`); then the
+    // application aborts the connection.
+    assert!(eventually(SEC, || srv.handle.stats().jobs_queued > before));
     srv.handle.abort(queued_id).unwrap();
     let (_, end) = read_to_end(&mut queued, 2 * SEC);
     assert_ne!(end, ReadEnd::TimedOut, "the abort closed the socket");

@@ -401,21 +401,22 @@ def test_stream_writes_from_two_threads_with_python_in_bytes_do_not_deadlock() -
 
 def _read_chunked_body(s: socket.socket) -> int:
     """Reads one chunked response to its end; returns the body's length."""
-    buf = b""
+    buf = bytearray()
     while not buf.endswith(b"\r\n0\r\n\r\n"):
         chunk = s.recv(1 << 20)
         assert chunk, f"closed after {len(buf)} bytes"
         buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 200 "), head
+    at = buf.index(b"\r\n\r\n")
+    assert buf.startswith(b"HTTP/1.1 200 "), bytes(buf[:at])
+    at += 4
     total = 0
     while True:
-        size_line, rest = rest.split(b"\r\n", 1)
-        n = int(size_line, 16)
+        end = buf.index(b"\r\n", at)
+        n = int(buf[at:end], 16)
         if n == 0:
             return total
         total += n
-        rest = rest[n + 2:]
+        at = end + 2 + n + 2
 
 
 @pytest.mark.parametrize("how", ["stream", "iterable"])

@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::io::IoSlice;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use super::date::{DATE_LINE_LEN, with_date};
@@ -737,29 +738,44 @@ impl<'r, 'c> Response<'r, 'c> {
         self.fresh()?;
         self.outcome = Outcome::Deferred;
         inc(&self.stats[self.conn.id().reactor()].deferred);
-        IN_HANDLER.set(Some((self.conn.id(), false)));
+        let counted = Arc::new(AtomicBool::new(false));
+        IN_HANDLER.set(Some(Mark {
+            id: self.conn.id(),
+            dropped: false,
+            counted: counted.clone(),
+        }));
         Ok(Deferred {
             handle: self.conn.handle().clone(),
             id: self.conn.id(),
             info: self.info,
             stats: self.stats.clone(),
             done: false,
+            counted,
         })
     }
 }
 
-thread_local! {
-    /// The connection whose handler, running on this thread, deferred its response, and
-    /// whether that [`Deferred`] was dropped unanswered before the handler's failure or return
-    /// was seen (a panic unwinding through it, a binding dropping it with its error). The
-    /// request loop then answers the 500 itself, in order, and counts one failure.
-    static IN_HANDLER: Cell<Option<(ConnId, bool)>> = const { Cell::new(None) };
+/// A response deferred by the handler running on this thread.
+#[derive(Debug)]
+pub(crate) struct Mark {
+    id: ConnId,
+    /// The [`Deferred`] was dropped unanswered before the handler's failure or return was
+    /// seen (a panic unwinding through it, a binding dropping it with its error): the request
+    /// loop answers the 500 itself, in order, and counts one failure.
+    pub(crate) dropped: bool,
+    /// Shared with the `Deferred`: a failure of this request was counted (so its drop
+    /// unanswered later does not count another).
+    pub(crate) counted: Arc<AtomicBool>,
 }
 
-/// After the handler of `id` returned or failed with its response deferred: whether the
-/// [`Deferred`] was dropped unanswered meanwhile (on this thread). Clears the mark.
-pub(crate) fn deferred_dropped(id: ConnId) -> bool {
-    matches!(IN_HANDLER.take(), Some((at, true)) if at == id)
+thread_local! {
+    static IN_HANDLER: Cell<Option<Mark>> = const { Cell::new(None) };
+}
+
+/// After the handler of `id` returned or failed with its response deferred: the mark its
+/// `defer` left. Clears it.
+pub(crate) fn take_mark(id: ConnId) -> Option<Mark> {
+    IN_HANDLER.take().filter(|m| m.id == id)
 }
 
 /// After a deferred or streamed response completed from another thread: carry on with the
@@ -783,6 +799,8 @@ pub struct Deferred {
     info: Info,
     stats: Arc<[Counters]>,
     done: bool,
+    /// A failure of this request was counted already (see [`Mark::counted`]).
+    counted: Arc<AtomicBool>,
 }
 
 impl Deferred {
@@ -884,15 +902,28 @@ impl Drop for Deferred {
                 "deferred response on connection {:?} dropped unanswered; sending 500",
                 self.id
             );
-            if IN_HANDLER.get() == Some((self.id, false)) {
+            let mark = IN_HANDLER.take();
+            if let Some(m) = mark
+                .as_ref()
+                .filter(|m| m.id == self.id && !m.dropped && Arc::ptr_eq(&m.counted, &self.counted))
+            {
                 // Dropped inside the handler that deferred it (or as its panic unwinds): the
                 // request loop answers the 500 and counts the failure once.
-                IN_HANDLER.set(Some((self.id, true)));
+                IN_HANDLER.set(Some(Mark {
+                    id: m.id,
+                    dropped: true,
+                    counted: m.counted.clone(),
+                }));
                 return;
             }
+            IN_HANDLER.set(mark);
             // A handler failure: the connection does not carry on after it.
             let _ = self.send(500, &[("Connection", "close")], b"");
-            if let Some(c) = self.stats.get(self.id.reactor()) {
+            if !self
+                .counted
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+                && let Some(c) = self.stats.get(self.id.reactor())
+            {
                 inc(&c.handler_failures);
             }
         }

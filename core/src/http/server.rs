@@ -11,7 +11,7 @@ use super::chunked::{ChunkedDecoder, Progress};
 use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
-use super::response::{Body, Info, Outcome, Response, deferred_dropped, write_head};
+use super::response::{Body, Info, Outcome, Response, take_mark, write_head};
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
 use crate::conn::Conn;
@@ -444,7 +444,12 @@ impl<H: HttpHandler> Http<H> {
         let counters = &self.stats[conn.id().reactor()];
         // A `Deferred` dropped unanswered inside its handler left nothing sent: the 500 is
         // answered here, in order.
-        let dropped = outcome == Outcome::Deferred && deferred_dropped(conn.id());
+        let mark = if outcome == Outcome::Deferred {
+            take_mark(conn.id())
+        } else {
+            None
+        };
+        let dropped = mark.as_ref().is_some_and(|m| m.dropped);
         let outcome = if dropped { Outcome::Fresh } else { outcome };
         let failed = match (&result, outcome) {
             (Ok(()), _) if reported => true,
@@ -479,7 +484,10 @@ impl<H: HttpHandler> Http<H> {
                 conn.fail_gracefully();
             } else if outcome == Outcome::Deferred {
                 // The `Deferred` lives on elsewhere and still answers, in order: wait for it,
-                // then close.
+                // then close. Dropped unanswered later, it does not count this failure again.
+                if let Some(m) = &mark {
+                    m.counted.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 conn.count_failure();
                 st.awaiting = true;
                 st.failed = true;

@@ -136,6 +136,11 @@ pub(crate) struct PoolShared {
     pub(crate) max_write_buffer: usize,
     /// One per reactor: guards handing finished jobs back against that reactor exiting.
     pub(crate) gates: Box<[DoneGate]>,
+    /// Jobs cancelled while no worker ran them (still queued, or just taken): a worker about
+    /// to run one finds it here. `cancels` counts them, so a worker checks the list only
+    /// when it is not empty (almost never).
+    cancelled_queued: Mutex<Vec<u64>>,
+    cancels: AtomicUsize,
 }
 
 /// Set in a [`DoneGate`] once its reactor takes no more finished jobs.
@@ -218,6 +223,8 @@ impl PoolShared {
             timeout,
             max_write_buffer,
             gates: (0..reactors).map(|_| DoneGate::default()).collect(),
+            cancelled_queued: Mutex::new(Vec::new()),
+            cancels: AtomicUsize::new(0),
         }
     }
 
@@ -236,14 +243,49 @@ impl PoolShared {
         })
     }
 
-    /// Makes the running job `seq` see its connection as closed. A job still queued finds
-    /// its connection's slot freed when it starts (`Worker::run_job`).
+    /// Makes job `seq` see its connection as closed, whether a worker runs it now or later.
+    /// It is listed first, then looked for among the running jobs; a worker stores the
+    /// job it starts, then looks at the list (all sequentially consistent), so one of the two
+    /// sides sees the other. Whoever finds it in the list takes it out.
     pub(crate) fn cancel(&self, seq: u64) {
+        self.list_cancel(seq);
         for w in self.workers.iter() {
-            if w.seq.load(Ordering::Acquire) == seq {
+            if w.seq.load(Ordering::SeqCst) == seq {
                 w.cancelled.store(seq, Ordering::Release);
+                self.take_cancel(seq);
             }
         }
+    }
+
+    fn list_cancel(&self, seq: u64) {
+        let mut list = self
+            .cancelled_queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        list.push(seq);
+        self.cancels.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes `seq` off the list of cancelled jobs; whether it was there.
+    fn take_cancel(&self, seq: u64) -> bool {
+        let mut list = self
+            .cancelled_queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match list.iter().position(|&s| s == seq) {
+            Some(i) => {
+                list.swap_remove(i);
+                self.cancels.fetch_sub(1, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A worker starting job `seq` (already stored as its running job): whether it was
+    /// cancelled before any worker ran it.
+    fn cancelled_before_start(&self, seq: u64) -> bool {
+        self.cancels.load(Ordering::SeqCst) != 0 && self.take_cancel(seq)
     }
 
     /// Registers reactor `index` as waiting for queue space (the reactor retries once after
@@ -445,7 +487,12 @@ impl<H: Handler> Worker<H> {
         if self.ctx.shared.gates[r].is_closed() {
             // The reactor has exited, closing the connection: only `on_close` is left to run.
             match job.kind {
-                JobKind::Events(_) => self.orphan(id, job.state),
+                JobKind::Events(_) => {
+                    if self.ctx.shared.cancels.load(Ordering::SeqCst) != 0 {
+                        self.ctx.shared.take_cancel(job.seq);
+                    }
+                    self.orphan(id, job.state);
+                }
                 JobKind::Close(_) => {
                     if self.run_job(job).actions.failed {
                         bump_shared(&self.ctx.handle.shared.stats[r].handler_failures, 1);
@@ -501,7 +548,7 @@ impl<H: Handler> Worker<H> {
         let shared = ctx.shared.clone();
         let slot = &shared.workers[ctx.index];
         slot.started.store(shared.now_tick(), Ordering::Release);
-        slot.seq.store(job.seq, Ordering::Release);
+        slot.seq.store(job.seq, Ordering::SeqCst);
         shared.running.fetch_add(1, Ordering::Relaxed);
         let Job {
             id,
@@ -517,10 +564,8 @@ impl<H: Handler> Worker<H> {
             JobKind::Events(ev) => {
                 // A job that waited in the queue while its reactor closed the connection runs
                 // as cancelled: its input reaches no callback and its writes fail, as for a
-                // job cancelled while it runs. The reactor frees the slot before it cancels,
-                // and the slot table's lock orders that against the `seq` stored above, so
-                // each close is seen here or by `PoolShared::cancel`.
-                if !ctx.handle.shared.remotes[id.reactor()].slots.is_live(id) {
+                // job cancelled while it runs (`PoolShared::cancel`).
+                if shared.cancelled_before_start(seq) {
                     slot.cancelled.store(seq, Ordering::Release);
                 }
                 ctx.out = out;

@@ -185,6 +185,13 @@ struct Extra {
     pacer: Option<Arc<Pacer>>,
 }
 
+/// Bytes of writes held back while a job runs.
+fn held_len(c: &Connection) -> usize {
+    c.extra
+        .as_deref()
+        .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum())
+}
+
 impl Connection {
     fn extra(&mut self) -> &mut Extra {
         self.extra.get_or_insert_default()
@@ -507,7 +514,9 @@ impl Core {
         };
         // A connection already failing is not counted again (a binding reporting the error,
         // then the panic that follows it; or a second `fail()`).
-        if !matches!(c.close_req, Some((CloseReason::HandlerFailed, _))) {
+        if !matches!(c.close_req, Some((CloseReason::HandlerFailed, _)))
+            && !matches!(c.closing, Some((CloseReason::HandlerFailed, _)))
+        {
             bump_shared(&self.stats().handler_failures, 1);
         }
         self.request_close(id, CloseReason::HandlerFailed, mode);
@@ -661,6 +670,7 @@ pub(crate) struct Reactor<H: Handler> {
     in_flight: usize,
     zombies: HashMap<ConnId, CloseReason>,
     abandon: bool,
+    _kill_slots: KillSlots,
 }
 
 impl<H: Handler> std::fmt::Debug for Reactor<H> {
@@ -740,7 +750,12 @@ impl<H: Handler> Reactor<H> {
             handler_timeout: config.handler_timeout.map(ticks),
             linger: ticks(config.linger_timeout),
         };
+        let kill_slots = KillSlots {
+            shared: handle.shared.clone(),
+            index,
+        };
         Ok(Reactor {
+            _kill_slots: kill_slots,
             core: Core {
                 index,
                 conns: Vec::new(),
@@ -1486,10 +1501,15 @@ impl<H: Handler> Reactor<H> {
             self.core.arm(id.slot());
         }
         let c = self.core.get_mut(id).expect("live");
-        if let Some(e) = c.extra.as_deref()
+        if let Some(e) = c.extra.as_deref_mut()
             && let Some(p) = &e.pacer
         {
-            p.publish(queued + e.held_writes.iter().map(Vec::len).sum::<usize>());
+            if Arc::strong_count(p) == 1 {
+                // The body and its waiters are gone: later flushes skip the pacer.
+                e.pacer = None;
+            } else {
+                p.publish(queued + e.held_writes.iter().map(Vec::len).sum::<usize>());
+            }
         }
         if queued > limits.high_watermark && c.flags & READ_PAUSED == 0 {
             c.flags |= READ_PAUSED | OVER_HIGH;
@@ -1810,25 +1830,27 @@ impl<H: Handler> Reactor<H> {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::WritePaced { id, data, pacer } => {
-                pacer.took(data.len());
+                let n = data.len();
                 let Some(c) = lookup(&mut self.core.conns, id) else {
+                    pacer.took(n, 0);
                     pacer.close();
                     return;
                 };
                 let e = c.extra();
                 if !e.pacer.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pacer)) {
-                    e.pacer = Some(pacer.clone());
+                    // A later response's body: the earlier one's waiters are done with it.
+                    if let Some(old) = e.pacer.replace(pacer.clone()) {
+                        old.close();
+                    }
                 }
                 self.command(Command::Write { id, data });
+                // Its bytes are counted in the output before they stop counting as in flight.
                 match self.core.get(id) {
-                    Some(c) => {
-                        let held = c
-                            .extra
-                            .as_deref()
-                            .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum::<usize>());
-                        pacer.publish(c.out.len() + held);
+                    Some(c) => pacer.took(n, c.out.len() + held_len(c)),
+                    None => {
+                        pacer.took(n, 0);
+                        pacer.close();
                     }
-                    None => pacer.close(),
                 }
             }
             Command::Write { id, data } => {
@@ -1881,6 +1903,7 @@ impl<H: Handler> Reactor<H> {
             Command::Adopt { stream } => {
                 if self.stopping {
                     drop(stream);
+                    bump(&self.core.stats().accept_errors, 1);
                     self.shared().release_reserved();
                     return;
                 }
@@ -2411,7 +2434,7 @@ impl<H: Handler> Reactor<H> {
             pool.shared.gates[self.core.index].close(&self.zombies);
             while let Ok(done) = pool.done.try_recv() {
                 self.in_flight -= 1;
-                if done.actions.failed {
+                if done.actions.failed || done.actions.counted {
                     bump_shared(&self.core.stats().handler_failures, 1);
                 }
                 if let Some(state) = done.state {
@@ -2447,6 +2470,7 @@ impl<H: Handler> Reactor<H> {
                 }
                 Command::Adopt { stream } => {
                     drop(stream);
+                    bump(&self.core.stats().accept_errors, 1);
                     self.shared().release_reserved();
                 }
                 _ => {}
@@ -2468,6 +2492,22 @@ impl<H: Handler> Reactor<H> {
                 bump_shared(&self.core.stats().handler_failures, 1);
                 None
             }
+        }
+    }
+}
+
+/// Kills a reactor's slot table when dropped with the reactor: however it ends (its loop
+/// finished, a panic unwinding, never started), no id of it is live any more, so a thread
+/// waiting on one of its connections (a paced writer) stops waiting.
+struct KillSlots {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for KillSlots {
+    fn drop(&mut self) {
+        if let Some(r) = self.shared.remotes.get(self.index) {
+            r.slots.kill();
         }
     }
 }

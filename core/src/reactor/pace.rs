@@ -3,10 +3,12 @@
 //!
 //! The writer counts the bytes it sends (`sent`); the reactor counts the bytes it has taken
 //! from its inbox (`taken`) and publishes the connection's output queue after every flush
-//! (`out`). Queued = `sent - taken + out`: in the inbox, plus in the output queue. A writer
-//! that waits sets `waiting` under the lock and checks again before sleeping; the reactor
-//! stores `out` before it reads `waiting` (both sequentially consistent), so either the
-//! writer sees the new `out` or the reactor sees it waiting and wakes it.
+//! (`out`). Queued = `sent - taken + out`: in the inbox, plus in the output queue. The
+//! reactor stores a write's new `out` before it counts the write `taken`, so a reader may
+//! count the write twice for a moment, never not at all. A writer that waits counts itself
+//! in `waiting` under the lock and checks again before sleeping; the reactor stores `out`
+//! (or `taken`) before it reads `waiting` (all sequentially consistent), so either the
+//! writer sees the new count or the reactor sees it waiting and wakes it.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::AtomicUsize;
@@ -18,9 +20,9 @@ use crate::conn::ConnId;
 use crate::error::{Error, Result};
 use crate::server::ServerHandle;
 
-/// How long a wait sleeps before it checks on its own that the connection still lives (a
-/// reactor that exits closes its connections, which wakes the waiters, but this does not
-/// depend on it).
+/// How long a wait sleeps before it checks on its own that the connection still lives: a
+/// reactor closing a connection wakes its waiters, and one that ends (even by a panic)
+/// marks every id of its slot table dead, which this notices.
 const RECHECK: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -29,7 +31,8 @@ pub(crate) struct Pacer {
     taken: AtomicUsize,
     out: AtomicUsize,
     closed: AtomicBool,
-    waiting: AtomicBool,
+    /// Writers asleep in `wait` (several clones of a `BodyWaiter` may wait at once).
+    waiting: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
     low: usize,
@@ -43,7 +46,7 @@ impl Pacer {
             taken: AtomicUsize::new(0),
             out: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            waiting: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
             low,
@@ -63,15 +66,22 @@ impl Pacer {
         self.sent.fetch_add(n, SeqCst);
     }
 
-    /// The reactor: it took `n` bytes from its inbox.
-    pub(crate) fn took(&self, n: usize) {
+    /// The reactor: it took a write of `n` bytes from its inbox, after which the connection
+    /// holds `out` bytes (its output queue and writes held back while a job runs).
+    pub(crate) fn took(&self, n: usize, out: usize) {
+        self.out.store(out, SeqCst);
         self.taken.fetch_add(n, SeqCst);
+        self.wake_if_room();
     }
 
-    /// The reactor: the connection's output queue holds `out` bytes now.
+    /// The reactor: the connection's output holds `out` bytes now (after a flush).
     pub(crate) fn publish(&self, out: usize) {
         self.out.store(out, SeqCst);
-        if self.waiting.load(SeqCst) && self.queued() <= self.low {
+        self.wake_if_room();
+    }
+
+    fn wake_if_room(&self) {
+        if self.waiting.load(SeqCst) > 0 && self.queued() <= self.low {
             self.notify();
         }
     }
@@ -84,7 +94,6 @@ impl Pacer {
 
     fn notify(&self) {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.waiting.store(false, SeqCst);
         self.wake.notify_all();
     }
 
@@ -104,31 +113,27 @@ impl Pacer {
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if self.closed.load(SeqCst) || !handle.is_live(id) {
-                self.waiting.store(false, SeqCst);
                 return Err(Error::Closed);
-            }
-            if self.queued() <= self.low {
-                self.waiting.store(false, SeqCst);
-                return Ok(true);
             }
             let mut nap = RECHECK;
             if let Some(Some(d)) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    self.waiting.store(false, SeqCst);
-                    return Ok(false);
+                    return Ok(self.queued() <= self.low);
                 }
                 nap = nap.min(left);
             }
-            self.waiting.store(true, SeqCst);
+            self.waiting.fetch_add(1, SeqCst);
             if self.queued() <= self.low {
-                continue;
+                self.waiting.fetch_sub(1, SeqCst);
+                return Ok(true);
             }
             g = self
                 .wake
                 .wait_timeout(g, nap)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            self.waiting.fetch_sub(1, SeqCst);
         }
     }
 }
