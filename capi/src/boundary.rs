@@ -88,16 +88,23 @@ pub(crate) enum Live {
     Response = 2,
 }
 
-/// Per thread: the live objects as (token, address) pairs, and the token counter.
+/// Per thread: the live objects as (token, address) pairs, and the next token (0 until the
+/// thread's first callback). Constant-initialized, so each access is one TLS lookup.
 struct Tokens {
-    live: std::cell::Cell<[(usize, usize); 3]>,
+    live: [std::cell::Cell<(usize, usize)>; 3],
     next: std::cell::Cell<usize>,
 }
 
 thread_local! {
-    static TOKENS: Tokens = Tokens {
-        live: std::cell::Cell::new([(0, 0); 3]),
-        next: std::cell::Cell::new(first_token()),
+    static TOKENS: Tokens = const {
+        Tokens {
+            live: [
+                std::cell::Cell::new((0, 0)),
+                std::cell::Cell::new((0, 0)),
+                std::cell::Cell::new((0, 0)),
+            ],
+            next: std::cell::Cell::new(0),
+        }
     };
 }
 
@@ -120,18 +127,27 @@ impl LiveScope {
     /// Makes the objects at these addresses (0: none) live; C gets [`LiveScope::token`]s.
     pub(crate) fn enter(conn: usize, req: usize, res: usize) -> Self {
         TOKENS.with(|t| {
-            let mut now = [(0, 0); 3];
-            for (slot, addr) in now.iter_mut().zip([conn, req, res]) {
-                if addr != 0 {
-                    let token = t.next.get();
-                    t.next.set(token.wrapping_add(2));
-                    *slot = (token, addr);
-                }
+            let mut next = t.next.get();
+            if next == 0 {
+                next = first_token();
             }
-            LiveScope {
-                prev: t.live.replace(now),
-                now,
+            let mut scope = LiveScope {
+                prev: [(0, 0); 3],
+                now: [(0, 0); 3],
+            };
+            for (i, addr) in [conn, req, res].into_iter().enumerate() {
+                let v = if addr == 0 {
+                    (0, 0)
+                } else {
+                    let token = next;
+                    next = next.wrapping_add(2);
+                    (token, addr)
+                };
+                scope.prev[i] = t.live[i].replace(v);
+                scope.now[i] = v;
             }
+            t.next.set(next);
+            scope
         })
     }
 
@@ -143,13 +159,17 @@ impl LiveScope {
 
 impl Drop for LiveScope {
     fn drop(&mut self) {
-        TOKENS.with(|t| t.live.set(self.prev));
+        TOKENS.with(|t| {
+            for (cell, prev) in t.live.iter().zip(self.prev) {
+                cell.set(prev);
+            }
+        });
     }
 }
 
 /// The object a token names, if it is the running callback's object of this kind.
 pub(crate) fn resolve<T>(kind: Live, token: *const T) -> Option<*mut T> {
-    let (t, addr) = TOKENS.with(|t| t.live.get())[kind as usize];
+    let (t, addr) = TOKENS.with(|t| t.live[kind as usize].get());
     (t != 0 && t == token as usize).then_some(addr as *mut T)
 }
 
