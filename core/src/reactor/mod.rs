@@ -1859,11 +1859,7 @@ impl<H: Handler> Reactor<H> {
                     && c.close_req.is_none()
                     && c.closing.is_none()
                 {
-                    let held: usize = c
-                        .extra
-                        .as_ref()
-                        .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum());
-                    if c.out.len() + held + data.len() > self.core.limits.max_write_buffer {
+                    if c.out.len() + held_len(c) + data.len() > self.core.limits.max_write_buffer {
                         self.core
                             .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
                     } else {
