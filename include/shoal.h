@@ -505,6 +505,10 @@ typedef struct shoal_http_stats {
    * Handlers that failed (answered 500).
    */
   uint64_t handler_failures;
+  /**
+   * Deferred answers given up at the response timeout (answered 503, or cut mid-stream).
+   */
+  uint64_t response_timeouts;
 } shoal_http_stats;
 
 /**
@@ -710,6 +714,14 @@ typedef struct shoal_http_stats {
  * of grace (slow-POST defence); 0 disables (default 500).
  */
 #define SHOAL_OPT_HTTP_BODY_MIN_RATE 110
+
+/**
+ * HTTP: longest time from a complete request to the end of an answer given later
+ * (shoal_response_defer()), ms; 0 disables (default 0). Past it the client gets a 503 and
+ * the connection closes, or a stream under way is cut; a later answer fails with
+ * SHOAL_ERR_CLOSED.
+ */
+#define SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS 111
 
 /**
  * Success.

@@ -100,6 +100,11 @@ pub const SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS: shoal_option = 109;
 /// HTTP: a body must also arrive at this many bytes/s on average after a first body timeout
 /// of grace (slow-POST defence); 0 disables (default 500).
 pub const SHOAL_OPT_HTTP_BODY_MIN_RATE: shoal_option = 110;
+/// HTTP: longest time from a complete request to the end of an answer given later
+/// (shoal_response_defer()), ms; 0 disables (default 0). Past it the client gets a 503 and
+/// the connection closes, or a stream under way is cut; a later answer fails with
+/// SHOAL_ERR_CLOSED.
+pub const SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS: shoal_option = 111;
 
 /// Server configuration: created with defaults by shoal_config_new(), changed with the
 /// setters, read by shoal_server_new()/shoal_http_server_new() (which copy it), freed with
@@ -172,6 +177,7 @@ impl shoal_config {
             SHOAL_OPT_HTTP_BODY_TIMEOUT_MS => self.http.body_read_timeout = ms(v),
             SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS => self.http.keepalive_timeout = ms(v),
             SHOAL_OPT_HTTP_BODY_MIN_RATE => self.http.body_min_rate = (v > 0).then_some(v),
+            SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS => self.http.response_timeout = opt_ms(v),
             _ => return Err(format!("unknown option {opt}")),
         }
         Ok(())
@@ -224,6 +230,7 @@ impl shoal_config {
             SHOAL_OPT_HTTP_BODY_TIMEOUT_MS => get_ms(Some(h.body_read_timeout)),
             SHOAL_OPT_HTTP_KEEPALIVE_TIMEOUT_MS => get_ms(Some(h.keepalive_timeout)),
             SHOAL_OPT_HTTP_BODY_MIN_RATE => h.body_min_rate.unwrap_or(0),
+            SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS => get_ms(h.response_timeout),
             _ => return None,
         })
     }
@@ -363,7 +370,7 @@ mod tests {
             workers: 0,
             queue_capacity: 1024,
         };
-        for opt in (1..=29).chain(100..=110) {
+        for opt in (1..=29).chain(100..=111) {
             let before = c
                 .get(opt)
                 .unwrap_or_else(|| panic!("option {opt} readable"));
@@ -377,6 +384,6 @@ mod tests {
         }
         assert!(c.set(999, 1).is_err());
         assert!(c.get(30).is_none());
-        assert!(c.get(111).is_none());
+        assert!(c.get(112).is_none());
     }
 }

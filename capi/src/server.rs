@@ -129,6 +129,8 @@ pub struct shoal_http_stats {
     pub deferred: u64,
     /// Handlers that failed (answered 500).
     pub handler_failures: u64,
+    /// Deferred answers given up at the response timeout (answered 503, or cut mid-stream).
+    pub response_timeouts: u64,
 }
 
 /// Copies `value` into `out`, at most `out->size` bytes, keeping `out->size`.
@@ -624,6 +626,7 @@ pub unsafe extern "C" fn shoal_server_http_stats(
             continues: st.continues,
             deferred: st.deferred,
             handler_failures: st.handler_failures,
+            response_timeouts: st.response_timeouts,
         };
         // SAFETY: forwarded contract.
         unsafe { fill_sized(out, &v) }

@@ -1232,3 +1232,140 @@ fn a_paced_stream_larger_than_max_write_buffer_reaches_a_slow_reader_whole() {
         );
     }
 }
+
+#[test]
+fn a_deferred_answer_outliving_response_timeout_gets_503_or_is_cut_and_a_late_answer_fails() {
+    use shoal_core::http::{ChunkedBody, Deferred};
+    use std::sync::Mutex;
+    use std::sync::mpsc::{Sender, channel};
+    enum Kept {
+        Deferred(Deferred),
+        Body(ChunkedBody),
+    }
+    for workers in [0, 2] {
+        let (tx, rx) = channel::<Kept>();
+        let tx = Mutex::new(tx);
+        let keep = move |k: Kept| {
+            let tx: &Sender<Kept> = &tx.lock().unwrap();
+            tx.send(k).unwrap();
+        };
+        let cfg =
+            with_workers(config(1), workers).response_timeout(Some(Duration::from_millis(200)));
+        let srv = Http::start(cfg, move |req: &Request<'_>, res: &mut Response<'_, '_>| {
+            match req.path() {
+                // Deferred, then kept by the application and never answered in time.
+                "/hold" => keep(Kept::Deferred(res.defer().unwrap())),
+                // A stream begun, one part sent, then kept unfinished.
+                "/stream-hold" => {
+                    let mut d = res.defer().unwrap();
+                    let mut body = d.start_chunked(200, &[("X-From", "kept")]).unwrap();
+                    body.write(b"part").unwrap();
+                    keep(Kept::Body(body));
+                }
+                // Answered from a thread well within the timeout.
+                "/quick" => {
+                    let mut d = res.defer().unwrap();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(20));
+                        d.send(200, &[("X-From", "thread")], b"quick").unwrap();
+                    });
+                }
+                // Answered from a thread after the milliseconds in the query.
+                "/wait" => {
+                    let ms = req.query().unwrap_or("0").parse().unwrap();
+                    let mut d = res.defer().unwrap();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        d.send(200, &[("X-From", "thread")], b"waited").unwrap();
+                    });
+                }
+                p => res.send(200, &[("X-Path", p)], b"plain").unwrap(),
+            }
+        });
+
+        // Nothing of the answer was sent: 503, and the request pipelined behind it is not
+        // served.
+        let t0 = Instant::now();
+        let mut batch = get("/hold");
+        batch.extend_from_slice(&get("/after"));
+        let ex = exchange(srv.addr, &[&batch], Duration::ZERO, 5 * SEC, false);
+        let waited = t0.elapsed();
+        assert_eq!(ex.statuses(), vec![503], "workers={workers}: {ex:?}");
+        assert_eq!(ex.responses[0].header("connection"), Some("close"));
+        assert!(ex.closed && ex.garbage.is_empty(), "{ex:?}");
+        assert!(
+            waited >= Duration::from_millis(190) && waited < 3 * SEC,
+            "answered after {waited:?}"
+        );
+        // The late answer fails and is not sent anywhere; dropping it counts no failure.
+        let Kept::Deferred(mut d) = rx.recv_timeout(5 * SEC).unwrap() else {
+            panic!("expected the deferred response");
+        };
+        assert!(matches!(
+            d.send(200, &[("X", "y")], b"late"),
+            Err(shoal_core::Error::Closed)
+        ));
+        drop(d);
+
+        // A stream under way is cut: its body never looks complete.
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(&get("/stream-hold")).unwrap();
+        let mut got = Vec::new();
+        s.set_read_timeout(Some(5 * SEC)).unwrap();
+        let t0 = Instant::now();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let waited = t0.elapsed();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+        assert!(text.contains("\r\n\r\n4\r\npart\r\n"), "{text:?}");
+        assert!(
+            !text.contains("0\r\n\r\n"),
+            "the cut body looks complete: {text:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(150) && waited < 3 * SEC,
+            "{waited:?}"
+        );
+        let Kept::Body(body) = rx.recv_timeout(5 * SEC).unwrap() else {
+            panic!("expected the streamed body");
+        };
+        assert!(matches!(body.finish(), Err(shoal_core::Error::Closed)));
+
+        // An answer in time leaves no deadline behind: the connection idles past the
+        // response timeout and serves again.
+        let mut c = Client::connect(srv.addr);
+        assert_eq!(c.get("/quick").text(), "quick");
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(c.get("/next").header("x-path"), Some("/next"));
+        assert_eq!(c.get("/quick").text(), "quick");
+        // Each deferred answer has its own time: the second of two pipelined ones is not held
+        // to the first one's deadline.
+        let mut batch = get("/wait?130");
+        batch.extend_from_slice(&get("/wait?130"));
+        c.send(&batch);
+        let rs = c.read(2, &[]);
+        assert_eq!(
+            rs.iter().map(|r| r.status).collect::<Vec<_>>(),
+            vec![200, 200]
+        );
+
+        let st = srv.server.http_stats();
+        assert_eq!(st.response_timeouts, 2, "workers={workers}: {st:?}");
+        assert_eq!(st.handler_failures, 0, "workers={workers}: {st:?}");
+        assert_eq!(st.deferred, 6, "workers={workers}: {st:?}");
+        assert_eq!(st.responses[4], 1, "one 503: {st:?}");
+    }
+}
+
+#[test]
+fn response_timeout_must_be_positive() {
+    let cfg = config(1).response_timeout(Some(Duration::ZERO));
+    let err = shoal_core::http::HttpServer::bind(cfg, app).expect_err("refused");
+    assert!(err.to_string().contains("response_timeout"), "{err}");
+}

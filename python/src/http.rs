@@ -956,7 +956,10 @@ fn span(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
 /// Keyword options: those of :class:`Server`, plus ``max_header_bytes``, ``max_headers``,
 /// ``max_target_len``, ``max_body_size``, ``max_chunk_line``, ``max_pipelined``,
 /// ``max_requests_per_connection``, ``header_read_timeout``, ``body_read_timeout``,
-/// ``body_min_rate`` (bytes/s; None turns it off), ``keepalive_timeout`` (seconds).
+/// ``body_min_rate`` (bytes/s; None turns it off), ``keepalive_timeout`` (seconds),
+/// ``response_timeout`` (seconds from a request to the end of its deferred answer; past it the
+/// client gets a 503, or a stream under way is cut, and the late answer raises
+/// :class:`ConnectionClosed`; None, the default, turns it off).
 ///
 /// .. code-block:: python
 ///
@@ -1019,5 +1022,6 @@ pub(crate) fn http_stats_dict<'py>(py: Python<'py>, s: &HttpStats) -> PyResult<B
     d.set_item("continues", s.continues)?;
     d.set_item("deferred", s.deferred)?;
     d.set_item("handler_failures", s.handler_failures)?;
+    d.set_item("response_timeouts", s.response_timeouts)?;
     Ok(d)
 }

@@ -66,6 +66,7 @@ pub(crate) const HTTP_OPTIONS: &[&str] = &[
     "body_read_timeout",
     "body_min_rate",
     "keepalive_timeout",
+    "response_timeout",
 ];
 
 /// Reads options out of a kwargs dict.
@@ -293,6 +294,9 @@ impl<'py> Options<'py> {
         }
         if let Some(v) = self.seconds("keepalive_timeout")? {
             h.keepalive_timeout = v;
+        }
+        if let Some(v) = self.seconds_or_off("response_timeout")? {
+            h.response_timeout = v;
         }
         Ok(h)
     }

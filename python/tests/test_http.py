@@ -450,3 +450,33 @@ def test_a_body_larger_than_max_write_buffer_from_a_thread_reaches_a_slow_reader
         time.sleep(1.0)
         assert _read_chunked_body(s) == 40 << 20
     assert eventually(lambda: done == ["ok"]), done
+
+
+def test_a_deferred_answer_past_response_timeout_gets_503_and_the_late_answer_raises(
+    serve: Any,
+) -> None:
+    kept: list[shoal.Responder] = []
+
+    def handler(req: shoal.Request) -> Any:
+        if req.path == "/hold":
+            kept.append(req.defer())
+            return None
+        return "served"
+
+    with pytest.raises(shoal.ConfigError, match="response_timeout"):
+        shoal.HttpServer(handler, response_timeout=0)
+    srv = serve(shoal.HttpServer, handler, response_timeout=0.2)
+    t0 = time.monotonic()
+    with connect(srv.port) as s:
+        s.sendall(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        raw = recv_until_closed(s)
+    waited = time.monotonic() - t0
+    assert raw.startswith(b"HTTP/1.1 503 "), raw
+    assert b"Connection: close\r\n" in raw and b"served" not in raw, raw
+    assert 0.19 <= waited < 5, waited
+    with pytest.raises(shoal.ConnectionClosed):
+        kept[0].send("late")
+    kept.clear()
+    st = srv.stats()["http"]
+    assert (st["response_timeouts"], st["handler_failures"]) == (1, 0), st
+    assert get(srv.port, "/")[2] == b"served"

@@ -4,12 +4,15 @@
  * a callback failing after its answer (the answer arrives, then the connection closes as a
  * handler failure);
  * invalid response headers refused; prepared header blocks (copied at creation, refused when
- * invalid, sent now and from a pthread); HTTP stats. Runs inline and with workers. */
+ * invalid, sent now and from a pthread); a deferred answer past the response timeout (503, the
+ * late answer refused); HTTP stats. Runs inline and with workers. */
 #include "testutil.h"
 
 #include <stdatomic.h>
 
 static atomic_int freed;
+/* The response /hold deferred and kept. */
+static _Atomic(shoal_deferred *) held;
 /* Made once in main before any server runs, freed after the last one. */
 static shoal_headers *prepared;
 
@@ -200,6 +203,13 @@ static int on_request(void *ud, const shoal_request *req, shoal_response *res) {
         CHECK_STATUS(shoal_response_send(res, 200, NULL, 2, NULL, 0), SHOAL_ERR_NULL);
         CHECK_STATUS(shoal_response_send(res, 200, holey, 2, NULL, 0), SHOAL_ERR_NULL);
         return shoal_response_send(res, 200, many, 20, "many", 4);
+    }
+    if (equals(path, path_len, "/hold")) {
+        /* Deferred and kept past the response timeout. */
+        shoal_deferred *d = NULL;
+        CHECK_OK(shoal_response_defer(res, &d));
+        atomic_store(&held, d);
+        return 0;
     }
     if (equals(path, path_len, "/fail")) {
         return 1; /* unanswered and failing: the server answers 500 and closes */
@@ -418,6 +428,45 @@ static void scenario(uint64_t workers) {
     atomic_store(&freed, 0);
 }
 
+/* SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS: a deferred answer still missing after it gets a 503 from
+ * the server, and the late answer is refused. */
+static void response_timeout(uint64_t workers) {
+    shoal_http_handler h = {sizeof h, on_request};
+    shoal_config *cfg = test_config(1, workers);
+    uint64_t v = 1;
+    CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, &v));
+    CHECK(v == 0);
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, 200));
+    CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, &v));
+    CHECK(v == 200);
+    shoal_server *srv = NULL;
+    CHECK_OK(shoal_http_server_new(cfg, &h, NULL, NULL, &srv));
+    shoal_config_free(cfg);
+    CHECK_OK(shoal_server_start(srv));
+    atomic_store(&held, NULL);
+    int c = connect_to(shoal_server_port(srv));
+    send_str(c, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    char buf[4096];
+    recv_until_close(c, buf, sizeof buf);
+    close(c);
+    CHECK(strncmp(buf, "HTTP/1.1 503", 12) == 0);
+    CHECK(strstr(buf, "Connection: close\r\n") != NULL);
+    CHECK(strstr(buf, "Hello, World!") == NULL); /* the request behind it was not served */
+    shoal_deferred *d = atomic_load(&held);
+    CHECK(d != NULL);
+    CHECK_STATUS(shoal_deferred_send(d, 200, NULL, 0, "late", 4), SHOAL_ERR_CLOSED);
+    shoal_deferred_free(d);
+    shoal_http_stats hs;
+    memset(&hs, 0, sizeof hs);
+    hs.size = sizeof hs;
+    CHECK_OK(shoal_server_http_stats(srv, &hs));
+    CHECK(hs.response_timeouts == 1);
+    CHECK(hs.handler_failures == 0);
+    CHECK_OK(shoal_server_stop(srv));
+    CHECK_OK(shoal_server_wait(srv));
+    CHECK_OK(shoal_server_free(srv));
+}
+
 /* Prepared header blocks: refused like shoal_response_send() refuses, and copied. */
 static void prepare_headers(void) {
     shoal_headers *untouched = (shoal_headers *)&freed;
@@ -447,6 +496,8 @@ int main(void) {
     prepare_headers();
     scenario(0);
     scenario(2);
+    response_timeout(0);
+    response_timeout(2);
     shoal_headers_free(prepared);
     printf("http_test ok\n");
     return 0;

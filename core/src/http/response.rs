@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::io::IoSlice;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use super::date::{DATE_LINE_LEN, with_date};
@@ -738,11 +738,11 @@ impl<'r, 'c> Response<'r, 'c> {
         self.fresh()?;
         self.outcome = Outcome::Deferred;
         inc(&self.stats[self.conn.id().reactor()].deferred);
-        let counted = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(AtomicU8::new(0));
         IN_HANDLER.set(Some(Mark {
             id: self.conn.id(),
             dropped: false,
-            counted: counted.clone(),
+            state: state.clone(),
         }));
         Ok(Deferred {
             handle: self.conn.handle().clone(),
@@ -750,7 +750,7 @@ impl<'r, 'c> Response<'r, 'c> {
             info: self.info,
             stats: self.stats.clone(),
             done: false,
-            counted,
+            state,
         })
     }
 }
@@ -763,10 +763,25 @@ pub(crate) struct Mark {
     /// seen (a panic unwinding through it, a binding dropping it with its error): the request
     /// loop answers the 500 itself, in order, and counts one failure.
     pub(crate) dropped: bool,
-    /// Shared with the `Deferred`: a failure of this request was counted (so its drop
-    /// unanswered later does not count another).
-    pub(crate) counted: Arc<AtomicBool>,
+    /// Shared with the `Deferred` (see [`DeferState`]).
+    pub(crate) state: DeferState,
 }
+
+/// What became of a deferred response, shared by its [`Deferred`] (and the [`ChunkedBody`]
+/// it starts) with the connection's request loop: bits that only ever get set. The answer
+/// and the `response_timeout` race through one `fetch_or` each, so exactly one of them wins:
+/// a timed-out answer is refused before anything of it is queued, and a timer that finds the
+/// answer complete lets it arrive.
+pub(crate) type DeferState = Arc<AtomicU8>;
+
+/// A failure of the request was counted (its drop unanswered later counts no other).
+pub(crate) const COUNTED: u8 = 1;
+/// A streamed answer began.
+pub(crate) const STARTED: u8 = 2;
+/// The whole answer was handed to the reactor.
+pub(crate) const SENT: u8 = 4;
+/// `response_timeout` passed first: the connection answered 503 or was cut.
+pub(crate) const TIMED_OUT: u8 = 8;
 
 thread_local! {
     static IN_HANDLER: Cell<Option<Mark>> = const { Cell::new(None) };
@@ -791,6 +806,11 @@ fn complete(handle: &ServerHandle, id: ConnId, close: bool) -> Result<()> {
 /// A response to be given later, from any thread: `Send`, and tied to its connection by a
 /// generation-checked id, so answering after the connection closed fails with
 /// [`Error::Closed`] and never reaches another connection.
+///
+/// With [`HttpConfig::response_timeout`](super::HttpConfig::response_timeout) set, an answer
+/// still incomplete that long after its request is given up: the client gets a 503 and the
+/// connection closes (nothing of the answer sent yet), or the connection is cut (a stream
+/// under way, which never looks complete), and a later answer fails with [`Error::Closed`].
 #[derive(Debug)]
 #[must_use = "dropping a Deferred unanswered sends a 500"]
 pub struct Deferred {
@@ -799,8 +819,7 @@ pub struct Deferred {
     info: Info,
     stats: Arc<[Counters]>,
     done: bool,
-    /// A failure of this request was counted already (see [`Mark::counted`]).
-    counted: Arc<AtomicBool>,
+    state: DeferState,
 }
 
 impl Deferred {
@@ -860,6 +879,9 @@ impl Deferred {
             out.extend_from_slice(body);
         }
         self.done = true;
+        if self.state.fetch_or(SENT, Ordering::AcqRel) & TIMED_OUT != 0 {
+            return Err(Error::Closed);
+        }
         self.handle.write_owned(self.id, out)?;
         self.counters().response(status);
         complete(&self.handle, self.id, close)
@@ -880,9 +902,13 @@ impl Deferred {
             write_head(&mut out, &self.info, status, headers, Body::Streamed, d)
         })?;
         self.done = true;
+        if self.state.fetch_or(STARTED, Ordering::AcqRel) & TIMED_OUT != 0 {
+            return Err(Error::Closed);
+        }
         self.handle.write_owned(self.id, out)?;
         self.counters().response(status);
         Ok(ChunkedBody {
+            state: self.state.clone(),
             pacer: Arc::new(Pacer::new(self.handle.low_watermark())),
             handle: self.handle.clone(),
             id: self.id,
@@ -905,23 +931,23 @@ impl Drop for Deferred {
             let mark = IN_HANDLER.take();
             if let Some(m) = mark
                 .as_ref()
-                .filter(|m| m.id == self.id && !m.dropped && Arc::ptr_eq(&m.counted, &self.counted))
+                .filter(|m| m.id == self.id && !m.dropped && Arc::ptr_eq(&m.state, &self.state))
             {
                 // Dropped inside the handler that deferred it (or as its panic unwinds): the
                 // request loop answers the 500 and counts the failure once.
                 IN_HANDLER.set(Some(Mark {
                     id: m.id,
                     dropped: true,
-                    counted: m.counted.clone(),
+                    state: m.state.clone(),
                 }));
                 return;
             }
             IN_HANDLER.set(mark);
-            // A handler failure: the connection does not carry on after it.
+            // A handler failure: the connection does not carry on after it. After
+            // `response_timeout` the connection answered 503 already, and the timeout was
+            // counted instead.
             let _ = self.send(500, &[("Connection", "close")], b"");
-            if !self
-                .counted
-                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            if self.state.fetch_or(COUNTED, Ordering::AcqRel) & (COUNTED | TIMED_OUT) == 0
                 && let Some(c) = self.stats.get(self.id.reactor())
             {
                 inc(&c.handler_failures);
@@ -956,6 +982,8 @@ impl BodyWaiter {
 #[must_use = "dropping a ChunkedBody unfinished aborts the connection"]
 pub struct ChunkedBody {
     handle: ServerHandle,
+    /// Shared with the request loop, for `response_timeout` (see [`DeferState`]).
+    state: DeferState,
     id: ConnId,
     /// Flow control: what this body has queued, and the wait for it to drain.
     pacer: Arc<Pacer>,
@@ -1030,6 +1058,10 @@ impl ChunkedBody {
     /// Ends the body; the connection goes on to the next request (or closes).
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
+        if self.state.fetch_or(SENT, Ordering::AcqRel) & TIMED_OUT != 0 {
+            // `response_timeout` cut the connection.
+            return Err(Error::Closed);
+        }
         if self.chunked && !self.no_body {
             self.handle.write(self.id, b"0\r\n\r\n")?;
         }

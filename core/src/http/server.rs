@@ -5,13 +5,17 @@
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkedDecoder, Progress};
 use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
-use super::response::{Body, Info, Outcome, Response, take_mark, write_head};
+use super::response::{
+    Body, COUNTED, DeferState, Info, Outcome, Response, SENT, STARTED, TIMED_OUT, take_mark,
+    write_head,
+};
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
 use crate::conn::Conn;
@@ -98,6 +102,14 @@ pub struct HttpConfig {
     /// Longest idle time between requests; never counts toward the next head's time.
     /// Default 60 s.
     pub keepalive_timeout: Duration,
+    /// Longest time from a complete request to the end of its answer, for answers given
+    /// later ([`Response::defer`](super::Response::defer): a proxy whose upstream hangs, a
+    /// `Deferred` leaked by the application). Past it the client gets a 503 and the
+    /// connection closes, or, when a streamed answer is under way, the connection is cut
+    /// (the body never looks complete); a later answer fails with `Closed`. An answer given
+    /// inside the handler is bounded by the handler itself (`handler_timeout` in pool mode).
+    /// Default none.
+    pub response_timeout: Option<Duration>,
 }
 
 impl Default for HttpConfig {
@@ -115,6 +127,7 @@ impl Default for HttpConfig {
             body_read_timeout: Duration::from_secs(30),
             body_min_rate: Some(500),
             keepalive_timeout: Duration::from_secs(60),
+            response_timeout: None,
         }
     }
 }
@@ -166,6 +179,8 @@ impl HttpConfig {
         body_min_rate: Option<u64>,
         /// Sets [`HttpConfig::keepalive_timeout`].
         keepalive_timeout: Duration,
+        /// Sets [`HttpConfig::response_timeout`].
+        response_timeout: Option<Duration>,
     }
 
     /// Checks every value; the error names the first one out of range.
@@ -196,6 +211,9 @@ impl HttpConfig {
         }
         if self.body_min_rate == Some(0) {
             return bad("body_min_rate must be positive (use None to disable)");
+        }
+        if self.response_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("response_timeout must be positive (use None to disable)");
         }
         for (name, t) in [
             ("header_read_timeout", self.header_read_timeout),
@@ -243,34 +261,37 @@ pub(crate) struct HttpConn {
     /// The handler failed after deferring its response: close once that response is sent.
     failed: bool,
     continue_sent: bool,
-    /// Chunked request bodies: allocated by the first one and kept for the connection's
-    /// life, so a connection that never sends one carries a single pointer for it.
-    chunked: Option<Box<ChunkedBody>>,
+    /// State few connections need (chunked request bodies, a deferred answer's): allocated
+    /// by the first use and kept for the connection's life, so a connection that never
+    /// needs it carries a single pointer for it.
+    aside: Option<Box<Aside>>,
     deadline: Option<(Instant, TimeoutKind)>,
     armed: Option<Instant>,
     /// When the body being read started arriving (for `body_min_rate`).
     body_since: Option<Instant>,
 }
 
-/// A request whose chunked body is being decoded.
+/// The rarely needed part of a connection's HTTP state.
 #[derive(Debug, Default)]
-struct ChunkedBody {
-    /// `Some` while a body is being decoded.
+struct Aside {
+    /// `Some` while a chunked request body is being decoded.
     decoder: Option<ChunkedDecoder>,
     /// The head of that request, copied when its body began, and the body so far.
     head: Vec<u8>,
     body: Vec<u8>,
+    /// What became of the outstanding deferred response, for `response_timeout`.
+    pending: Option<DeferState>,
 }
 
 impl HttpConn {
     /// A chunked body is being decoded.
     fn decoding(&self) -> bool {
-        self.chunked.as_ref().is_some_and(|c| c.decoder.is_some())
+        self.aside.as_ref().is_some_and(|c| c.decoder.is_some())
     }
 
     /// Ends the chunked body under way, if any (its buffers stay for the next one).
     fn stop_decoding(&mut self) {
-        if let Some(c) = self.chunked.as_mut() {
+        if let Some(c) = self.aside.as_mut() {
             c.decoder = None;
         }
     }
@@ -288,6 +309,7 @@ pub(crate) struct Http<H> {
     body_timeout: Duration,
     body_min_rate: Option<u64>,
     keepalive_timeout: Duration,
+    response_timeout: Option<Duration>,
     stats: Arc<[Counters]>,
 }
 
@@ -335,6 +357,8 @@ impl<H: HttpHandler> Http<H> {
             TimeoutKind::Header => self.header_timeout,
             TimeoutKind::Body => self.body_timeout,
             TimeoutKind::KeepAlive => self.keepalive_timeout,
+            // Armed only when set.
+            TimeoutKind::Response => self.response_timeout.unwrap_or_default(),
         }
     }
 
@@ -486,11 +510,12 @@ impl<H: HttpHandler> Http<H> {
                 // The `Deferred` lives on elsewhere and still answers, in order: wait for it,
                 // then close. Dropped unanswered later, it does not count this failure again.
                 if let Some(m) = &mark {
-                    m.counted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    m.state.fetch_or(COUNTED, Ordering::AcqRel);
                 }
                 conn.count_failure();
                 st.awaiting = true;
                 st.failed = true;
+                st.aside.get_or_insert_default().pending = mark.map(|m| m.state);
                 conn.pause_input();
             } else {
                 // Part of a response is on its way: it cannot be fixed, only cut.
@@ -505,6 +530,7 @@ impl<H: HttpHandler> Http<H> {
             }
             Outcome::Deferred => {
                 st.awaiting = true;
+                st.aside.get_or_insert_default().pending = mark.map(|m| m.state);
                 conn.pause_input();
                 Flow::Stop
             }
@@ -541,7 +567,7 @@ impl<H: HttpHandler> Http<H> {
                 Some(q) if !st.awaiting => q,
                 _ => break,
             };
-            if let Some(c) = st.chunked.as_mut()
+            if let Some(c) = st.aside.as_mut()
                 && let Some(decoder) = c.decoder.as_mut()
             {
                 match decoder.decode(&data[pos..], &mut c.body) {
@@ -615,7 +641,7 @@ impl<H: HttpHandler> Http<H> {
                     &buf[head.len..end]
                 }
                 Framing::Chunked => {
-                    let c = st.chunked.get_or_insert_default();
+                    let c = st.aside.get_or_insert_default();
                     c.head.clear();
                     c.head.extend_from_slice(&buf[..head.len]);
                     c.body.clear();
@@ -648,7 +674,12 @@ impl<H: HttpHandler> Http<H> {
         let held = yielded || st.backpressured || st.flush_yield;
         if st.awaiting || conn.is_closing() || (held && !partial_body) {
             st.phase = Phase::Busy;
-            self.set_deadline(conn, st, None, 0);
+            // A deferred answer has `response_timeout` from its request (a deadline already
+            // running for it stays).
+            let answer = st.awaiting && self.response_timeout.is_some() && !conn.is_closing();
+            if !(answer && matches!(st.deadline, Some((_, TimeoutKind::Response)))) {
+                self.set_deadline(conn, st, answer.then_some(TimeoutKind::Response), 0);
+            }
         } else if partial_body {
             st.phase = Phase::Body;
             self.set_deadline(conn, st, Some(TimeoutKind::Body), body_got);
@@ -689,7 +720,7 @@ impl<H: HttpHandler> Http<H> {
         tally: &mut Tally,
         date: &[u8; DATE_LINE_LEN],
     ) -> Flow {
-        let c = st.chunked.as_mut().expect("a chunked body was decoded");
+        let c = st.aside.as_mut().expect("a chunked body was decoded");
         let head_buf = std::mem::take(&mut c.head);
         let body = std::mem::take(&mut c.body);
         let flow = {
@@ -713,7 +744,7 @@ impl<H: HttpHandler> Http<H> {
                 }
             }
         };
-        if let Some(c) = st.chunked.as_mut() {
+        if let Some(c) = st.aside.as_mut() {
             c.head = head_buf;
             c.body = body;
             c.body.clear();
@@ -722,6 +753,18 @@ impl<H: HttpHandler> Http<H> {
     }
 
     fn expire(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: TimeoutKind) {
+        if kind == TimeoutKind::Response
+            && st
+                .aside
+                .as_ref()
+                .and_then(|a| a.pending.as_ref())
+                .is_some_and(|s| s.load(Ordering::Acquire) & SENT != 0)
+        {
+            // The whole answer is on its way to the reactor (a complete response, or a
+            // stream's end): it arrives and completes in time.
+            st.deadline = None;
+            return;
+        }
         let counters = self.counters(conn);
         counters.timeout(kind);
         match kind {
@@ -729,6 +772,21 @@ impl<H: HttpHandler> Http<H> {
             TimeoutKind::Header | TimeoutKind::Body => {
                 send_own(conn, counters, 408);
                 conn.close_with(CloseReason::ReadTimeout, CloseMode::Linger);
+            }
+            TimeoutKind::Response => {
+                let prev = st
+                    .aside
+                    .as_mut()
+                    .and_then(|a| a.pending.take())
+                    .map_or(0, |s| s.fetch_or(TIMED_OUT, Ordering::AcqRel));
+                if prev & STARTED == 0 {
+                    // Nothing of the answer left: shoal answers instead.
+                    send_own(conn, counters, 503);
+                    conn.close_with(CloseReason::HandlerTimeout, CloseMode::Linger);
+                } else {
+                    // A stream under way: cut it, so its body never looks complete.
+                    conn.close_with(CloseReason::HandlerTimeout, CloseMode::Abort);
+                }
             }
         }
         st.deadline = None;
@@ -753,6 +811,10 @@ impl<H: HttpHandler> Handler for Http<H> {
         if st.awaiting {
             // The deferred response went out: on to the next request, or close.
             st.awaiting = false;
+            if let Some(a) = st.aside.as_mut() {
+                a.pending = None;
+            }
+            st.deadline = None;
             if st.failed {
                 // Its handler failed after deferring it: nothing more is served.
                 conn.close_with(CloseReason::HandlerFailed, CloseMode::Linger);
@@ -871,6 +933,7 @@ impl<H: HttpHandler> HttpServer<H> {
             body_timeout: config.body_read_timeout,
             body_min_rate: config.body_min_rate,
             keepalive_timeout: config.keepalive_timeout,
+            response_timeout: config.response_timeout,
             stats: stats.clone(),
         };
         Ok(HttpServer {
@@ -964,6 +1027,6 @@ mod tests {
             std::mem::size_of::<HttpConn>()
         );
         let st = HttpConn::default();
-        assert!(st.chunked.is_none() && !st.decoding());
+        assert!(st.aside.is_none() && !st.decoding());
     }
 }

@@ -11,6 +11,8 @@ pub(crate) enum TimeoutKind {
     Header,
     Body,
     KeepAlive,
+    /// A deferred answer outlived `response_timeout`.
+    Response,
 }
 
 #[derive(Debug, Default)]
@@ -21,7 +23,7 @@ pub(crate) struct Counters {
     pub(crate) keepalive_reuses: AtomicU64,
     pub(crate) parse_errors: [AtomicU64; ParseError::COUNT],
     pub(crate) incomplete: AtomicU64,
-    pub(crate) timeouts: [AtomicU64; 3],
+    pub(crate) timeouts: [AtomicU64; 4],
     pub(crate) continues: AtomicU64,
     pub(crate) deferred: AtomicU64,
     pub(crate) handler_failures: AtomicU64,
@@ -102,6 +104,8 @@ pub struct HttpStats {
     pub body_timeouts: u64,
     /// Closed for `keepalive_timeout`.
     pub keepalive_timeouts: u64,
+    /// Deferred answers given up at `response_timeout` (answered 503, or cut mid-stream).
+    pub response_timeouts: u64,
     /// `100 Continue` interim responses sent.
     pub continues: u64,
     /// Responses deferred by handlers.
@@ -134,6 +138,7 @@ impl HttpStats {
         self.header_timeouts += c.timeouts[TimeoutKind::Header as usize].load(Relaxed);
         self.body_timeouts += c.timeouts[TimeoutKind::Body as usize].load(Relaxed);
         self.keepalive_timeouts += c.timeouts[TimeoutKind::KeepAlive as usize].load(Relaxed);
+        self.response_timeouts += c.timeouts[TimeoutKind::Response as usize].load(Relaxed);
         self.continues += c.continues.load(Relaxed);
         self.deferred += c.deferred.load(Relaxed);
         self.handler_failures += c.handler_failures.load(Relaxed);

@@ -112,6 +112,7 @@ class HttpOptions(EngineOptions, total=False):
     body_read_timeout: float
     body_min_rate: int | None
     keepalive_timeout: float
+    response_timeout: float | None
 
 class StreamHandler(Protocol):
     """An object whose methods are the callbacks (each but on_data optional)."""
