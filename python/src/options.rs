@@ -108,15 +108,14 @@ impl<'py> Options<'py> {
         match self.raw(name)? {
             None => Ok(None),
             Some(v) if v.is_none() => Err(value_error(format!("{name} must not be None"))),
-            Some(v) => v.extract::<T>().map(Some).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "{name}: expected {}, got {}",
-                    std::any::type_name::<T>(),
-                    v.get_type()
-                        .name()
-                        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
-                ))
-            }),
+            // A bool is an int to Python, never a count or a size here.
+            Some(v) if v.is_instance_of::<pyo3::types::PyBool>() && int_option::<T>() => Err(
+                PyTypeError::new_err(format!("{name}: expected an int, got bool")),
+            ),
+            Some(v) => v
+                .extract::<T>()
+                .map(Some)
+                .map_err(|_| option_error::<T>(name, &v)),
         }
     }
 
@@ -300,6 +299,43 @@ impl<'py> Options<'py> {
         }
         Ok(h)
     }
+}
+
+/// Whether `T` is one of the integer types options are read as.
+fn int_option<T>() -> bool {
+    matches!(
+        std::any::type_name::<T>(),
+        "usize" | "u64" | "u32" | "u16" | "i32"
+    )
+}
+
+/// The error for an option value that does not convert to `T`, in Python's terms: a
+/// `ValueError` for an int out of `T`'s range, a `TypeError` for a value of the wrong type.
+fn option_error<T>(name: &str, v: &Bound<'_, PyAny>) -> PyErr {
+    let rust = std::any::type_name::<T>();
+    let range = match rust {
+        "usize" | "u64" => Some(format!("0..={}", u64::MAX)),
+        "u32" => Some(format!("0..={}", u32::MAX)),
+        "u16" => Some(format!("0..={}", u16::MAX)),
+        "i32" => Some(format!("{}..={}", i32::MIN, i32::MAX)),
+        _ => None,
+    };
+    let is_int =
+        v.is_instance_of::<pyo3::types::PyInt>() && !v.is_instance_of::<pyo3::types::PyBool>();
+    if let (Some(range), true) = (&range, is_int) {
+        return value_error(format!("{name} must be in {range}, got {v}"));
+    }
+    let expected = match rust {
+        _ if range.is_some() => "an int",
+        "bool" => "a bool",
+        "alloc::string::String" => "a str",
+        _ => "a value of another type",
+    };
+    let got = v
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+    PyTypeError::new_err(format!("{name}: expected {expected}, got {got}"))
 }
 
 /// Seconds (int or float, finite, not negative) as a duration.

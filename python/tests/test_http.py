@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -42,7 +42,8 @@ def app(req: shoal.Request) -> Any:
     if path == "/headers":
         h = req.headers
         return {"ua": h.get("user-agent"), "x": h.getall("X-Multi"), "has": "x-multi" in h,
-                "n": len(h), "missing": h.get("nope", "dflt")}
+                "n": len(h), "missing": h.get("nope", "dflt"),
+                "mapping": isinstance(h, Mapping), "as_dict": dict(h)}
     if path == "/gen":
         def gen() -> Iterator[bytes | str]:
             for i in range(5):
@@ -142,6 +143,8 @@ def test_request_body_and_headers(srv: shoal.Server) -> None:
     assert got_json["x"] == ["one", "two"]
     assert got_json["has"] is True
     assert got_json["missing"] == "dflt"
+    assert got_json["mapping"] is True
+    assert got_json["as_dict"]["User-Agent"] == "shoal-test"
     assert json.loads(get(srv.port, "/peer")[2])["peer"][0] == "127.0.0.1"
 
 

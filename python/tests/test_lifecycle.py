@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -169,6 +170,40 @@ def test_a_dropped_running_server_stops() -> None:
     assert eventually(refused, timeout=10)
 
 
+def test_a_finished_server_lets_go_of_its_callables() -> None:
+    # A handler that refers back to its server (a cycle the collector cannot see through
+    # the engine) and a callback object: both are released once the server is joined, while
+    # the server object itself lives on.
+    class Handler:
+        def __call__(self, req: shoal.Request) -> str:
+            return "x"
+
+    class Sentinel:
+        pass
+
+    handler = Handler()
+    sentinel = Sentinel()
+    handler_ref = weakref.ref(handler)
+    sentinel_ref = weakref.ref(sentinel)
+    srv = shoal.HttpServer(handler, threads=1)
+    cycle: list[Any] = [srv, sentinel]
+
+    def on_data(conn: shoal.Connection, data: bytes) -> None:
+        conn.write(repr(cycle).encode())
+
+    stream = shoal.Server(on_data=on_data, threads=1)
+    del handler, sentinel, on_data
+    for s in (srv, stream):
+        s.start()
+        s.stop()
+        assert s.wait(timeout=15)
+    del cycle
+    gc.collect()
+    assert handler_ref() is None
+    assert sentinel_ref() is None
+    assert srv.stats()["http"]["requests"] == 0 and stream.stats()["accepted"] == 0
+
+
 def test_stop_from_a_callback_and_wait_from_a_callback_is_refused() -> None:
     results: list[str] = []
     box: dict[str, shoal.Server] = {}
@@ -211,7 +246,12 @@ def test_wait_with_a_huge_timeout_waits_until_stopped() -> None:
 @pytest.mark.parametrize("kwargs,exc,match", [
     ({"bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
     ({"port": "80"}, TypeError, "port"),
-    ({"port": 70000}, TypeError, "port"),
+    ({"port": 70000}, ValueError, r"port must be in 0\.\.=65535, got 70000"),
+    ({"threads": -1}, ValueError, r"threads must be in 0\.\.="),
+    ({"threads": "2"}, TypeError, "threads: expected an int, got str"),
+    ({"threads": True}, TypeError, "threads: expected an int, got bool"),
+    ({"host": 5}, TypeError, "host: expected a str, got int"),
+    ({"reuse_port": "yes"}, TypeError, "reuse_port: expected a bool, got str"),
     ({"idle_timeout": -1}, ValueError, "idle_timeout"),
     ({"idle_timeout": float("nan")}, ValueError, "idle_timeout"),
     ({"connect_timeout": None}, ValueError, "cannot be turned off"),

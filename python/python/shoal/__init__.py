@@ -17,6 +17,8 @@ Exceptions raised by callbacks are logged to the ``shoal`` logger and close only
 connection.
 """
 
+from collections.abc import Mapping as _Mapping
+
 from ._shoal import (
     ConfigError,
     Connection,
@@ -34,6 +36,9 @@ from ._shoal import (
     WriteOverflow,
     __version__,
 )
+
+# Request headers behave as a read-only mapping; isinstance() says so too.
+_Mapping.register(Headers)
 
 __all__ = [
     "ConfigError",
