@@ -216,12 +216,13 @@ impl OutQueue {
 
     /// Writes as much as the socket takes with `send` (one chunk) or `sendmsg` (several),
     /// always with `MSG_NOSIGNAL` so a reset peer never raises `SIGPIPE` in the host process.
-    /// Returns the bytes written; `WouldBlock` ends the attempt without error.
+    /// Returns the bytes written and how the attempt ended: `WouldBlock` ends it without
+    /// error; an error comes with the bytes written before it (they left, and are counted).
     pub(crate) fn flush(
         &mut self,
         sock: &socket2::SockRef<'_>,
         pool: &mut BufferPool,
-    ) -> io::Result<usize> {
+    ) -> (usize, io::Result<()>) {
         let mut total = 0;
         while self.len > 0 {
             let res = if self.rest.is_empty() {
@@ -237,17 +238,17 @@ impl OutQueue {
                 sock.send_vectored_with_flags(&iov[..n], libc::MSG_NOSIGNAL)
             };
             match res {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => return (total, Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     total += n;
                     self.consume(n, pool);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return (total, Err(e)),
             }
         }
-        Ok(total)
+        (total, Ok(()))
     }
 
     /// The queued bytes in order (tests and the worker pool hand-off).
@@ -293,7 +294,8 @@ mod tests {
         q.push_copy(&data, &mut pool);
         q.push_owned(vec![9; 5000], &mut pool);
         let sock = socket2::SockRef::from(&a);
-        let n = q.flush(&sock, &mut pool).unwrap();
+        let (n, r) = q.flush(&sock, &mut pool);
+        r.unwrap();
         assert_eq!(n, 7000);
         assert!(q.is_empty());
         assert!(pool.free_len() >= 7, "pooled chunks came back");
@@ -310,11 +312,33 @@ mod tests {
         let mut sink = vec![0; 200_000];
         let mut sent = 0;
         while !q.is_empty() {
-            sent += q.flush(&sock, &mut pool).unwrap();
+            let (n, r) = q.flush(&sock, &mut pool);
+            r.unwrap();
+            sent += n;
             let k = std::io::Read::read(&mut &b, &mut sink).unwrap();
             assert!(k > 0);
         }
         assert_eq!(sent, 200_000);
         assert!(q.rest.capacity() <= 8, "{}", q.rest.capacity());
+    }
+
+    #[test]
+    fn a_flush_failing_after_a_first_send_reports_the_bytes_sent() {
+        // A peer that closed: the first `sendmsg` is taken, the reset it draws comes back at
+        // once on loopback, and the next one fails.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        drop(l.accept().unwrap().0);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        a.set_nonblocking(true).unwrap();
+        let mut pool = BufferPool::new(256, 8);
+        let mut q = OutQueue::default();
+        for _ in 0..2 * MAX_IOV {
+            q.push_owned(vec![7; 100], &mut pool);
+        }
+        let (n, r) = q.flush(&socket2::SockRef::from(&a), &mut pool);
+        assert!(r.is_err(), "{r:?}");
+        assert_eq!(n, MAX_IOV * 100, "the first sendmsg's bytes");
+        assert_eq!(q.len(), MAX_IOV * 100);
     }
 }

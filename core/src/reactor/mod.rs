@@ -1461,20 +1461,19 @@ impl<H: Handler> Reactor<H> {
         };
         if !c.out.is_empty() {
             let sock = socket2::SockRef::from(&c.stream);
-            match c.out.flush(&sock, &mut self.core.pool) {
-                Ok(0) => {}
-                Ok(n) => {
-                    c.last_active = now;
-                    if c.stall_since != NEVER {
-                        c.stall_since = now;
-                        c.sent_since += n as u64;
-                    }
-                    bump(&self.core.stats().bytes_out, n as u64);
+            let (n, result) = c.out.flush(&sock, &mut self.core.pool);
+            if n > 0 {
+                c.last_active = now;
+                if c.stall_since != NEVER {
+                    c.stall_since = now;
+                    c.sent_since += n as u64;
                 }
-                Err(e) => {
-                    self.close_now(id, CloseReason::from_io(&e));
-                    return;
-                }
+                // Counted also when the flush then failed: those bytes left.
+                bump(&self.core.stats().bytes_out, n as u64);
+            }
+            if let Err(e) = result {
+                self.close_now(id, CloseReason::from_io(&e));
+                return;
             }
         }
         let c = self.core.get_mut(id).expect("live");
