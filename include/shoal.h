@@ -199,6 +199,16 @@ typedef struct shoal_response shoal_response;
 typedef struct shoal_server shoal_server;
 
 /**
+ * A writer for one connection with flow control, for a producer on another thread sending
+ * more than SHOAL_OPT_MAX_WRITE_BUFFER to a client that may read slowly: call
+ * shoal_writer_wait() before each shoal_writer_write(). Made by shoal_server_paced_writer();
+ * owned by the caller, freed with shoal_writer_free() (which leaves the connection open).
+ * Any number of threads may use one writer at once; it stays valid after its server is
+ * freed (its calls then fail with SHOAL_ERR_CLOSED).
+ */
+typedef struct shoal_writer shoal_writer;
+
+/**
  * The result of every fallible function: `SHOAL_OK` (0) or a negative error code.
  */
 typedef int shoal_status;
@@ -1540,6 +1550,57 @@ shoal_status shoal_server_write(const struct shoal_server *server,
                                 shoal_conn_id id,
                                 const void *data,
                                 size_t len);
+
+/**
+ * Makes a paced writer for connection `id` into `*out`, from any thread. SHOAL_ERR_CLOSED
+ * for a closed or unknown id.
+ *
+ * # Safety
+ * As shoal_server_start(); `out` writable.
+ */
+shoal_status shoal_server_paced_writer(const struct shoal_server *server,
+                                       shoal_conn_id id,
+                                       struct shoal_writer **out);
+
+/**
+ * Queues a copy of `len` bytes on the writer's connection at once, whatever is queued
+ * already (as shoal_server_write()); writes from one thread keep their order.
+ *
+ * # Safety
+ * `w` from shoal_server_paced_writer(), not yet freed; `data` readable for `len`.
+ */
+shoal_status shoal_writer_write(const struct shoal_writer *w,
+                                const void *data,
+                                size_t len);
+
+/**
+ * Waits until at most SHOAL_OPT_WRITE_LOW_WATERMARK bytes are queued on the writer's
+ * connection (its output, and this writer's writes still on their way to the reactor).
+ * `timeout_ms` < 0 waits without a limit. SHOAL_OK when writable, -ETIMEDOUT when the time
+ * passed first, SHOAL_ERR_CLOSED once the connection is gone, SHOAL_ERR_WRONG_THREAD from
+ * one of the server's own threads (its reactor could not flush while it waited).
+ *
+ * # Safety
+ * As shoal_writer_write().
+ */
+shoal_status shoal_writer_wait(const struct shoal_writer *w,
+                               int64_t timeout_ms);
+
+/**
+ * Bytes queued on the writer's connection and not yet handed to the kernel; 0 for NULL.
+ *
+ * # Safety
+ * As shoal_writer_write().
+ */
+size_t shoal_writer_queued(const struct shoal_writer *w);
+
+/**
+ * Frees a paced writer (its connection stays open). NULL is ignored.
+ *
+ * # Safety
+ * `w` NULL or from shoal_server_paced_writer(), not yet freed, with no call on it running.
+ */
+void shoal_writer_free(struct shoal_writer *w);
 
 /**
  * Closes connection `id` once its output is flushed, from any thread.

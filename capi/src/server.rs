@@ -654,6 +654,106 @@ pub unsafe extern "C" fn shoal_server_write(
     })
 }
 
+/// A writer for one connection with flow control, for a producer on another thread sending
+/// more than SHOAL_OPT_MAX_WRITE_BUFFER to a client that may read slowly: call
+/// shoal_writer_wait() before each shoal_writer_write(). Made by shoal_server_paced_writer();
+/// owned by the caller, freed with shoal_writer_free() (which leaves the connection open).
+/// Any number of threads may use one writer at once; it stays valid after its server is
+/// freed (its calls then fail with SHOAL_ERR_CLOSED).
+#[derive(Debug)]
+pub struct shoal_writer {
+    inner: shoal_core::PacedWriter,
+}
+
+/// Makes a paced writer for connection `id` into `*out`, from any thread. SHOAL_ERR_CLOSED
+/// for a closed or unknown id.
+///
+/// # Safety
+/// As shoal_server_start(); `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_server_paced_writer(
+    server: *const shoal_server,
+    id: shoal_conn_id,
+    out: *mut *mut shoal_writer,
+) -> shoal_status {
+    ffi_guard!({
+        let s = ref_or!(server);
+        let out = mut_or!(out);
+        match s.handle.paced_writer(ConnId::from_u64(id)) {
+            Ok(w) => {
+                *out = Box::into_raw(Box::new(shoal_writer { inner: w }));
+                SHOAL_OK
+            }
+            Err(e) => crate::error::status_of(&e),
+        }
+    })
+}
+
+/// Queues a copy of `len` bytes on the writer's connection at once, whatever is queued
+/// already (as shoal_server_write()); writes from one thread keep their order.
+///
+/// # Safety
+/// `w` from shoal_server_paced_writer(), not yet freed; `data` readable for `len`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_writer_write(
+    w: *const shoal_writer,
+    data: *const c_void,
+    len: usize,
+) -> shoal_status {
+    ffi_guard!({
+        let w = ref_or!(w);
+        let data = slice_or!(data.cast::<u8>(), len);
+        result(w.inner.write(data))
+    })
+}
+
+/// Waits until at most SHOAL_OPT_WRITE_LOW_WATERMARK bytes are queued on the writer's
+/// connection (its output, and this writer's writes still on their way to the reactor).
+/// `timeout_ms` < 0 waits without a limit. SHOAL_OK when writable, -ETIMEDOUT when the time
+/// passed first, SHOAL_ERR_CLOSED once the connection is gone, SHOAL_ERR_WRONG_THREAD from
+/// one of the server's own threads (its reactor could not flush while it waited).
+///
+/// # Safety
+/// As shoal_writer_write().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_writer_wait(
+    w: *const shoal_writer,
+    timeout_ms: i64,
+) -> shoal_status {
+    ffi_guard!({
+        let w = ref_or!(w);
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        match w.inner.wait_writable(timeout) {
+            Ok(true) => SHOAL_OK,
+            Ok(false) => fail(-libc::ETIMEDOUT, c"the output did not drain in time"),
+            Err(e) => crate::error::status_of(&e),
+        }
+    })
+}
+
+/// Bytes queued on the writer's connection and not yet handed to the kernel; 0 for NULL.
+///
+/// # Safety
+/// As shoal_writer_write().
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_writer_queued(w: *const shoal_writer) -> usize {
+    ffi_guard!(0, { ref_or!(w, 0).inner.queued() })
+}
+
+/// Frees a paced writer (its connection stays open). NULL is ignored.
+///
+/// # Safety
+/// `w` NULL or from shoal_server_paced_writer(), not yet freed, with no call on it running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn shoal_writer_free(w: *mut shoal_writer) {
+    ffi_guard!((), {
+        if !w.is_null() {
+            // SAFETY: from shoal_server_paced_writer(), freed only here.
+            drop(unsafe { Box::from_raw(w) });
+        }
+    })
+}
+
 /// Closes connection `id` once its output is flushed, from any thread.
 ///
 /// # Safety

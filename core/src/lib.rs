@@ -57,5 +57,5 @@ pub use config::{
 pub use conn::{AddrPair, Conn, ConnId};
 pub use error::{CloseReason, Error, Result};
 pub use handler::Handler;
-pub use server::{Server, ServerHandle};
+pub use server::{PacedWriter, Server, ServerHandle};
 pub use stats::Stats;

@@ -102,6 +102,78 @@ impl Shared {
     }
 }
 
+/// Writes to one connection from another thread, with flow control: between writes,
+/// [`PacedWriter::wait_writable`] waits until the connection's output (what every writer and
+/// callback queued, plus this writer's writes still on their way to the reactor) has drained
+/// to `write_low_watermark`, so a producer faster than its client stays within
+/// `max_write_buffer` instead of having the connection closed with `WriteOverflow`.
+///
+/// Made by [`ServerHandle::paced_writer`]. Clones share the count; several writers of one
+/// connection each wait for the same output to drain. Writes keep their order with the
+/// connection's other writes from the same thread.
+///
+/// ```no_run
+/// # fn produce(handle: shoal_core::ServerHandle, id: shoal_core::ConnId) -> shoal_core::Result<()> {
+/// use std::time::Duration;
+/// let w = handle.paced_writer(id)?;
+/// for piece in std::iter::repeat_n(vec![b'x'; 1 << 20], 100) {
+///     if !w.wait_writable(Some(Duration::from_secs(30)))? {
+///         return w.close(); // the client stopped reading
+///     }
+///     w.write_owned(piece)?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PacedWriter {
+    handle: ServerHandle,
+    id: ConnId,
+    pacer: Arc<reactor::Pacer>,
+}
+
+impl PacedWriter {
+    /// The connection this writes to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues a copy of `data` at once, whatever is queued already (as
+    /// [`ServerHandle::write`]): call [`PacedWriter::wait_writable`] between writes.
+    pub fn write(&self, data: &[u8]) -> Result<()> {
+        if data.len() > self.handle.shared.config.max_write_buffer {
+            return self.handle.overflow(self.id);
+        }
+        self.write_owned(data.to_vec())
+    }
+
+    /// Queues `data` without copying it again (as [`ServerHandle::write_owned`]).
+    pub fn write_owned(&self, data: Vec<u8>) -> Result<()> {
+        if data.is_empty() {
+            return self.handle.remote_for(self.id).map(drop);
+        }
+        self.handle.write_paced(self.id, data, &self.pacer)
+    }
+
+    /// Bytes queued on the connection and not yet handed to the kernel: its output queue,
+    /// and this writer's writes still on their way to the reactor.
+    pub fn queued(&self) -> usize {
+        self.pacer.queued()
+    }
+
+    /// Waits until at most `write_low_watermark` bytes are queued: `Ok(true)` when writable,
+    /// `Ok(false)` when `timeout` passed first (`None`: no limit). [`Error::Closed`] once the
+    /// connection is gone; [`Error::WrongThread`] on one of the server's own threads (its
+    /// reactor could not flush while it waited).
+    pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.pacer.wait(&self.handle, self.id, timeout)
+    }
+
+    /// Closes the connection gracefully (as [`ServerHandle::close`]).
+    pub fn close(&self) -> Result<()> {
+        self.handle.close(self.id)
+    }
+}
+
 /// A cloneable, `Send + Sync` handle to a server: write to, close, and time connections, open
 /// outbound connections, read stats and stop the server, from any thread.
 ///
@@ -183,6 +255,27 @@ impl ServerHandle {
         pacer.sending(n);
         let pacer = pacer.clone();
         self.send(id, Command::WritePaced { id, data, pacer })
+    }
+
+    /// A writer for connection `id` that paces itself ([`PacedWriter`]): for a producer on
+    /// another thread sending more than `max_write_buffer` to a client that may read slowly.
+    /// [`Error::Closed`] when `id` names no live connection.
+    pub fn paced_writer(&self, id: ConnId) -> Result<PacedWriter> {
+        let pacer = Arc::new(reactor::Pacer::new(self.low_watermark(), false));
+        // Registered at once, so the first wait knows what others queued before it.
+        self.send(
+            id,
+            Command::WritePaced {
+                id,
+                data: Vec::new(),
+                pacer: pacer.clone(),
+            },
+        )?;
+        Ok(PacedWriter {
+            pacer,
+            handle: self.clone(),
+            id,
+        })
     }
 
     /// The connection's low watermark (where a paced writer goes on).

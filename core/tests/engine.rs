@@ -1197,3 +1197,65 @@ fn writes_queued_before_stop_are_delivered() {
     assert_eq!(got, b"last words");
     srv.stop_within(5 * SEC);
 }
+
+#[test]
+fn paced_writers_on_two_threads_stream_past_max_write_buffer_to_a_slow_reader() {
+    // 40 MiB from two producer threads against a 16 MiB max_write_buffer, to a client that
+    // reads nothing for half a second: each producer waits for room between its 1 MiB pieces.
+    const PIECE: usize = 1 << 20;
+    let mut cfg = config(1, true);
+    cfg.max_write_buffer = 16 << 20;
+    let (srv, events) = probe(cfg);
+    let mut c = client(srv.addr);
+    let id = events.open();
+    let producers: Vec<_> = [b'a', b'b']
+        .into_iter()
+        .map(|fill| {
+            let w = srv.handle.paced_writer(id).unwrap();
+            std::thread::spawn(move || {
+                let mut most = 0;
+                for _ in 0..20 {
+                    assert!(matches!(w.wait_writable(Some(10 * SEC)), Ok(true)));
+                    most = most.max(w.queued());
+                    w.write_owned(vec![fill; PIECE]).unwrap();
+                }
+                most
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = vec![0u8; 40 * PIECE];
+    c.set_read_timeout(Some(20 * SEC)).unwrap();
+    c.read_exact(&mut got).expect("the whole 40 MiB");
+    for p in producers {
+        let most = p.join().unwrap();
+        // What was queued when a producer went on: at most the low watermark, plus the other
+        // producer's piece on its way.
+        assert!(most <= cfg_low_watermark() + PIECE, "{most}");
+    }
+    // Each piece arrived whole, in its producer's order.
+    for (i, block) in got.chunks(PIECE).enumerate() {
+        assert!(
+            block.iter().all(|&b| b == block[0]),
+            "piece {i} is not one producer's"
+        );
+    }
+    assert_eq!(got.iter().filter(|&&b| b == b'a').count(), 20 * PIECE);
+    assert_eq!(srv.handle.stats().closed(CloseReason::WriteOverflow), 0);
+
+    // The client leaves: a waiting writer hears of it.
+    let w = srv.handle.paced_writer(id).unwrap();
+    drop(c);
+    let gone = eventually(5 * SEC, || {
+        matches!(w.wait_writable(Some(SEC)), Err(Error::Closed))
+    });
+    assert!(gone);
+    assert!(matches!(srv.handle.paced_writer(id), Err(Error::Closed)));
+    assert!(matches!(w.write(b"late"), Err(Error::Closed)));
+    srv.stop_within(5 * SEC);
+}
+
+/// The default `write_low_watermark`.
+fn cfg_low_watermark() -> usize {
+    config(1, true).write_low_watermark
+}

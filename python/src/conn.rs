@@ -9,7 +9,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use shoal_core::{AddrPair, CloseReason, Conn, ConnId, Handler, ServerHandle};
+use shoal_core::{AddrPair, CloseReason, Conn, ConnId, Handler, PacedWriter, ServerHandle};
 
 use crate::errors::{err, value_error};
 use crate::logging::log_exception;
@@ -155,6 +155,9 @@ pub struct Connection {
     handle: ServerHandle,
     /// Taken at `on_open`: after a reset the socket no longer knows its peer.
     addrs: AddrPair,
+    /// Made by the first `wait_writable`: from then on, writes from outside a callback count
+    /// in it, so a wait also covers writes still on their way to the reactor.
+    paced: OnceLock<PacedWriter>,
 }
 
 impl Connection {
@@ -167,6 +170,7 @@ impl Connection {
                 (Ok(p), Ok(l)) => AddrPair::new(p, l),
                 _ => AddrPair::default(),
             },
+            paced: OnceLock::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl Connection {
             server,
             handle,
             addrs: AddrPair::default(),
+            paced: OnceLock::new(),
         }
     }
 
@@ -194,8 +199,52 @@ impl Connection {
     fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         with_bytes(data, |bytes| match self.current(|c| c.write(bytes)) {
             Some(r) => r.map_err(err),
-            None => self.handle.write(self.id, bytes).map_err(err),
+            None => match self.paced.get() {
+                Some(w) => w.write(bytes).map_err(err),
+                None => self.handle.write(self.id, bytes).map_err(err),
+            },
         })
+    }
+
+    /// From a thread of the application's own: waits, with the interpreter released, until
+    /// at most ``write_low_watermark`` bytes are queued on the connection, so a producer
+    /// writing more than ``max_write_buffer`` to a slow client never overflows it. Call it
+    /// before each write. Returns False when ``timeout`` seconds passed first (None: no
+    /// limit); raises ``ConnectionClosed`` once the connection is gone, and ``ShoalError``
+    /// inside a callback or on one of the server's threads, whose reactor could not flush
+    /// while it waited.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_writable(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        const SLICE: Duration = Duration::from_millis(100);
+        let deadline = match timeout {
+            Some(t) => Some(std::time::Instant::now() + self::seconds(t)?),
+            None => None,
+        };
+        let w = match self.paced.get() {
+            Some(w) => w,
+            None => {
+                let made = self.handle.paced_writer(self.id).map_err(err)?;
+                self.paced.get_or_init(|| made)
+            }
+        };
+        // Room already (or a refusal): no interpreter hand-off.
+        match w.wait_writable(Some(Duration::ZERO)) {
+            Ok(false) => {}
+            r => return r.map_err(err),
+        }
+        loop {
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+                    .min(SLICE)
+            });
+            match py.detach(|| w.wait_writable(Some(slice))) {
+                Ok(false) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+                    return Ok(false);
+                }
+                Ok(false) => py.check_signals()?,
+                r => return r.map_err(err),
+            }
+        }
     }
 
     /// Closes once queued output is flushed.

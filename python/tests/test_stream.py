@@ -438,3 +438,61 @@ def test_a_write_of_something_not_bytes_like_raises_type_error(
     assert eventually(lambda: srv.stats()["closed"]["handler_failed"] == 1)
     errors = [r.exc_info[1] for r in caplog.records if r.exc_info]
     assert any(isinstance(e, TypeError) and "bytes-like" in str(e) for e in errors), errors
+
+
+@pytest.mark.parametrize("mode", [{"workers": 2}, {"inline": True}])
+def test_threads_waiting_for_room_stream_past_max_write_buffer_to_a_slow_reader(
+    serve: Any, mode: dict[str, Any]
+) -> None:
+    # 40 MiB from two threads against a 16 MiB max_write_buffer, to a client that reads
+    # nothing for half a second; each thread waits for room before each 1 MiB piece.
+    piece = 1 << 20
+    opened: list[shoal.Connection] = []
+    refused: list[str] = []
+
+    def on_data(conn: shoal.Connection, data: bytes) -> None:
+        try:
+            conn.wait_writable(0)
+        except shoal.ShoalError as e:
+            refused.append(type(e).__name__)  # inside a callback it would wait for itself
+
+    srv = serve(on_open=opened.append, on_data=on_data, max_write_buffer=16 << 20, **mode)
+    errors: list[BaseException] = []
+
+    def produce(conn: shoal.Connection, fill: bytes) -> None:
+        try:
+            for _ in range(20):
+                assert conn.wait_writable(timeout=10) is True
+                conn.write(fill * piece)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    with connect(srv.port, timeout=20) as s:
+        assert eventually(lambda: len(opened) == 1)
+        conn = opened[0]
+        s.sendall(b"x")
+        assert eventually(lambda: refused == ["ShoalError"])
+        threads = [threading.Thread(target=produce, args=(conn, f)) for f in (b"a", b"b")]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        got = recv_exact(s, 40 * piece)
+        for t in threads:
+            t.join(timeout=20)
+        assert not errors, errors
+        # Each piece arrived whole.
+        for i in range(40):
+            block = got[i * piece:(i + 1) * piece]
+            assert block.count(block[:1]) == piece, f"piece {i} is mixed"
+        assert got.count(b"a") == 20 * piece
+    # The client left: a wait ends with ConnectionClosed.
+
+    def closed() -> bool:
+        try:
+            conn.wait_writable(timeout=0.2)
+            return False
+        except shoal.ConnectionClosed:
+            return True
+
+    assert eventually(closed, timeout=5)
+    assert srv.stats()["closed"]["write_overflow"] == 0

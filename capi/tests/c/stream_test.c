@@ -1,6 +1,8 @@
 /* Stream servers through the C interface: echo, per-connection context, a callback error
  * closing only its connection, timers, writes and stop from another thread, free_user_data
- * called exactly once, free refused while running. Runs inline and with workers. */
+ * called exactly once, free refused while running, paced writers on two threads streaming
+ * past max_write_buffer to a slow reader (and refused a wait on a server thread). Runs inline
+ * and with workers. */
 #include "testutil.h"
 
 #include <stdatomic.h>
@@ -13,6 +15,7 @@ struct app {
     atomic_int timers;
     atomic_int freed;
     atomic_ullong last_id;
+    shoal_server *server;
 };
 
 struct per_conn {
@@ -45,6 +48,15 @@ static int64_t on_data(void *ud, shoal_conn *conn, const uint8_t *data, size_t l
     }
     if (len >= 5 && memcmp(data, "timer", 5) == 0) {
         CHECK_OK(shoal_conn_set_timer(conn, 30, 7));
+        return (int64_t)len;
+    }
+    if (len >= 5 && memcmp(data, "pace?", 5) == 0) {
+        /* A paced writer may be made here, but not waited on: this reactor could not flush. */
+        shoal_writer *w = NULL;
+        CHECK_OK(shoal_server_paced_writer(a->server, shoal_conn_get_id(conn), &w));
+        CHECK_STATUS(shoal_writer_wait(w, 0), SHOAL_ERR_WRONG_THREAD);
+        CHECK_OK(shoal_writer_write(w, "refused", 7));
+        shoal_writer_free(w);
         return (int64_t)len;
     }
     if (len >= 4 && memcmp(data, "vec!", 4) == 0) {
@@ -95,6 +107,34 @@ static void *writer_thread(void *p) {
     return NULL;
 }
 
+/* 20 pieces of 1 MiB, each after waiting for room. */
+#define PIECE (1u << 20)
+struct pacer_args {
+    shoal_server *server;
+    shoal_conn_id id;
+    char fill;
+    size_t most;
+};
+
+static void *paced_thread(void *p) {
+    struct pacer_args *pa = p;
+    shoal_writer *w = NULL;
+    CHECK_STATUS(shoal_server_paced_writer(pa->server, pa->id, NULL), SHOAL_ERR_NULL);
+    CHECK_OK(shoal_server_paced_writer(pa->server, pa->id, &w));
+    char *piece = malloc(PIECE);
+    CHECK(piece != NULL);
+    memset(piece, pa->fill, PIECE);
+    for (int i = 0; i < 20; i++) {
+        CHECK_OK(shoal_writer_wait(w, 10000));
+        size_t q = shoal_writer_queued(w);
+        pa->most = q > pa->most ? q : pa->most;
+        CHECK_OK(shoal_writer_write(w, piece, PIECE));
+    }
+    free(piece);
+    shoal_writer_free(w);
+    return NULL;
+}
+
 static void *stopper_thread(void *p) {
     sleep_ms(100);
     CHECK_OK(shoal_server_stop(p));
@@ -115,6 +155,7 @@ static void scenario(uint64_t workers) {
     shoal_server *srv = NULL;
     CHECK_OK(shoal_server_new(cfg, &h, &a, free_app, &srv));
     shoal_config_free(cfg);
+    a.server = srv;
     CHECK_OK(shoal_server_start(srv));
     CHECK_STATUS(shoal_server_start(srv), SHOAL_ERR_ALREADY_STARTED);
     uint16_t port = shoal_server_port(srv);
@@ -163,6 +204,42 @@ static void scenario(uint64_t workers) {
     CHECK(memcmp(buf, "tick", 4) == 0);
     CHECK(atomic_load(&a.timers) >= 2);
 
+    /* A paced writer on a callback's thread: made, written with, never waited on. */
+    send_str(c3, "pace?");
+    recv_exact(c3, buf, 7);
+    CHECK(memcmp(buf, "refused", 7) == 0);
+    /* 40 MiB from two threads, twice SHOAL_OPT_MAX_WRITE_BUFFER, to a client that waits half
+     * a second before reading: each piece arrives whole. */
+    struct pacer_args pa[2] = {{srv, w.id, 'a', 0}, {srv, w.id, 'b', 0}};
+    pthread_t pt[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_create(&pt[i], NULL, paced_thread, &pa[i]) == 0);
+    }
+    sleep_ms(500);
+    char *big = malloc(40 * (size_t)PIECE);
+    CHECK(big != NULL);
+    recv_exact(c3, big, 40 * (size_t)PIECE);
+    size_t as = 0;
+    for (size_t p = 0; p < 40; p++) {
+        for (size_t i = 1; i < PIECE; i++) {
+            CHECK(big[p * PIECE + i] == big[p * PIECE]);
+        }
+        as += big[p * PIECE] == 'a';
+    }
+    CHECK(as == 20);
+    free(big);
+    shoal_config *defaults = shoal_config_new();
+    uint64_t low = 0;
+    CHECK_OK(shoal_config_get(defaults, SHOAL_OPT_WRITE_LOW_WATERMARK, &low));
+    shoal_config_free(defaults);
+    for (int i = 0; i < 2; i++) {
+        CHECK(pthread_join(pt[i], NULL) == 0);
+        /* Queued when a producer went on: the low watermark, plus the other's piece. */
+        CHECK(pa[i].most <= low + PIECE);
+    }
+    shoal_writer *kept = NULL;
+    CHECK_OK(shoal_server_paced_writer(srv, w.id, &kept));
+
     /* Stats through a sized struct. */
     shoal_stats st;
     memset(&st, 0, sizeof st);
@@ -189,6 +266,11 @@ static void scenario(uint64_t workers) {
     CHECK(atomic_load(&a.freed) == 0);
     CHECK_OK(shoal_server_free(srv));
     CHECK(atomic_load(&a.freed) == 1); /* exactly once, after the last callback */
+    /* A writer outlives its server: its calls fail cleanly. */
+    CHECK_STATUS(shoal_writer_write(kept, "x", 1), SHOAL_ERR_CLOSED);
+    CHECK_STATUS(shoal_writer_wait(kept, 10), SHOAL_ERR_CLOSED);
+    shoal_writer_free(kept);
+    shoal_writer_free(NULL);
 }
 
 int main(void) {

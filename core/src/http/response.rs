@@ -909,7 +909,7 @@ impl Deferred {
         self.counters().response(status);
         Ok(ChunkedBody {
             state: self.state.clone(),
-            pacer: Arc::new(Pacer::new(self.handle.low_watermark())),
+            pacer: Arc::new(Pacer::new(self.handle.low_watermark(), true)),
             handle: self.handle.clone(),
             id: self.id,
             // HEAD, 204 and 304 responses end with their head (RFC 9112 §6.3).

@@ -180,9 +180,9 @@ struct Extra {
     /// Pool mode: writes from other threads that arrived while a job ran; they follow the
     /// job's own output, so a callback's writes keep their place in the stream.
     held_writes: Vec<Vec<u8>>,
-    /// The flow control of a writer on another thread (an HTTP stream answered later): told
-    /// the output queue after every flush, and the close.
-    pacer: Option<Arc<Pacer>>,
+    /// The flow control of writers on other threads (an HTTP stream answered later, a
+    /// `PacedWriter`): told the output queue after every flush, and the close.
+    pacers: Vec<Arc<Pacer>>,
 }
 
 /// Bytes of writes held back while a job runs.
@@ -1501,13 +1501,14 @@ impl<H: Handler> Reactor<H> {
         }
         let c = self.core.get_mut(id).expect("live");
         if let Some(e) = c.extra.as_deref_mut()
-            && let Some(p) = &e.pacer
+            && !e.pacers.is_empty()
         {
-            if Arc::strong_count(p) == 1 {
-                // The body and its waiters are gone: later flushes skip the pacer.
-                e.pacer = None;
-            } else {
-                p.publish(queued + e.held_writes.iter().map(Vec::len).sum::<usize>());
+            // A pacer whose writer and waiters are gone is dropped: once none is left,
+            // flushes skip this.
+            e.pacers.retain(|p| Arc::strong_count(p) > 1);
+            let out = queued + e.held_writes.iter().map(Vec::len).sum::<usize>();
+            for p in &e.pacers {
+                p.publish(out);
             }
         }
         if queued > limits.high_watermark && c.flags & READ_PAUSED == 0 {
@@ -1600,7 +1601,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(t) = c.job_timer.take() {
             self.core.timers.cancel(t);
         }
-        if let Some(p) = c.extra.as_ref().and_then(|e| e.pacer.as_ref()) {
+        for p in c.extra.iter().flat_map(|e| &e.pacers) {
             p.close();
         }
         let timers = &mut self.core.timers;
@@ -1836,16 +1837,33 @@ impl<H: Handler> Reactor<H> {
                     return;
                 };
                 let e = c.extra();
-                if !e.pacer.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pacer)) {
-                    // A later response's body: the earlier one's waiters are done with it.
-                    if let Some(old) = e.pacer.replace(pacer.clone()) {
-                        old.close();
+                if !e.pacers.iter().any(|p| Arc::ptr_eq(p, &pacer)) {
+                    if pacer.exclusive() {
+                        // A later response's body: the earlier one's waiters are done with it.
+                        e.pacers.retain(|old| {
+                            if old.exclusive() {
+                                old.close();
+                            }
+                            !old.exclusive()
+                        });
                     }
+                    e.pacers.push(pacer.clone());
                 }
-                self.command(Command::Write { id, data });
+                if n > 0 {
+                    self.command(Command::Write { id, data });
+                }
                 // Its bytes are counted in the output before they stop counting as in flight.
                 match self.core.get(id) {
-                    Some(c) => pacer.took(n, c.out.len() + held_len(c)),
+                    Some(c) => {
+                        let out = c.out.len() + held_len(c);
+                        pacer.took(n, out);
+                        // The connection's other writers see the output grow too.
+                        for p in c.extra.iter().flat_map(|e| &e.pacers) {
+                            if !Arc::ptr_eq(p, &pacer) {
+                                p.publish(out);
+                            }
+                        }
+                    }
                     None => {
                         pacer.took(n, 0);
                         pacer.close();

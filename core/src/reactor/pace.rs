@@ -36,11 +36,19 @@ pub(crate) struct Pacer {
     lock: Mutex<()>,
     wake: Condvar,
     low: usize,
+    /// One response's body: a later one's pacer closes it (the other kind, a connection's
+    /// writer, lives beside any number of others).
+    exclusive: bool,
+    /// The reactor has told `out` once. A connection's writer is registered when made, and
+    /// waits for that, so its first wait counts what others queued before it; a response's
+    /// body starts on a connection with nothing else queued after its head.
+    known: AtomicBool,
 }
 
 impl Pacer {
-    /// A pacer that lets a writer go on once at most `low` bytes are queued.
-    pub(crate) fn new(low: usize) -> Self {
+    /// A pacer that lets a writer go on once at most `low` bytes are queued; `exclusive`
+    /// for a response's body, which a later response's body replaces.
+    pub(crate) fn new(low: usize, exclusive: bool) -> Self {
         Pacer {
             sent: AtomicUsize::new(0),
             taken: AtomicUsize::new(0),
@@ -50,7 +58,13 @@ impl Pacer {
             lock: Mutex::new(()),
             wake: Condvar::new(),
             low,
+            exclusive,
+            known: AtomicBool::new(exclusive),
         }
+    }
+
+    pub(crate) fn exclusive(&self) -> bool {
+        self.exclusive
     }
 
     /// Bytes written and not yet handed to the kernel.
@@ -70,6 +84,7 @@ impl Pacer {
     /// holds `out` bytes (its output queue and writes held back while a job runs).
     pub(crate) fn took(&self, n: usize, out: usize) {
         self.out.store(out, SeqCst);
+        self.known.store(true, SeqCst);
         self.taken.fetch_add(n, SeqCst);
         self.wake_if_room();
     }
@@ -77,13 +92,19 @@ impl Pacer {
     /// The reactor: the connection's output holds `out` bytes now (after a flush).
     pub(crate) fn publish(&self, out: usize) {
         self.out.store(out, SeqCst);
+        self.known.store(true, SeqCst);
         self.wake_if_room();
     }
 
     fn wake_if_room(&self) {
-        if self.waiting.load(SeqCst) > 0 && self.queued() <= self.low {
+        if self.waiting.load(SeqCst) > 0 && self.room() {
             self.notify();
         }
+    }
+
+    /// At most the low watermark is queued, as far as the reactor has told.
+    fn room(&self) -> bool {
+        self.known.load(SeqCst) && self.queued() <= self.low
     }
 
     /// The reactor: the connection closed.
@@ -119,12 +140,12 @@ impl Pacer {
             if let Some(Some(d)) = deadline {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(self.queued() <= self.low);
+                    return Ok(self.room());
                 }
                 nap = nap.min(left);
             }
             self.waiting.fetch_add(1, SeqCst);
-            if self.queued() <= self.low {
+            if self.room() {
                 self.waiting.fetch_sub(1, SeqCst);
                 return Ok(true);
             }

@@ -50,6 +50,12 @@ class Connection:
     def open(self) -> bool: ...
     def write(self, data: Buffer) -> None:
         """Queues bytes for writing; raises ConnectionClosed or WriteOverflow."""
+    def wait_writable(self, timeout: float | None = None) -> bool:
+        """From a thread of your own, waits (GIL released) until at most
+        ``write_low_watermark`` bytes are queued, so writing more than ``max_write_buffer`` to
+        a slow client never overflows it; call it before each write. False when ``timeout``
+        passed first; ConnectionClosed once the connection is gone; ShoalError inside a
+        callback or on one of the server's threads."""
     def close(self) -> None:
         """Closes once queued output is flushed."""
     def abort(self) -> None:
