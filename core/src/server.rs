@@ -469,6 +469,8 @@ pub struct Server<H: Handler> {
     threads: Vec<JoinHandle<()>>,
     pool_parts: Option<PoolParts<H>>,
     pool: Option<WorkerPool>,
+    /// The process that started the threads: a child forked after `start` has none of them.
+    pid: u32,
 }
 
 impl<H: Handler> std::fmt::Debug for Server<H> {
@@ -602,6 +604,7 @@ impl<H: Handler> Server<H> {
             threads: Vec::new(),
             pool_parts,
             pool: None,
+            pid: 0,
         })
     }
 
@@ -620,6 +623,7 @@ impl<H: Handler> Server<H> {
         if self.pending.is_empty() {
             return Err(Error::AlreadyStarted);
         }
+        self.pid = std::process::id();
         if let Some(parts) = self.pool_parts.take() {
             self.pool = Some(parts.start()?);
         }
@@ -643,9 +647,16 @@ impl<H: Handler> Server<H> {
 
     /// Waits for the reactor threads to finish (after `stop`). [`Error::WrongThread`] from one
     /// of this server's own threads (a callback), which would otherwise wait for itself.
+    ///
+    /// In a child process forked after `start`, whose copy of the server has no threads (they
+    /// run in the parent), it returns at once, and dropping the server there waits for
+    /// nothing either.
     pub fn wait(&mut self) -> Result<()> {
         if self.handle.is_own_thread() {
             return Err(Error::WrongThread);
+        }
+        if self.forget_if_forked() {
+            return Ok(());
         }
         let mut result = Ok(());
         for (i, t) in self.threads.drain(..).enumerate() {
@@ -664,7 +675,25 @@ impl<H: Handler> Server<H> {
     /// `stop`): `wait` then returns at once. Lets a caller that must stay responsive (a Python
     /// `run()` watching for Ctrl-C) poll instead of blocking in `wait`.
     pub fn is_finished(&self) -> bool {
-        self.pending.is_empty() && self.threads.iter().all(|t| t.is_finished())
+        self.pending.is_empty() && (self.forked() || self.threads.iter().all(|t| t.is_finished()))
+    }
+
+    /// Whether this is a copy of a started server in a child forked after `start`.
+    fn forked(&self) -> bool {
+        self.pid != 0 && self.pid != std::process::id()
+    }
+
+    /// In a forked child: lets go of the parent's threads without joining them (they do not
+    /// exist here; a join would wait forever) and returns true.
+    fn forget_if_forked(&mut self) -> bool {
+        if !self.forked() {
+            return false;
+        }
+        for t in self.threads.drain(..) {
+            std::mem::forget(t);
+        }
+        std::mem::forget(self.pool.take());
+        true
     }
 
     /// Starts and blocks until the server is stopped (by `stop` on any handle).
@@ -681,6 +710,9 @@ impl<H: Handler> Server<H> {
 
 impl<H: Handler> Drop for Server<H> {
     fn drop(&mut self) {
+        if self.forget_if_forked() {
+            return;
+        }
         if !self.threads.is_empty() && self.handle.is_own_thread() {
             // Dropped by a callback (it owned the last reference): joining would wait for
             // this very thread. Stop and let the threads finish on their own.

@@ -153,6 +153,33 @@ def test_a_server_left_running_at_exit_is_stopped_and_the_process_exits() -> Non
     assert "panicked" not in err and "Fatal" not in err, err
 
 
+@pytest.mark.parametrize("mode", ["workers=2", "inline=True"])
+def test_a_child_forked_after_start_exits_and_the_parent_serves_on(mode: str) -> None:
+    # The child's copy of a running server has no threads (they run in the parent): waiting
+    # for it, dropping it and the exit hook return at once instead of waiting forever.
+    proc = run_script(f"""
+        import os, shoal, socket
+        srv = shoal.Server(on_data=lambda c, d: c.write(d), {mode})
+        srv.start()
+        keep = shoal.Server(on_data=lambda c, d: None)
+        keep.start()
+        pid = os.fork()
+        if pid == 0:
+            assert srv.wait(timeout=5) is True
+            del srv
+            print("child done", flush=True)
+            raise SystemExit(0)  # the exit hook meets `keep`
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"x"); assert s.recv(1) == b"x"
+        print("parent done", flush=True)
+    """)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.split() == ["child", "done", "parent", "done"], (out, err)
+
+
 def test_a_dropped_running_server_stops() -> None:
     srv = shoal.Server(on_data=echo)
     srv.start()
