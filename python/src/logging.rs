@@ -45,6 +45,9 @@ const QUEUE: usize = 1024;
 struct Queue {
     tx: std::sync::mpsc::SyncSender<(i32, String)>,
     dropped: std::sync::atomic::AtomicU64,
+    /// Records queued, and records the thread has logged: `flush` waits for these to meet.
+    sent: std::sync::atomic::AtomicU64,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 static QUEUE_TX: std::sync::OnceLock<Option<Queue>> = std::sync::OnceLock::new();
@@ -53,6 +56,8 @@ fn queue() -> Option<&'static Queue> {
     QUEUE_TX
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(i32, String)>(QUEUE);
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let logged = done.clone();
             std::thread::Builder::new()
                 .name("shoal-log".into())
                 .spawn(move || {
@@ -62,12 +67,15 @@ fn queue() -> Option<&'static Queue> {
                                 let _ = l.call_method1("log", (level, msg));
                             }
                         });
+                        logged.fetch_add(1, std::sync::atomic::Ordering::Release);
                     }
                 })
                 .ok()
                 .map(|_| Queue {
                     tx,
                     dropped: std::sync::atomic::AtomicU64::new(0),
+                    sent: std::sync::atomic::AtomicU64::new(0),
+                    done,
                 })
         })
         .as_ref()
@@ -101,7 +109,10 @@ impl log::Log for Bridge {
                 record.target()
             )
         };
+        // Counted before it can be logged, so `flush` never sees more done than sent.
+        q.sent.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if q.tx.try_send((level, msg)).is_err() {
+            q.sent.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             q.dropped
                 .fetch_add(dropped + 1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -111,6 +122,21 @@ impl log::Log for Bridge {
 }
 
 static BRIDGE: Bridge = Bridge;
+
+/// Waits, with the interpreter released, until the records queued so far are logged, for at
+/// most `limit` (at exit, so the last records of the engine are not lost).
+pub(crate) fn flush(py: Python<'_>, limit: std::time::Duration) {
+    let Some(q) = QUEUE_TX.get().and_then(Option::as_ref) else {
+        return;
+    };
+    let target = q.sent.load(std::sync::atomic::Ordering::Acquire);
+    let deadline = std::time::Instant::now() + limit;
+    while q.done.load(std::sync::atomic::Ordering::Acquire) < target
+        && std::time::Instant::now() < deadline
+    {
+        py.detach(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+    }
+}
 
 /// Installs the bridge (once per process; if another logger is installed already, records
 /// go there). Warnings and errors are forwarded; Python's logging configuration filters them.

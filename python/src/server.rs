@@ -209,6 +209,9 @@ pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
     for s in servers {
         s.stop_and_join(py)?;
     }
+    // The engine's last records (those of the stops above among them) reach `logging`
+    // before it shuts down.
+    crate::logging::flush(py, Duration::from_secs(2));
     Ok(())
 }
 

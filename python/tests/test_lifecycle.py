@@ -180,6 +180,34 @@ def test_a_child_forked_after_start_exits_and_the_parent_serves_on(mode: str) ->
     assert out.split() == ["child", "done", "parent", "done"], (out, err)
 
 
+def test_the_engine_records_of_a_burst_just_before_exit_are_all_logged() -> None:
+    # Each dropped responder makes the engine log a warning, through the queue to the
+    # `shoal-log` thread, whose handler is slow; the process exits right after the burst, and
+    # none is lost.
+    proc = run_script("""
+        import logging, shoal, socket, time
+        logging.basicConfig(format="%(name)s %(message)s")
+        def slowly(record):
+            time.sleep(0.005)  # a slow log handler: the queue is still full at exit
+            return True
+        logging.getLogger("shoal").addFilter(slowly)
+        def handler(req):
+            req.defer()  # dropped at once, unanswered
+        srv = shoal.HttpServer(handler, threads=1)
+        srv.start()
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(b"GET / HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n")
+            assert s.recv(12) == b"HTTP/1.1 500"
+            s.close()
+        print("done", flush=True)
+    """)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "done"
+    assert err.count("dropped unanswered") == 100, err[-2000:]
+
+
 def test_a_dropped_running_server_stops() -> None:
     srv = shoal.Server(on_data=echo)
     srv.start()
