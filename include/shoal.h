@@ -98,7 +98,8 @@
 #define SHOAL_CLOSE_WRITE_TIMEOUT 5
 
 /**
- * A worker callback outlived the handler timeout.
+ * A worker callback outlived the handler timeout, or a deferred HTTP answer the response
+ * timeout.
  */
 #define SHOAL_CLOSE_HANDLER_TIMEOUT 6
 
@@ -1578,7 +1579,9 @@ shoal_status shoal_writer_write(const struct shoal_writer *w,
  * connection (its output, and this writer's writes still on their way to the reactor).
  * `timeout_ms` < 0 waits without a limit. SHOAL_OK when writable, -ETIMEDOUT when the time
  * passed first, SHOAL_ERR_CLOSED once the connection is gone, SHOAL_ERR_WRONG_THREAD from
- * one of the server's own threads (its reactor could not flush while it waited).
+ * one of the server's own threads (its reactor could not flush while it waited). A new
+ * writer's first wait also waits for the reactor's first report (a moment: a zero timeout
+ * may give -ETIMEDOUT then).
  *
  * # Safety
  * As shoal_writer_write().

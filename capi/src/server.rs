@@ -32,7 +32,8 @@ pub const SHOAL_CLOSE_IDLE_TIMEOUT: c_int = 3;
 pub const SHOAL_CLOSE_READ_TIMEOUT: c_int = 4;
 /// Output made no progress for the write timeout.
 pub const SHOAL_CLOSE_WRITE_TIMEOUT: c_int = 5;
-/// A worker callback outlived the handler timeout.
+/// A worker callback outlived the handler timeout, or a deferred HTTP answer the response
+/// timeout.
 pub const SHOAL_CLOSE_HANDLER_TIMEOUT: c_int = 6;
 /// An outbound connect did not complete in time.
 pub const SHOAL_CLOSE_CONNECT_TIMEOUT: c_int = 7;
@@ -711,7 +712,9 @@ pub unsafe extern "C" fn shoal_writer_write(
 /// connection (its output, and this writer's writes still on their way to the reactor).
 /// `timeout_ms` < 0 waits without a limit. SHOAL_OK when writable, -ETIMEDOUT when the time
 /// passed first, SHOAL_ERR_CLOSED once the connection is gone, SHOAL_ERR_WRONG_THREAD from
-/// one of the server's own threads (its reactor could not flush while it waited).
+/// one of the server's own threads (its reactor could not flush while it waited). A new
+/// writer's first wait also waits for the reactor's first report (a moment: a zero timeout
+/// may give -ETIMEDOUT then).
 ///
 /// # Safety
 /// As shoal_writer_write().

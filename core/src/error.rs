@@ -60,7 +60,8 @@ pub enum CloseReason {
     ReadTimeout,
     /// Queued output made no progress for `write_timeout` (a peer that does not read).
     WriteTimeout,
-    /// A handler callback ran longer than `handler_timeout`.
+    /// A handler callback ran longer than `handler_timeout`, or a deferred HTTP answer was not
+    /// complete within `response_timeout`.
     HandlerTimeout,
     /// An outbound connection was not established within `connect_timeout`.
     ConnectTimeout,

@@ -106,11 +106,13 @@ impl Shared {
 /// [`PacedWriter::wait_writable`] waits until the connection's output (what every writer and
 /// callback queued, plus this writer's writes still on their way to the reactor) has drained
 /// to `write_low_watermark`, so a producer faster than its client stays within
-/// `max_write_buffer` instead of having the connection closed with `WriteOverflow`.
+/// `max_write_buffer` instead of having the connection closed with `WriteOverflow`: at most
+/// the low watermark plus one piece per waiting producer is queued.
 ///
 /// Made by [`ServerHandle::paced_writer`]. Clones share the count; several writers of one
 /// connection each wait for the same output to drain. Writes keep their order with the
-/// connection's other writes from the same thread.
+/// connection's other writes from the same thread. Once the connection closes, or begins to
+/// (no write lands any more), waits fail with [`Error::Closed`].
 ///
 /// ```no_run
 /// # fn produce(handle: shoal_core::ServerHandle, id: shoal_core::ConnId) -> shoal_core::Result<()> {
@@ -163,7 +165,9 @@ impl PacedWriter {
     /// Waits until at most `write_low_watermark` bytes are queued: `Ok(true)` when writable,
     /// `Ok(false)` when `timeout` passed first (`None`: no limit). [`Error::Closed`] once the
     /// connection is gone; [`Error::WrongThread`] on one of the server's own threads (its
-    /// reactor could not flush while it waited).
+    /// reactor could not flush while it waited). The first wait of a new writer also waits
+    /// for the reactor to report the connection's output (a moment: a zero timeout may see
+    /// `Ok(false)` then).
     pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool> {
         self.pacer.wait(&self.handle, self.id, timeout)
     }

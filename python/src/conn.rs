@@ -216,10 +216,14 @@ impl Connection {
     #[pyo3(signature = (timeout = None))]
     fn wait_writable(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         const SLICE: Duration = Duration::from_millis(100);
+        // A time past what an Instant holds waits without a limit.
         let deadline = match timeout {
-            Some(t) => Some(std::time::Instant::now() + self::seconds(t)?),
+            Some(t) => std::time::Instant::now().checked_add(self::seconds(t)?),
             None => None,
         };
+        if self.handle.is_own_thread() {
+            return Err(err(shoal_core::Error::WrongThread));
+        }
         let w = match self.paced.get() {
             Some(w) => w,
             None => {

@@ -62,7 +62,8 @@ fn with_live<R>(serial: u64, f: impl FnOnce(&mut CoreResponse<'_, '_>) -> R) -> 
 }
 
 /// Header fields of a request: a read-only, case-insensitive mapping from name to value
-/// (`str`, decoded as Latin-1). Repeated fields: `get`/`[]` give the first, `getall` all.
+/// (`str`, decoded as Latin-1). Repeated fields: `get`/`[]` give the first, `getall` all;
+/// `keys`, `items`, iteration and `len` count every field, as received.
 #[pyclass(module = "shoal._shoal", name = "Headers", frozen, mapping)]
 pub struct Headers {
     fields: Vec<(String, String)>,

@@ -833,7 +833,8 @@ impl Deferred {
     }
 
     /// Sends the complete response (as [`Response::send`]). On an invalid header nothing is
-    /// sent and the `Deferred` can be answered again.
+    /// sent and the `Deferred` can be answered again. [`Error::Closed`] once the connection
+    /// is gone, or `response_timeout` gave the answer up.
     pub fn send<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         &mut self,
         status: u16,
@@ -848,7 +849,7 @@ impl Deferred {
     }
 
     /// Sends the complete response with prepared header fields (as
-    /// [`Response::send_prepared`]).
+    /// [`Response::send_prepared`]; the same errors as [`Deferred::send`]).
     pub fn send_prepared(
         &mut self,
         status: u16,
@@ -888,7 +889,8 @@ impl Deferred {
     }
 
     /// Starts a streamed response (as [`Response::start_chunked`]); the returned
-    /// [`ChunkedBody`] sends the body from any thread.
+    /// [`ChunkedBody`] sends the body from any thread. [`Error::Closed`] once the connection
+    /// is gone, or `response_timeout` gave the answer up.
     pub fn start_chunked<N: AsRef<[u8]>, V: AsRef<[u8]>>(
         &mut self,
         status: u16,
@@ -923,6 +925,10 @@ impl Deferred {
 
 impl Drop for Deferred {
     fn drop(&mut self) {
+        if !self.done && self.state.load(Ordering::Acquire) & TIMED_OUT != 0 {
+            // `response_timeout` gave the answer up already (and answered 503 for it).
+            return;
+        }
         if !self.done {
             log::warn!(
                 "deferred response on connection {:?} dropped unanswered; sending 500",
@@ -1056,6 +1062,7 @@ impl ChunkedBody {
     }
 
     /// Ends the body; the connection goes on to the next request (or closes).
+    /// [`Error::Closed`] once the connection is gone (`response_timeout` cut it, say).
     pub fn finish(mut self) -> Result<()> {
         self.finished = true;
         if self.state.fetch_or(SENT, Ordering::AcqRel) & TIMED_OUT != 0 {

@@ -13,7 +13,7 @@ use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
 use super::response::{
-    Body, COUNTED, DeferState, Info, Outcome, Response, SENT, STARTED, TIMED_OUT, take_mark,
+    Body, COUNTED, DeferState, Info, Mark, Outcome, Response, SENT, STARTED, TIMED_OUT, take_mark,
     write_head,
 };
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
@@ -515,7 +515,7 @@ impl<H: HttpHandler> Http<H> {
                 conn.count_failure();
                 st.awaiting = true;
                 st.failed = true;
-                st.aside.get_or_insert_default().pending = mark.map(|m| m.state);
+                self.track_answer(st, mark);
                 conn.pause_input();
             } else {
                 // Part of a response is on its way: it cannot be fixed, only cut.
@@ -530,7 +530,7 @@ impl<H: HttpHandler> Http<H> {
             }
             Outcome::Deferred => {
                 st.awaiting = true;
-                st.aside.get_or_insert_default().pending = mark.map(|m| m.state);
+                self.track_answer(st, mark);
                 conn.pause_input();
                 Flow::Stop
             }
@@ -752,14 +752,27 @@ impl<H: HttpHandler> Http<H> {
         flow
     }
 
-    fn expire(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: TimeoutKind) {
-        if kind == TimeoutKind::Response
-            && st
-                .aside
-                .as_ref()
-                .and_then(|a| a.pending.as_ref())
-                .is_some_and(|s| s.load(Ordering::Acquire) & SENT != 0)
+    /// Keeps what becomes of a deferred answer, for `response_timeout` (only when it is set:
+    /// otherwise nothing is allocated for it).
+    fn track_answer(&self, st: &mut HttpConn, mark: Option<Mark>) {
+        if self.response_timeout.is_some()
+            && let Some(m) = mark
         {
+            st.aside.get_or_insert_default().pending = Some(m.state);
+        }
+    }
+
+    fn expire(&self, conn: &mut Conn<'_>, st: &mut HttpConn, kind: TimeoutKind) {
+        // The timer's side of the race with the answer: one `fetch_or`, whose result decides.
+        let answer = if kind == TimeoutKind::Response {
+            st.aside
+                .as_mut()
+                .and_then(|a| a.pending.take())
+                .map_or(0, |s| s.fetch_or(TIMED_OUT, Ordering::AcqRel))
+        } else {
+            0
+        };
+        if answer & SENT != 0 {
             // The whole answer is on its way to the reactor (a complete response, or a
             // stream's end): it arrives and completes in time.
             st.deadline = None;
@@ -774,12 +787,7 @@ impl<H: HttpHandler> Http<H> {
                 conn.close_with(CloseReason::ReadTimeout, CloseMode::Linger);
             }
             TimeoutKind::Response => {
-                let prev = st
-                    .aside
-                    .as_mut()
-                    .and_then(|a| a.pending.take())
-                    .map_or(0, |s| s.fetch_or(TIMED_OUT, Ordering::AcqRel));
-                if prev & STARTED == 0 {
+                if answer & STARTED == 0 {
                     // Nothing of the answer left: shoal answers instead.
                     send_own(conn, counters, 503);
                     conn.close_with(CloseReason::HandlerTimeout, CloseMode::Linger);

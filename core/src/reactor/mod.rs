@@ -1448,6 +1448,10 @@ impl<H: Handler> Reactor<H> {
                     continue;
                 }
                 c.closing = Some((reason, mode == CloseMode::Linger));
+                // No write lands any more: paced writers stop waiting.
+                for p in c.extra.iter().flat_map(|e| &e.pacers) {
+                    p.close();
+                }
             }
             self.flush(id);
         }
@@ -1831,13 +1835,18 @@ impl<H: Handler> Reactor<H> {
         match cmd {
             Command::WritePaced { id, data, pacer } => {
                 let n = data.len();
-                let Some(c) = lookup(&mut self.core.conns, id) else {
+                let Some(c) = lookup(&mut self.core.conns, id)
+                    .filter(|c| c.close_req.is_none() && c.closing.is_none())
+                else {
+                    // Gone, or closing: no write lands any more.
                     pacer.took(n, 0);
                     pacer.close();
                     return;
                 };
                 let e = c.extra();
                 if !e.pacers.iter().any(|p| Arc::ptr_eq(p, &pacer)) {
+                    // Writers dropped on a connection that has not flushed since go first.
+                    e.pacers.retain(|p| Arc::strong_count(p) > 1);
                     if pacer.exclusive() {
                         // A later response's body: the earlier one's waiters are done with it.
                         e.pacers.retain(|old| {

@@ -173,7 +173,11 @@ class Server:
 
 @final
 class Headers(Mapping[str, str]):
-    """Request header fields: a read-only, case-insensitive mapping (values decoded as Latin-1)."""
+    """Request header fields: a read-only, case-insensitive mapping (values decoded as Latin-1).
+
+    A name sent in several fields appears once per field in ``keys()``, ``items()``,
+    iteration and ``len()``; ``h[name]`` and ``get`` give its first value, ``getall`` all.
+    """
 
     def get(self, name: str, default: Any = None) -> Any: ...  # type: ignore[override]
     def getall(self, name: str) -> list[str]: ...
