@@ -1259,3 +1259,44 @@ fn paced_writers_on_two_threads_stream_past_max_write_buffer_to_a_slow_reader() 
 fn cfg_low_watermark() -> usize {
     config(1, true).write_low_watermark
 }
+
+#[test]
+fn a_paced_writer_waiting_on_a_connection_that_begins_to_close_stops_at_once() {
+    // The client reads nothing, so the writer ends up waiting for room; a graceful close then
+    // leaves its output to flush (which never happens), and no write could land any more:
+    // the wait ends with `Closed` at once instead of running to its own timeout.
+    // Small kernel buffers on both sides: nothing drains once the client stops reading.
+    let (srv, events) = probe(config(1, true).send_buffer_size(Some(16 << 10)));
+    let lazy = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    lazy.set_recv_buffer_size(4096).unwrap();
+    lazy.connect(&srv.addr.into()).unwrap();
+    let id = events.open();
+    let w = srv.handle.paced_writer(id).unwrap();
+    let writer = std::thread::spawn(move || {
+        loop {
+            match w.wait_writable(Some(10 * SEC)) {
+                Ok(true) => {
+                    if w.write(&[b'x'; 1 << 20]).is_err() {
+                        return Err(Error::Closed);
+                    }
+                }
+                Ok(false) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    // Until the writer blocks: the kernel's buffers and the low watermark are full.
+    assert!(eventually(10 * SEC, || srv.handle.stats().bytes_out > 0));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    srv.handle.close(id).unwrap();
+    let end = writer.join().unwrap();
+    assert!(matches!(end, Err(Error::Closed)), "{end:?}");
+    assert!(t0.elapsed() < 3 * SEC, "{:?}", t0.elapsed());
+    assert!(
+        srv.handle.is_live(id),
+        "still flushing: the close had only begun"
+    );
+    drop(lazy);
+    srv.stop_within(10 * SEC);
+}
