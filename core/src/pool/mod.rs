@@ -288,6 +288,16 @@ impl PoolShared {
         self.cancels.load(Ordering::SeqCst) != 0 && self.take_cancel(seq)
     }
 
+    /// The reactor, taking back job `seq` after its connection closed: a cancel that came
+    /// after the job had finished (no worker ran it any more) is dropped from the list.
+    pub(crate) fn forget_cancel(&self, seq: u64) {
+        if self.cancels.load(Ordering::SeqCst) != 0 {
+            self.take_cancel(seq);
+        }
+    }
+
+
+
     /// Registers reactor `index` as waiting for queue space (the reactor retries once after
     /// registering, in case a worker took a job before the registration was visible).
     pub(crate) fn stall(&self, index: usize) {
@@ -348,7 +358,12 @@ impl WorkerCtx {
         if self.cancelled() || self.actions.close.is_some() {
             return Err(Error::Closed);
         }
-        if self.queued + self.out.len() + len > self.shared.max_write_buffer {
+        if self
+            .queued
+            .saturating_add(self.out.len())
+            .saturating_add(len)
+            > self.shared.max_write_buffer
+        {
             self.actions.close = Some((CloseReason::WriteOverflow, CloseMode::Abort));
             return Err(Error::WriteOverflow);
         }
@@ -560,14 +575,15 @@ impl<H: Handler> Worker<H> {
             addrs,
         } = job;
         let handler = &*self.handler;
+        // A job that waited in the queue while its reactor closed the connection runs as
+        // cancelled: its input reaches no callback and its writes fail, as for a job cancelled
+        // while it runs (`PoolShared::cancel`). Every kind of job takes its entry off the list
+        // (a job turned into `on_close` while it waited in the reactor's backlog too).
+        if shared.cancelled_before_start(seq) {
+            slot.cancelled.store(seq, Ordering::Release);
+        }
         let done = match kind {
             JobKind::Events(ev) => {
-                // A job that waited in the queue while its reactor closed the connection runs
-                // as cancelled: its input reaches no callback and its writes fail, as for a
-                // job cancelled while it runs (`PoolShared::cancel`).
-                if shared.cancelled_before_start(seq) {
-                    slot.cancelled.store(seq, Ordering::Release);
-                }
                 ctx.out = out;
                 ctx.actions = Actions::default();
                 ctx.queued = queued;
@@ -757,5 +773,31 @@ impl WorkerPool {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_that_meets_no_job_is_taken_by_the_next_job_or_forgotten() {
+        let shared = PoolShared::new(2, 1, Instant::now(), None, 1 << 20);
+        // Cancelled while it waited (no worker runs it): listed until a worker starts it.
+        shared.cancel(5);
+        assert_eq!(shared.cancels.load(Ordering::SeqCst), 1);
+        assert!(shared.cancelled_before_start(5));
+        assert!(!shared.cancelled_before_start(5), "taken once");
+        // Cancelled after it finished (the reactor had not taken its result yet): the
+        // reactor forgets it when it takes the result, so no later job scans for it.
+        shared.cancel(6);
+        shared.forget_cancel(6);
+        assert_eq!(shared.cancels.load(Ordering::SeqCst), 0);
+        assert!(shared.cancelled_queued.lock().unwrap().is_empty());
+        // Running on a worker: marked there, never listed.
+        shared.workers[1].seq.store(7, Ordering::SeqCst);
+        shared.cancel(7);
+        assert_eq!(shared.workers[1].cancelled.load(Ordering::Acquire), 7);
+        assert_eq!(shared.cancels.load(Ordering::SeqCst), 0);
     }
 }

@@ -2187,6 +2187,9 @@ impl<H: Handler> Reactor<H> {
         };
         if !matches!(self.core.get(id), Some(c) if c.job_seq == seq) {
             // Closed while the job ran.
+            if let Some(pool) = &self.pool {
+                pool.shared.forget_cancel(seq);
+            }
             self.core.pool.put(data);
             self.core.pool.put(out);
             let reason = self.zombies.remove(&id).unwrap_or(CloseReason::Shutdown);
@@ -2219,7 +2222,6 @@ impl<H: Handler> Reactor<H> {
         let mut overconsumed = false;
         let mut tail_overflow = false;
         match consumed {
-            _ if data.is_empty() => self.core.pool.put(data),
             Some(k) if k == data.len() => {
                 self.core.pool.put(data);
                 if c.input.is_empty() {
@@ -2278,7 +2280,8 @@ impl<H: Handler> Reactor<H> {
             c.out.push_owned(data, &mut self.core.pool);
             Core::mark_dirty(&mut self.core.dirty, c);
         }
-        if overconsumed {
+        if overconsumed && !(actions.failed || actions.counted) {
+            // One failure per job: a callback that reported one already was counted above.
             bump_shared(&self.core.stats().handler_failures, 1);
         }
         for op in actions.timers {
