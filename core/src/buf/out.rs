@@ -147,7 +147,7 @@ impl OutQueue {
     }
 
     /// Queues an owned buffer: it becomes the head of an empty queue as it is, a small one is
-    /// copied into the tail chunk (and given to the pool), a large one is queued as a chunk.
+    /// copied (into the tail chunk, or a pooled one), a large one is queued as a chunk.
     pub(crate) fn push_owned(&mut self, data: Vec<u8>, pool: &mut BufferPool) {
         if data.is_empty() {
             pool.put(data);
@@ -159,11 +159,10 @@ impl OutQueue {
             self.len += self.head.len();
             return;
         }
-        let fits = {
-            let tail = self.tail();
-            tail.capacity() - tail.len() >= data.len()
-        };
-        if data.len() < COPY_OWNED_BELOW && fits {
+        // A small one is copied, into a pooled chunk when the tail is full: many small writes
+        // from other threads share chunks instead of costing an allocation (and an iovec)
+        // each.
+        if data.len() < COPY_OWNED_BELOW {
             self.push_copy(&data, pool);
             pool.put(data);
             return;
@@ -320,6 +319,21 @@ mod tests {
         }
         assert_eq!(sent, 200_000);
         assert!(q.rest.capacity() <= 8, "{}", q.rest.capacity());
+    }
+
+    #[test]
+    fn many_small_owned_writes_share_pooled_chunks() {
+        let mut pool = BufferPool::new(16 << 10, 8);
+        let mut q = OutQueue::default();
+        let mut expect = Vec::new();
+        for i in 0..2000u32 {
+            let msg = format!("message {i};").into_bytes();
+            expect.extend_from_slice(&msg);
+            q.push_owned(msg, &mut pool);
+        }
+        assert_eq!(q.to_vec(), expect);
+        // About 27 KB: the first message as it came, then two pooled chunks, not 2000.
+        assert!(q.rest.len() <= 3, "{} chunks", q.rest.len());
     }
 
     #[test]

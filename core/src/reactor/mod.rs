@@ -180,16 +180,21 @@ struct Extra {
     /// Pool mode: writes from other threads that arrived while a job ran; they follow the
     /// job's own output, so a callback's writes keep their place in the stream.
     held_writes: Vec<Vec<u8>>,
+    /// Their total length (summing them at every write would be quadratic).
+    held_bytes: usize,
     /// The flow control of writers on other threads (an HTTP stream answered later, a
     /// `PacedWriter`): told the output queue after every flush, and the close.
     pacers: Vec<Arc<Pacer>>,
 }
 
+/// Writes from other threads held while a job runs that are smaller than this are appended
+/// to the last held one, as long as it stays at most `HELD_JOIN_UPTO`.
+const HELD_JOIN_BELOW: usize = 4096;
+const HELD_JOIN_UPTO: usize = 64 << 10;
+
 /// Bytes of writes held back while a job runs.
 fn held_len(c: &Connection) -> usize {
-    c.extra
-        .as_deref()
-        .map_or(0, |e| e.held_writes.iter().map(Vec::len).sum())
+    c.extra.as_deref().map_or(0, |e| e.held_bytes)
 }
 
 impl Connection {
@@ -270,7 +275,10 @@ impl Connection {
     fn take_held_writes(&mut self) -> Vec<Vec<u8>> {
         self.extra
             .as_mut()
-            .map(|e| std::mem::take(&mut e.held_writes))
+            .map(|e| {
+                e.held_bytes = 0;
+                std::mem::take(&mut e.held_writes)
+            })
             .unwrap_or_default()
     }
 }
@@ -491,7 +499,19 @@ impl Core {
             c.pending |= P_RESUME_LATER;
             return;
         }
-        c.flags &= !INPUT_HELD;
+        if c.flags & INPUT_HELD != 0 {
+            // The read and idle deadlines stood still while input was held: they run again
+            // from now.
+            c.flags &= !INPUT_HELD;
+            if c.input_since != NEVER {
+                c.input_since = self.now;
+            }
+            c.last_active = self.now;
+            c.flags |= REDELIVER;
+            Self::enqueue_ready(&mut self.ready, c);
+            self.arm(id.slot());
+            return;
+        }
         c.flags |= REDELIVER;
         Self::enqueue_ready(&mut self.ready, c);
     }
@@ -599,10 +619,12 @@ impl Core {
                 );
             }
         }
-        // While a worker runs the connection's job, or its job waits for room in the queue,
-        // the server is the one keeping it waiting: neither the read nor the idle deadline
-        // runs (`handler_timeout` bounds the job; `job_done` re-arms).
-        if c.job_seq != 0 || c.flags & QUEUE_HELD != 0 {
+        // While a worker runs the connection's job, its job waits for room in the queue, or
+        // the handler holds its input (`pause_input`: an HTTP answer deferred with requests
+        // pipelined behind it), the server is the one keeping it waiting: neither the read
+        // nor the idle deadline runs (`handler_timeout` bounds the job; `job_done` and
+        // `resume_input` re-arm).
+        if c.job_seq != 0 || c.flags & (QUEUE_HELD | INPUT_HELD) != 0 {
             return best;
         }
         if let Some(t) = limits.read
@@ -1510,7 +1532,7 @@ impl<H: Handler> Reactor<H> {
             // A pacer whose writer and waiters are gone is dropped: once none is left,
             // flushes skip this.
             e.pacers.retain(|p| Arc::strong_count(p) > 1);
-            let out = queued + e.held_writes.iter().map(Vec::len).sum::<usize>();
+            let out = queued + e.held_bytes;
             for p in &e.pacers {
                 p.publish(out);
             }
@@ -1889,7 +1911,19 @@ impl<H: Handler> Reactor<H> {
                         self.core
                             .request_close(id, CloseReason::WriteOverflow, CloseMode::Abort);
                     } else {
-                        c.extra().held_writes.push(data);
+                        let e = c.extra();
+                        e.held_bytes += data.len();
+                        // Small writes share a buffer: many tiny messages from another thread
+                        // cost their bytes, not an allocation each.
+                        match e.held_writes.last_mut() {
+                            Some(last)
+                                if data.len() < HELD_JOIN_BELOW
+                                    && last.len() + data.len() <= HELD_JOIN_UPTO =>
+                            {
+                                last.extend_from_slice(&data);
+                            }
+                            _ => e.held_writes.push(data),
+                        }
                     }
                     return;
                 }
