@@ -595,7 +595,8 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_READ_TIMEOUT_MS 14
 
 /**
- * Close when queued output makes no progress for this many ms; 0 disables (default 0).
+ * Close when queued output makes no progress for this many ms; 0 disables. Default: 60000
+ * for an HTTP server (a client that stops reading is closed), none for a stream server.
  */
 #define SHOAL_OPT_WRITE_TIMEOUT_MS 15
 

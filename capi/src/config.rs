@@ -46,7 +46,8 @@ pub const SHOAL_OPT_MAX_WRITE_BUFFER: shoal_option = 12;
 pub const SHOAL_OPT_IDLE_TIMEOUT_MS: shoal_option = 13;
 /// Close when unconsumed input waits this many ms; 0 disables (default 0).
 pub const SHOAL_OPT_READ_TIMEOUT_MS: shoal_option = 14;
-/// Close when queued output makes no progress for this many ms; 0 disables (default 0).
+/// Close when queued output makes no progress for this many ms; 0 disables. Default: 60000
+/// for an HTTP server (a client that stops reading is closed), none for a stream server.
 pub const SHOAL_OPT_WRITE_TIMEOUT_MS: shoal_option = 15;
 /// Give up outbound connects after this many ms (default 10000).
 pub const SHOAL_OPT_CONNECT_TIMEOUT_MS: shoal_option = 16;
@@ -114,6 +115,9 @@ pub struct shoal_config {
     pub(crate) http: HttpConfig,
     pub(crate) workers: usize,
     pub(crate) queue_capacity: usize,
+    /// SHOAL_OPT_WRITE_TIMEOUT_MS was set: otherwise a stream server has none (an HTTP
+    /// server keeps its default).
+    pub(crate) write_timeout_set: bool,
 }
 
 fn ms(v: u64) -> Duration {
@@ -149,7 +153,10 @@ impl shoal_config {
             SHOAL_OPT_MAX_WRITE_BUFFER => self.http.engine.max_write_buffer = n,
             SHOAL_OPT_IDLE_TIMEOUT_MS => self.http.engine.idle_timeout = opt_ms(v),
             SHOAL_OPT_READ_TIMEOUT_MS => self.http.engine.read_timeout = opt_ms(v),
-            SHOAL_OPT_WRITE_TIMEOUT_MS => self.http.engine.write_timeout = opt_ms(v),
+            SHOAL_OPT_WRITE_TIMEOUT_MS => {
+                self.http.engine.write_timeout = opt_ms(v);
+                self.write_timeout_set = true;
+            }
             SHOAL_OPT_CONNECT_TIMEOUT_MS => self.http.engine.connect_timeout = ms(v),
             SHOAL_OPT_MAX_CONNECTIONS => self.http.engine.max_connections = n,
             SHOAL_OPT_SHUTDOWN_GRACE_MS => self.http.engine.shutdown_grace = ms(v),
@@ -235,6 +242,15 @@ impl shoal_config {
         })
     }
 
+    /// The engine configuration of a stream server.
+    pub(crate) fn build_stream(&self) -> Config {
+        let mut engine = self.build().engine;
+        if !self.write_timeout_set {
+            engine.write_timeout = None;
+        }
+        engine
+    }
+
     /// The engine and HTTP configuration this describes, with dispatch applied.
     pub(crate) fn build(&self) -> HttpConfig {
         let mut h = self.http.clone();
@@ -254,6 +270,7 @@ pub extern "C" fn shoal_config_new() -> *mut shoal_config {
             http: HttpConfig::new(Config::default()),
             workers: 0,
             queue_capacity: 1024,
+            write_timeout_set: false,
         }))
     })
 }
@@ -369,6 +386,7 @@ mod tests {
             http: HttpConfig::new(Config::default()),
             workers: 0,
             queue_capacity: 1024,
+            write_timeout_set: false,
         };
         for opt in (1..=29).chain(100..=111) {
             let before = c

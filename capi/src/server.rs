@@ -273,7 +273,7 @@ pub unsafe extern "C" fn shoal_server_new(
         if table.on_data.is_none() {
             return invalid_arg("handler->on_data is required");
         }
-        let engine = config.build().engine;
+        let engine = config.build_stream();
         let user = UserData::new(user_data, free_user_data);
         let handler = CHandler {
             table,

@@ -81,7 +81,8 @@ pub struct Config {
     /// workers, it does not run while the connection's job runs or waits for the queue
     /// (`handler_timeout` bounds a job).
     pub read_timeout: Option<Duration>,
-    /// Close a connection whose queued output made no progress for this long.
+    /// Close a connection whose queued output made no progress for this long. Default none
+    /// (an HTTP server's default is [`HTTP_WRITE_TIMEOUT`](crate::http::HTTP_WRITE_TIMEOUT)).
     pub write_timeout: Option<Duration>,
     /// With `write_timeout`: output that stays queued must also drain at this many bytes per
     /// second on average, after a first `write_timeout` of grace; a client that reads a few

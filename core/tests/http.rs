@@ -1369,3 +1369,116 @@ fn response_timeout_must_be_positive() {
     let err = shoal_core::http::HttpServer::bind(cfg, app).expect_err("refused");
     assert!(err.to_string().contains("response_timeout"), "{err}");
 }
+
+#[test]
+fn shoal_s_own_answers_to_head_requests_carry_no_body() {
+    // A 500 for a failing handler, a 413 for a rejected head, and a 503 for a deferred answer
+    // given up: to HEAD, each is a head only (RFC 9110 §9.3.2), or its body would read as the
+    // start of the next response.
+    let kept = std::sync::Mutex::new(Vec::new());
+    let cfg = config(1)
+        .max_body_size(1000)
+        .response_timeout(Some(Duration::from_millis(200)));
+    let srv = Http::start(
+        cfg,
+        move |req: &Request<'_>, res: &mut Response<'_, '_>| match req.path() {
+            "/panic" => panic!("handler fails on purpose"),
+            _ => kept.lock().unwrap().push(res.defer().unwrap()),
+        },
+    );
+    for (raw, status) in [
+        (&b"HEAD /panic HTTP/1.1\r\nHost: t\r\n\r\n"[..], 500),
+        (
+            b"\r\nHEAD / HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n",
+            413,
+        ),
+        (b"HEAD /hold HTTP/1.1\r\nHost: t\r\n\r\n", 503),
+    ] {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.write_all(raw).unwrap();
+        let ex = read_all(&mut s, 5 * SEC, &[true]);
+        assert_eq!(ex.statuses(), vec![status], "{ex:?}");
+        assert!(ex.closed, "{ex:?}");
+        assert!(ex.garbage.is_empty(), "a body after the head: {ex:?}");
+        assert!(ex.responses[0].body.is_empty());
+    }
+}
+
+#[test]
+fn a_stray_crlf_after_a_request_leaves_the_connection_idle_not_slow() {
+    // RFC 9112 §2.2: a client may send an empty line after a request. That begins no new
+    // request, so the header timeout must not run (it would answer an unsolicited 408).
+    let cfg = config(1)
+        .header_read_timeout(Duration::from_millis(300))
+        .keepalive_timeout(5 * SEC);
+    let srv = Http::start(cfg, app);
+    let mut c = Client::connect(srv.addr);
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi\r\n");
+    assert_eq!(c.read(1, &[false])[0].text(), "hi");
+    c.s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(c.s.read(&mut b).is_err(), "an unsolicited answer arrived");
+    c.s.set_read_timeout(Some(5 * SEC)).unwrap();
+    assert_eq!(c.get("/after").text(), "GET /after");
+    let st = srv.server.http_stats();
+    assert_eq!((st.header_timeouts, st.incomplete), (0, 0), "{st:?}");
+}
+
+#[test]
+fn timeouts_past_what_an_instant_holds_mean_no_deadline() {
+    let cfg = config(1)
+        .keepalive_timeout(Duration::MAX)
+        .header_read_timeout(Duration::MAX)
+        .body_read_timeout(Duration::MAX)
+        .response_timeout(Some(Duration::MAX));
+    let srv = Http::start(cfg, app);
+    let mut c = Client::connect(srv.addr);
+    for _ in 0..3 {
+        assert_eq!(c.get("/x").text(), "GET /x");
+    }
+    c.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab");
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(b"cd");
+    assert_eq!(c.read(1, &[false])[0].text(), "abcd");
+    assert_eq!(c.get("/defer").text(), "deferred");
+    assert_eq!(srv.server.stats().handler_failures, 0);
+}
+
+#[test]
+fn engine_read_and_idle_timeouts_stand_still_while_a_deferred_answer_holds_the_input() {
+    // A request pipelined behind a deferred one waits, held by the server: the engine's read
+    // and idle timeouts must not blame the client for it.
+    let mut cfg = config(1);
+    cfg.engine = cfg
+        .engine
+        .read_timeout(Some(Duration::from_millis(300)))
+        .idle_timeout(Some(Duration::from_millis(300)));
+    let srv = Http::start(cfg, |req: &Request<'_>, res: &mut Response<'_, '_>| {
+        if req.path() == "/slow" {
+            let mut d = res.defer().unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(900));
+                d.send(200, &[("X-From", "thread")], b"slow").unwrap();
+            });
+        } else {
+            res.send(200, &[("X-A", "b")], b"quick").unwrap();
+        }
+    });
+    let mut c = Client::connect(srv.addr);
+    let mut batch = get("/slow");
+    batch.extend_from_slice(&get("/next"));
+    c.send(&batch);
+    let rs = c.read(2, &[]);
+    assert_eq!(rs[0].text(), "slow");
+    assert_eq!(rs[1].text(), "quick");
+    let st = srv.server.stats();
+    assert_eq!(st.closed(shoal_core::CloseReason::ReadTimeout), 0, "{st:?}");
+    assert_eq!(st.closed(shoal_core::CloseReason::IdleTimeout), 0, "{st:?}");
+    // Idle again: the idle timeout applies as before.
+    let t0 = Instant::now();
+    let mut b = [0u8; 1];
+    c.s.set_read_timeout(Some(5 * SEC)).unwrap();
+    assert!(matches!(c.s.read(&mut b), Ok(0) | Err(_)));
+    assert!(t0.elapsed() < 3 * SEC);
+}

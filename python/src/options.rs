@@ -257,6 +257,10 @@ impl<'py> Options<'py> {
     /// The HTTP configuration around `engine`.
     pub(crate) fn http(&self, engine: Config) -> PyResult<HttpConfig> {
         let mut h = HttpConfig::new(engine);
+        // An explicit `write_timeout=None` turns off the HTTP default too.
+        if let Some(v) = self.seconds_or_off("write_timeout")? {
+            h.engine.write_timeout = v;
+        }
         if let Some(v) = self.size("max_header_bytes")? {
             h.max_header_bytes = v;
         }

@@ -436,6 +436,9 @@ static void response_timeout(uint64_t workers) {
     uint64_t v = 1;
     CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, &v));
     CHECK(v == 0);
+    /* An HTTP server closes a client that stops reading, by default after 60 s. */
+    CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_WRITE_TIMEOUT_MS, &v));
+    CHECK(v == 60000);
     CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, 200));
     CHECK_OK(shoal_config_get(cfg, SHOAL_OPT_HTTP_RESPONSE_TIMEOUT_MS, &v));
     CHECK(v == 200);

@@ -22,5 +22,7 @@ mod stats;
 pub use parse::{MAX_HEADERS, ParseError};
 pub use request::{Request, Version};
 pub use response::{BodyWaiter, ChunkedBody, Deferred, PreparedHeaders, Response};
-pub use server::{HttpConfig, HttpHandler, HttpServer, HttpStatsHandle, MAX_BODY, MAX_HEAD};
+pub use server::{
+    HTTP_WRITE_TIMEOUT, HttpConfig, HttpHandler, HttpServer, HttpStatsHandle, MAX_BODY, MAX_HEAD,
+};
 pub use stats::HttpStats;

@@ -782,6 +782,8 @@ pub(crate) const STARTED: u8 = 2;
 pub(crate) const SENT: u8 = 4;
 /// `response_timeout` passed first: the connection answered 503 or was cut.
 pub(crate) const TIMED_OUT: u8 = 8;
+/// The request loop's note: the request is a HEAD request (its 503 carries no body).
+pub(crate) const HEAD_REQUEST: u8 = 16;
 
 thread_local! {
     static IN_HANDLER: Cell<Option<Mark>> = const { Cell::new(None) };

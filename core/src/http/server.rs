@@ -13,8 +13,8 @@ use super::date::{DATE_LINE_LEN, with_date};
 use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
 use super::request::Request;
 use super::response::{
-    Body, COUNTED, DeferState, Info, Mark, Outcome, Response, SENT, STARTED, TIMED_OUT, take_mark,
-    write_head,
+    Body, COUNTED, DeferState, HEAD_REQUEST, Info, Mark, Outcome, Response, SENT, STARTED,
+    TIMED_OUT, take_mark, write_head,
 };
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
@@ -115,7 +115,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            engine: Config::default(),
+            engine: Config::default().write_timeout(Some(HTTP_WRITE_TIMEOUT)),
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_target_len: 8 * 1024,
@@ -145,9 +145,18 @@ macro_rules! setters {
     };
 }
 
+/// The engine's `write_timeout` of an HTTP server unless it sets its own: a client that
+/// stops reading (a slow-read attack, or a pipelining client that never reads its answers)
+/// is closed once its queued output made no progress this long, instead of holding its
+/// connection and up to `max_write_buffer` forever. 60 s, as nginx's `send_timeout`.
+pub const HTTP_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl HttpConfig {
-    /// The defaults, on the engine configuration `engine`.
-    pub fn new(engine: Config) -> Self {
+    /// The defaults, on the engine configuration `engine`; an engine without a
+    /// `write_timeout` gets [`HTTP_WRITE_TIMEOUT`] (set `engine.write_timeout` to `None`
+    /// afterwards to turn it off).
+    pub fn new(mut engine: Config) -> Self {
+        engine.write_timeout.get_or_insert(HTTP_WRITE_TIMEOUT);
         HttpConfig {
             engine,
             ..HttpConfig::default()
@@ -319,11 +328,26 @@ enum Flow {
     Stop,
 }
 
-/// Sends a minimal response from shoal itself (an error, or a 408) and closes after it.
-fn send_own(conn: &mut Conn<'_>, counters: &Counters, status: u16) {
+/// Whether `rest` is one or two empty lines and nothing else.
+fn stray_crlf(rest: &[u8]) -> bool {
+    matches!(rest, b"\r\n" | b"\r\n\r\n")
+}
+
+/// Whether `input` starts with a HEAD request (after the empty lines a request may follow).
+fn is_head(input: &[u8]) -> bool {
+    let start = input
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(input.len());
+    input[start..].starts_with(b"HEAD ")
+}
+
+/// Sends a minimal response from shoal itself (an error, or a 408) and closes after it; to
+/// a HEAD request (`head`) without its body (RFC 9110 §9.3.2).
+fn send_own(conn: &mut Conn<'_>, counters: &Counters, status: u16, head: bool) {
     let info = Info {
         version: 1,
-        head: false,
+        head,
         keep_alive: false,
     };
     let body = super::response::reason(status).as_bytes();
@@ -341,7 +365,9 @@ fn send_own(conn: &mut Conn<'_>, counters: &Counters, status: u16) {
     })
     .is_ok()
     {
-        out.extend_from_slice(body);
+        if !head {
+            out.extend_from_slice(body);
+        }
         let _ = conn.write(&out);
         counters.response(status);
     }
@@ -384,10 +410,18 @@ impl<H: HttpHandler> Http<H> {
             // The grace, plus a second for each `rate` bytes received so far.
             let since = *st.body_since.get_or_insert(now);
             let earned = Duration::from_millis(body_got.saturating_mul(1000) / rate);
-            let allowed = (since + self.body_timeout + earned).saturating_duration_since(now);
-            after = after.min(allowed);
+            if let Some(end) = since
+                .checked_add(self.body_timeout)
+                .and_then(|t| t.checked_add(earned))
+            {
+                after = after.min(end.saturating_duration_since(now));
+            }
         }
-        let at = now + after;
+        // A timeout past what an Instant holds (`Duration::MAX`, say) never comes.
+        let Some(at) = now.checked_add(after) else {
+            st.deadline = None;
+            return;
+        };
         st.deadline = Some((at, kind));
         if st.armed.is_none_or(|a| at < a) {
             conn.cancel_timer(DEADLINE_TAG);
@@ -398,11 +432,12 @@ impl<H: HttpHandler> Http<H> {
 
     /// Rejects a malformed request: the error status with `Connection: close`, then a
     /// lingering close so the client reads it instead of a reset.
-    fn reject(&self, conn: &mut Conn<'_>, st: &mut HttpConn, e: ParseError) {
+    /// `head`: the request is a HEAD request (answered without a body).
+    fn reject(&self, conn: &mut Conn<'_>, st: &mut HttpConn, e: ParseError, head: bool) {
         let counters = self.counters(conn);
         inc(&counters.parse_errors[e.index()]);
         log::debug!("rejecting request on {:?}: {e}", conn.id());
-        send_own(conn, counters, e.status());
+        send_own(conn, counters, e.status(), head);
         conn.close_with(CloseReason::ProtocolError, CloseMode::Linger);
         st.stop_decoding();
         st.phase = Phase::Busy;
@@ -501,7 +536,7 @@ impl<H: HttpHandler> Http<H> {
         if failed {
             inc(&counters.handler_failures);
             if outcome == Outcome::Fresh {
-                send_own(conn, counters, 500);
+                send_own(conn, counters, 500, req.method() == "HEAD");
                 conn.fail_gracefully();
             } else if matches!(outcome, Outcome::Sent { .. }) {
                 // A complete response went out before the failure: deliver it, then close.
@@ -515,7 +550,7 @@ impl<H: HttpHandler> Http<H> {
                 conn.count_failure();
                 st.awaiting = true;
                 st.failed = true;
-                self.track_answer(st, mark);
+                self.track_answer(st, mark, req.method() == "HEAD");
                 conn.pause_input();
             } else {
                 // Part of a response is on its way: it cannot be fixed, only cut.
@@ -530,7 +565,7 @@ impl<H: HttpHandler> Http<H> {
             }
             Outcome::Deferred => {
                 st.awaiting = true;
-                self.track_answer(st, mark);
+                self.track_answer(st, mark, req.method() == "HEAD");
                 conn.pause_input();
                 Flow::Stop
             }
@@ -588,7 +623,8 @@ impl<H: HttpHandler> Http<H> {
                         continue;
                     }
                     Err(e) => {
-                        self.reject(conn, st, e);
+                        let head = is_head(&c.head);
+                        self.reject(conn, st, e, head);
                         return data.len();
                     }
                 }
@@ -622,7 +658,7 @@ impl<H: HttpHandler> Http<H> {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
-                    self.reject(conn, st, e);
+                    self.reject(conn, st, e, is_head(buf));
                     return data.len();
                 }
             };
@@ -683,6 +719,12 @@ impl<H: HttpHandler> Http<H> {
         } else if partial_body {
             st.phase = Phase::Body;
             self.set_deadline(conn, st, Some(TimeoutKind::Body), body_got);
+        } else if served > 0 && stray_crlf(&data[pos..]) {
+            // The CRLF some clients send after a request (RFC 9112 §2.2): no new request has
+            // begun, so the connection is idle, not slow.
+            pos = data.len();
+            st.phase = Phase::Idle;
+            self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive), 0);
         } else if pos < data.len() {
             // A head still arriving: its deadline runs from its first bytes (a head after a
             // request served in this pass is a new one), or, for a connection's first
@@ -739,25 +781,35 @@ impl<H: HttpHandler> Http<H> {
                 }
                 // It parsed when its body began; it cannot fail now.
                 _ => {
-                    self.reject(conn, st, ParseError::BadRequestLine);
+                    self.reject(conn, st, ParseError::BadRequestLine, false);
                     Flow::Stop
                 }
             }
         };
         if let Some(c) = st.aside.as_mut() {
-            c.head = head_buf;
-            c.body = body;
-            c.body.clear();
+            // Kept for the next chunked body, unless large: one big body must not pin its
+            // memory for the rest of a keep-alive connection's life.
+            const KEEP: usize = 64 << 10;
+            if head_buf.capacity() <= KEEP {
+                c.head = head_buf;
+            }
+            if body.capacity() <= KEEP {
+                c.body = body;
+                c.body.clear();
+            }
         }
         flow
     }
 
     /// Keeps what becomes of a deferred answer, for `response_timeout` (only when it is set:
     /// otherwise nothing is allocated for it).
-    fn track_answer(&self, st: &mut HttpConn, mark: Option<Mark>) {
+    fn track_answer(&self, st: &mut HttpConn, mark: Option<Mark>, head: bool) {
         if self.response_timeout.is_some()
             && let Some(m) = mark
         {
+            if head {
+                m.state.fetch_or(HEAD_REQUEST, Ordering::Relaxed);
+            }
             st.aside.get_or_insert_default().pending = Some(m.state);
         }
     }
@@ -783,13 +835,13 @@ impl<H: HttpHandler> Http<H> {
         match kind {
             TimeoutKind::KeepAlive => conn.close_with(CloseReason::IdleTimeout, CloseMode::Flush),
             TimeoutKind::Header | TimeoutKind::Body => {
-                send_own(conn, counters, 408);
+                send_own(conn, counters, 408, false);
                 conn.close_with(CloseReason::ReadTimeout, CloseMode::Linger);
             }
             TimeoutKind::Response => {
                 if answer & STARTED == 0 {
                     // Nothing of the answer left: shoal answers instead.
-                    send_own(conn, counters, 503);
+                    send_own(conn, counters, 503, answer & HEAD_REQUEST != 0);
                     conn.close_with(CloseReason::HandlerTimeout, CloseMode::Linger);
                 } else {
                     // A stream under way: cut it, so its body never looks complete.
@@ -1024,6 +1076,25 @@ impl HttpStatsHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http_server_bounds_a_client_that_stops_reading_by_default() {
+        assert_eq!(
+            HttpConfig::default().engine.write_timeout,
+            Some(HTTP_WRITE_TIMEOUT)
+        );
+        assert_eq!(
+            HttpConfig::new(Config::default()).engine.write_timeout,
+            Some(HTTP_WRITE_TIMEOUT)
+        );
+        let own = Config::default().write_timeout(Some(Duration::from_secs(5)));
+        assert_eq!(
+            HttpConfig::new(own).engine.write_timeout,
+            Some(Duration::from_secs(5))
+        );
+        // A stream server keeps none unless asked.
+        assert_eq!(Config::default().write_timeout, None);
+    }
 
     /// Per-connection HTTP state is part of every idle connection's footprint; the buffers of
     /// chunked bodies live behind one pointer until a connection sends one.

@@ -296,8 +296,6 @@ impl PoolShared {
         }
     }
 
-
-
     /// Registers reactor `index` as waiting for queue space (the reactor retries once after
     /// registering, in case a worker took a job before the registration was visible).
     pub(crate) fn stall(&self, index: usize) {
