@@ -48,6 +48,18 @@ impl BufferPool {
         }
     }
 
+    /// `input` after part of it was consumed: kept as it is, or, when it holds little in a
+    /// buffer grown large (a read appended to a leftover), copied into a standard one, so a
+    /// few bytes of a partial message do not pin a large buffer.
+    pub(crate) fn settle(&mut self, input: Vec<u8>) -> Vec<u8> {
+        if input.capacity() <= 2 * self.buf_size || input.len() > self.buf_size / 2 {
+            return input;
+        }
+        let mut fresh = self.get();
+        fresh.extend_from_slice(&input);
+        fresh
+    }
+
     #[cfg(test)]
     pub(crate) fn free_len(&self) -> usize {
         self.free.len()
@@ -72,5 +84,20 @@ mod tests {
         p.put(Vec::with_capacity(1024));
         p.put(Vec::with_capacity(1024));
         assert_eq!(p.free_len(), 2, "free list is bounded");
+    }
+
+    #[test]
+    fn a_little_left_in_a_large_buffer_moves_to_a_standard_one() {
+        let mut pool = BufferPool::new(1024, 4);
+        let mut grown = vec![7u8; 10_000];
+        grown.drain(..9_990);
+        let settled = pool.settle(grown);
+        assert_eq!(settled, vec![7u8; 10]);
+        assert!(settled.capacity() <= 2 * 1024, "{}", settled.capacity());
+        // Much left, or a standard buffer: kept as it is.
+        let kept = pool.settle(vec![1u8; 5000]);
+        assert_eq!(kept.len(), 5000);
+        let standard = Vec::with_capacity(1024);
+        assert_eq!(pool.settle(standard).capacity(), 1024);
     }
 }

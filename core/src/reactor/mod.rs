@@ -1397,6 +1397,7 @@ impl<H: Handler> Reactor<H> {
             Some(k) => {
                 let mut input = input;
                 input.drain(..k);
+                let input = self.core.pool.settle(input);
                 if k > 0 || c.input_since == NEVER {
                     c.input_since = now;
                     self.core.arm(id.slot());
@@ -2271,6 +2272,7 @@ impl<H: Handler> Reactor<H> {
                     data.len() - k > limits.max_read_buffer && actions.input != Some(true);
                 let mut tail = data;
                 tail.drain(..k);
+                let mut tail = self.core.pool.settle(tail);
                 c.tail_len = tail.len();
                 tail.extend_from_slice(&c.input);
                 self.core.pool.put(std::mem::replace(&mut c.input, tail));
