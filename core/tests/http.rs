@@ -1482,3 +1482,31 @@ fn engine_read_and_idle_timeouts_stand_still_while_a_deferred_answer_holds_the_i
     assert!(matches!(c.s.read(&mut b), Ok(0) | Err(_)));
     assert!(t0.elapsed() < 3 * SEC);
 }
+
+#[test]
+fn a_rejected_head_gets_the_same_status_however_it_was_cut() {
+    // A target over max_target_len together with a bare LF, or with a head over
+    // max_header_bytes: 414 whether the head arrives at once or in two reads.
+    let cfg = config(1).max_target_len(64).max_header_bytes(256);
+    let srv = Http::start(cfg, app);
+    let long = "a".repeat(100);
+    let cases = [
+        format!("GET /{long} HTTP/1.1\nHost: t\n\n"),
+        format!(
+            "GET /{long} HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+            "p".repeat(300)
+        ),
+    ];
+    for raw in &cases {
+        let raw = raw.as_bytes();
+        for at in (0..raw.len()).step_by(7).chain([raw.len()]) {
+            let pieces: Vec<&[u8]> = if at == raw.len() {
+                vec![raw]
+            } else {
+                vec![&raw[..at], &raw[at..]]
+            };
+            let ex = exchange(srv.addr, &pieces, Duration::from_millis(5), 5 * SEC, false);
+            assert_eq!(ex.statuses(), vec![414], "split at {at}: {ex:?}");
+        }
+    }
+}

@@ -600,14 +600,16 @@ fn check_head<'h, 'b>(
     limits: &Limits,
 ) -> Result<Option<Parsed<'h, 'b>>, ParseError> {
     let headers = &fields.first(count)[..];
+    // In the order an incomplete head is checked (`check_incomplete`): the answer does not
+    // depend on how the head was cut into reads.
+    if target.len() > limits.max_target_len {
+        return Err(ParseError::UriTooLong);
+    }
     if len > limits.max_header_bytes {
         return Err(ParseError::HeadTooLarge);
     }
     if has_bare_lf(buf, len, method, headers) {
         return Err(ParseError::BareLineFeed);
-    }
-    if target.len() > limits.max_target_len {
-        return Err(ParseError::UriTooLong);
     }
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
