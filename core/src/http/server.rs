@@ -334,6 +334,7 @@ fn stray_crlf(rest: &[u8]) -> bool {
 }
 
 /// Whether `input` starts with a HEAD request (after the empty lines a request may follow).
+#[cold]
 fn is_head(input: &[u8]) -> bool {
     let start = input
         .iter()
@@ -433,6 +434,8 @@ impl<H: HttpHandler> Http<H> {
     /// Rejects a malformed request: the error status with `Connection: close`, then a
     /// lingering close so the client reads it instead of a reset.
     /// `head`: the request is a HEAD request (answered without a body).
+    #[cold]
+    #[inline(never)]
     fn reject(&self, conn: &mut Conn<'_>, st: &mut HttpConn, e: ParseError, head: bool) {
         let counters = self.counters(conn);
         inc(&counters.parse_errors[e.index()]);
