@@ -125,6 +125,22 @@ pub(crate) fn status_of(e: &Error) -> shoal_status {
     }
 }
 
+/// A wait for room in a connection's output (`shoal_chunked_wait`, `shoal_writer_wait`):
+/// `timeout_ms` < 0 without a limit; SHOAL_OK when writable, -ETIMEDOUT when the time passed.
+pub(crate) fn wait_status(
+    timeout_ms: i64,
+    wait: impl FnOnce(Option<std::time::Duration>) -> shoal_core::Result<bool>,
+) -> shoal_status {
+    let timeout = u64::try_from(timeout_ms)
+        .ok()
+        .map(std::time::Duration::from_millis);
+    match wait(timeout) {
+        Ok(true) => SHOAL_OK,
+        Ok(false) => fail(-libc::ETIMEDOUT, c"the output did not drain in time"),
+        Err(e) => status_of(&e),
+    }
+}
+
 /// `SHOAL_OK` or the mapped error.
 pub(crate) fn result(r: shoal_core::Result<()>) -> shoal_status {
     match r {

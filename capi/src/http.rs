@@ -652,14 +652,7 @@ pub unsafe extern "C" fn shoal_chunked_wait(
                 "the body is finished",
             ));
         };
-        let timeout = u64::try_from(timeout_ms)
-            .ok()
-            .map(std::time::Duration::from_millis);
-        match b.wait_writable(timeout) {
-            Ok(true) => SHOAL_OK,
-            Ok(false) => fail(-libc::ETIMEDOUT, c"the output did not drain in time"),
-            Err(e) => crate::error::status_of(&e),
-        }
+        crate::error::wait_status(timeout_ms, |t| b.wait_writable(t))
     })
 }
 

@@ -725,12 +725,7 @@ pub unsafe extern "C" fn shoal_writer_wait(
 ) -> shoal_status {
     ffi_guard!({
         let w = ref_or!(w);
-        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
-        match w.inner.wait_writable(timeout) {
-            Ok(true) => SHOAL_OK,
-            Ok(false) => fail(-libc::ETIMEDOUT, c"the output did not drain in time"),
-            Err(e) => crate::error::status_of(&e),
-        }
+        crate::error::wait_status(timeout_ms, |t| w.inner.wait_writable(t))
     })
 }
 
