@@ -585,18 +585,21 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_MAX_WRITE_BUFFER 12
 
 /**
- * Close connections without traffic for this many ms; 0 disables (default 0).
+ * Close connections without traffic for this many ms; 0 disables (default 0). It stands
+ * still while the handler holds input (shoal_conn_pause_input()) unless output is stalled.
  */
 #define SHOAL_OPT_IDLE_TIMEOUT_MS 13
 
 /**
- * Close when unconsumed input waits this many ms; 0 disables (default 0).
+ * Close when unconsumed input waits this many ms; 0 disables (default 0). It stands still
+ * while the handler holds input.
  */
 #define SHOAL_OPT_READ_TIMEOUT_MS 14
 
 /**
  * Close when queued output makes no progress for this many ms; 0 disables. Default: 60000
- * for an HTTP server (a client that stops reading is closed), none for a stream server.
+ * for an HTTP server (a client that stops reading is closed), none for a stream server
+ * unless SHOAL_OPT_WRITE_MIN_RATE is set (shoal_config_get() reports the HTTP default).
  */
 #define SHOAL_OPT_WRITE_TIMEOUT_MS 15
 

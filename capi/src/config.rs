@@ -42,12 +42,15 @@ pub const SHOAL_OPT_WRITE_HIGH_WATERMARK: shoal_option = 10;
 pub const SHOAL_OPT_WRITE_LOW_WATERMARK: shoal_option = 11;
 /// Queued output above which the connection closes (default 16 MiB).
 pub const SHOAL_OPT_MAX_WRITE_BUFFER: shoal_option = 12;
-/// Close connections without traffic for this many ms; 0 disables (default 0).
+/// Close connections without traffic for this many ms; 0 disables (default 0). It stands
+/// still while the handler holds input (shoal_conn_pause_input()) unless output is stalled.
 pub const SHOAL_OPT_IDLE_TIMEOUT_MS: shoal_option = 13;
-/// Close when unconsumed input waits this many ms; 0 disables (default 0).
+/// Close when unconsumed input waits this many ms; 0 disables (default 0). It stands still
+/// while the handler holds input.
 pub const SHOAL_OPT_READ_TIMEOUT_MS: shoal_option = 14;
 /// Close when queued output makes no progress for this many ms; 0 disables. Default: 60000
-/// for an HTTP server (a client that stops reading is closed), none for a stream server.
+/// for an HTTP server (a client that stops reading is closed), none for a stream server
+/// unless SHOAL_OPT_WRITE_MIN_RATE is set (shoal_config_get() reports the HTTP default).
 pub const SHOAL_OPT_WRITE_TIMEOUT_MS: shoal_option = 15;
 /// Give up outbound connects after this many ms (default 10000).
 pub const SHOAL_OPT_CONNECT_TIMEOUT_MS: shoal_option = 16;
@@ -245,7 +248,9 @@ impl shoal_config {
     /// The engine configuration of a stream server.
     pub(crate) fn build_stream(&self) -> Config {
         let mut engine = self.build().engine;
-        if !self.write_timeout_set {
+        // The HTTP default stays when a minimum write rate asks for its grace period, so a
+        // config shoal_config_validate() passes builds a stream server too.
+        if !self.write_timeout_set && engine.write_min_rate.is_none() {
             engine.write_timeout = None;
         }
         engine

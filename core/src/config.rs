@@ -75,14 +75,17 @@ pub struct Config {
     pub max_write_buffer: usize,
     /// Close a connection after this long without traffic in either direction. With workers,
     /// it does not run while the connection's job runs or waits for the queue, and counts
-    /// from the job's end.
+    /// from the job's end. While the handler holds input (`Conn::pause_input`) it stands
+    /// still unless queued output is stalled, and resuming moves it later by the hold.
     pub idle_timeout: Option<Duration>,
     /// Close a connection whose unconsumed input (a partial message) waited this long. With
     /// workers, it does not run while the connection's job runs or waits for the queue
-    /// (`handler_timeout` bounds a job).
+    /// (`handler_timeout` bounds a job); it stands still while the handler holds input.
     pub read_timeout: Option<Duration>,
-    /// Close a connection whose queued output made no progress for this long. Default none
-    /// (an HTTP server's default is [`HTTP_WRITE_TIMEOUT`](crate::http::HTTP_WRITE_TIMEOUT)).
+    /// Close a connection whose queued output made no progress for this long. Default none;
+    /// an HTTP server's is [`HTTP_WRITE_TIMEOUT`](crate::http::HTTP_WRITE_TIMEOUT), which
+    /// `HttpConfig::new` applies to an engine without one (set it to `None` afterwards to
+    /// turn it off).
     pub write_timeout: Option<Duration>,
     /// With `write_timeout`: output that stays queued must also drain at this many bytes per
     /// second on average, after a first `write_timeout` of grace; a client that reads a few

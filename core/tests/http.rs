@@ -1421,6 +1421,19 @@ fn a_stray_crlf_after_a_request_leaves_the_connection_idle_not_slow() {
     assert!(c.s.read(&mut b).is_err(), "an unsolicited answer arrived");
     c.s.set_read_timeout(Some(5 * SEC)).unwrap();
     assert_eq!(c.get("/after").text(), "GET /after");
+    // The CRLF in a read of its own, after a plain answer and after a deferred one, and cut
+    // between its CR and its LF.
+    for (path, expect) in [("/plain", "same"), ("/defer", "deferred")] {
+        assert_eq!(c.get(path).text(), expect);
+        c.send(b"\r");
+        std::thread::sleep(Duration::from_millis(20));
+        c.send(b"\n");
+        c.s.set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        assert!(c.s.read(&mut b).is_err(), "an unsolicited answer arrived");
+        c.s.set_read_timeout(Some(5 * SEC)).unwrap();
+    }
+    assert_eq!(c.get("/after").text(), "GET /after");
     let st = srv.server.http_stats();
     assert_eq!((st.header_timeouts, st.incomplete), (0, 0), "{st:?}");
 }

@@ -958,11 +958,10 @@ fn span(whole: &str, part: &str) -> Option<std::ops::Range<usize>> {
 /// ``max_target_len``, ``max_body_size``, ``max_chunk_line``, ``max_pipelined``,
 /// ``max_requests_per_connection``, ``header_read_timeout``, ``body_read_timeout``,
 /// ``body_min_rate`` (bytes/s; None turns it off), ``keepalive_timeout`` (seconds),
-/// (``write_timeout`` defaults to 60 s here, so a client that stops reading is closed;
-/// None turns it off),
 /// ``response_timeout`` (seconds from a request to the end of its deferred answer; past it the
 /// client gets a 503, or a stream under way is cut, and the late answer raises
-/// :class:`ConnectionClosed`; None, the default, turns it off).
+/// :class:`ConnectionClosed`; None, the default, turns it off). ``write_timeout`` defaults to
+/// 60 s here, so a client that stops reading is closed (None turns it off).
 ///
 /// .. code-block:: python
 ///

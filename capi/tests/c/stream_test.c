@@ -273,7 +273,24 @@ static void scenario(uint64_t workers) {
     shoal_writer_free(NULL);
 }
 
+/* A minimum write rate alone: its grace period is the default write timeout, for a stream
+ * server as for an HTTP one, and validation agrees with server creation. */
+static void write_min_rate_alone(void) {
+    shoal_config *cfg = test_config(1, 0);
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_WRITE_MIN_RATE, 1000));
+    CHECK_OK(shoal_config_validate(cfg));
+    shoal_handler h;
+    memset(&h, 0, sizeof h);
+    h.size = sizeof h;
+    h.on_data = on_data;
+    shoal_server *srv = NULL;
+    CHECK_OK(shoal_server_new(cfg, &h, NULL, NULL, &srv));
+    CHECK_OK(shoal_server_free(srv));
+    shoal_config_free(cfg);
+}
+
 int main(void) {
+    write_min_rate_alone();
     scenario(0);
     scenario(3);
     printf("stream_test ok\n");

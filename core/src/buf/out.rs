@@ -48,7 +48,8 @@ impl Drop for TruncateOnDrop<'_> {
 /// Queued, unsent output of one connection.
 ///
 /// Small writes are copied into the tail chunk (a pooled buffer), so many small responses leave
-/// in one system call; owned buffers given by value are queued without a copy. The first chunk
+/// in one system call; owned buffers given by value are queued without a copy, unless small
+/// (then copied too). The first chunk
 /// lives inline so a connection with one pending chunk allocates nothing besides the pooled
 /// buffer, and an empty queue holds no memory at all.
 #[derive(Debug, Default)]

@@ -123,9 +123,9 @@ impl ChunkedDecoder {
                         _ => return Err(ParseError::BadChunk),
                     };
                     pos += lf + 1;
-                    // The size line and the CRLF after the data, less what this chunk may
-                    // carry.
-                    self.excess = (self.excess + lf as u64 + 3)
+                    // The size line (without its CRLF, as Go counts it) and the CRLF after
+                    // the data, less what this chunk may carry.
+                    self.excess = (self.excess + lf as u64 + 1)
                         .saturating_sub(size.saturating_mul(2).saturating_add(16));
                     if self.excess > EXCESS_LIMIT {
                         return Err(ParseError::BadChunk);
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_body_of_mostly_framing_is_rejected() {
-        // 1-byte chunks with 40-byte extensions: 47 bytes of input per byte of data, 28 of
+        // 1-byte chunks with 40-byte extensions: 47 bytes of input per byte of data, 25 of
         // them beyond what a chunk may carry.
         let mut input = Vec::new();
         for _ in 0..1000 {

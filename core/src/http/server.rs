@@ -328,9 +328,15 @@ enum Flow {
     Stop,
 }
 
-/// Whether `rest` is one or two empty lines and nothing else.
-fn stray_crlf(rest: &[u8]) -> bool {
-    matches!(rest, b"\r\n" | b"\r\n\r\n")
+/// When `rest` is one or two empty lines and nothing else (the last perhaps still missing
+/// its LF): the bytes of the whole lines.
+fn stray_crlf(rest: &[u8]) -> Option<usize> {
+    match rest {
+        b"\r" => Some(0),
+        b"\r\n" | b"\r\n\r" => Some(2),
+        b"\r\n\r\n" => Some(4),
+        _ => None,
+    }
 }
 
 /// Whether `input` starts with a HEAD request (after the empty lines a request may follow).
@@ -722,10 +728,14 @@ impl<H: HttpHandler> Http<H> {
         } else if partial_body {
             st.phase = Phase::Body;
             self.set_deadline(conn, st, Some(TimeoutKind::Body), body_got);
-        } else if served > 0 && stray_crlf(&data[pos..]) {
-            // The CRLF some clients send after a request (RFC 9112 §2.2): no new request has
-            // begun, so the connection is idle, not slow.
-            pos = data.len();
+        } else if let Some(n) = (served > 0 || (st.requests > 0 && st.phase != Phase::Head))
+            .then(|| stray_crlf(&data[pos..]))
+            .flatten()
+        {
+            // The CRLF some clients send after a request (RFC 9112 §2.2), in the same read or
+            // its own: no new request has begun, so the connection is idle, not slow. A CR
+            // whose LF has not come yet stays, for the next request's parse to skip.
+            pos += n;
             st.phase = Phase::Idle;
             self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive), 0);
         } else if pos < data.len() {

@@ -173,6 +173,9 @@ pub(crate) struct Connection {
 /// three vectors, which keeps an idle connection small.
 #[derive(Debug, Default)]
 struct Extra {
+    /// When input was last held (`pause_input`): on resume the read and idle deadlines move
+    /// later by the length of the hold.
+    held_at: u64,
     /// User timers beyond the first.
     timers: Vec<(u64, TimerId)>,
     /// Pool mode: tags of timers that fired, waiting for the next job.
@@ -187,10 +190,9 @@ struct Extra {
     pacers: Vec<Arc<Pacer>>,
 }
 
-/// Writes from other threads held while a job runs that are smaller than this are appended
-/// to the last held one, as long as it stays at most `HELD_JOIN_UPTO`.
+/// Writes from other threads held while a job runs that are smaller than this are copied
+/// into pooled buffers, several to a buffer.
 const HELD_JOIN_BELOW: usize = 4096;
-const HELD_JOIN_UPTO: usize = 64 << 10;
 
 /// Bytes of writes held back while a job runs.
 fn held_len(c: &Connection) -> usize {
@@ -482,6 +484,9 @@ impl Core {
     /// Stops reading and delivering input until `resume_input`.
     pub(crate) fn pause_input(&mut self, id: ConnId) {
         if let Some(c) = lookup(&mut self.conns, id) {
+            if c.flags & INPUT_HELD == 0 {
+                c.extra().held_at = self.now;
+            }
             c.flags |= INPUT_HELD;
             c.flags &= !REDELIVER;
         }
@@ -500,16 +505,22 @@ impl Core {
             return;
         }
         if c.flags & INPUT_HELD != 0 {
-            // The read and idle deadlines stood still while input was held: they run again
-            // from now.
+            // The read deadline (and the idle one, unless output stalled) stood still while
+            // input was held: they move later by the length of the hold (a yield inside one
+            // callback moves nothing).
             c.flags &= !INPUT_HELD;
+            let held = self
+                .now
+                .saturating_sub(c.extra.as_ref().map_or(self.now, |e| e.held_at));
             if c.input_since != NEVER {
-                c.input_since = self.now;
+                c.input_since = c.input_since.saturating_add(held).min(self.now);
             }
-            c.last_active = self.now;
+            c.last_active = c.last_active.saturating_add(held).min(self.now);
             c.flags |= REDELIVER;
             Self::enqueue_ready(&mut self.ready, c);
-            self.arm(id.slot());
+            if held > 0 {
+                self.arm(id.slot());
+            }
             return;
         }
         c.flags |= REDELIVER;
@@ -619,20 +630,26 @@ impl Core {
                 );
             }
         }
-        // While a worker runs the connection's job, its job waits for room in the queue, or
-        // the handler holds its input (`pause_input`: an HTTP answer deferred with requests
-        // pipelined behind it), the server is the one keeping it waiting: neither the read
-        // nor the idle deadline runs (`handler_timeout` bounds the job; `job_done` and
-        // `resume_input` re-arm).
-        if c.job_seq != 0 || c.flags & (QUEUE_HELD | INPUT_HELD) != 0 {
+        // While a worker runs the connection's job, or its job waits for room in the queue,
+        // the server is the one keeping it waiting: neither the read nor the idle deadline
+        // runs (`handler_timeout` bounds the job; `job_done` re-arms). While the handler holds
+        // its input (`pause_input`: an HTTP answer deferred with requests pipelined behind
+        // it), the read deadline stands still, and so does the idle one unless output is
+        // stalled (a peer that stopped reading is still the peer's doing); `resume_input`
+        // moves them later by the hold.
+        if c.job_seq != 0 || c.flags & QUEUE_HELD != 0 {
             return best;
         }
+        let held = c.flags & INPUT_HELD != 0;
         if let Some(t) = limits.read
             && c.input_since != NEVER
+            && !held
         {
             consider(c.input_since.saturating_add(t), CloseReason::ReadTimeout);
         }
-        if let Some(t) = limits.idle {
+        if let Some(t) = limits.idle
+            && (!held || c.stall_since != NEVER)
+        {
             consider(c.last_active.saturating_add(t), CloseReason::IdleTimeout);
         }
         best
@@ -1914,16 +1931,21 @@ impl<H: Handler> Reactor<H> {
                     } else {
                         let e = c.extra();
                         e.held_bytes += data.len();
-                        // Small writes share a buffer: many tiny messages from another thread
-                        // cost their bytes, not an allocation each.
+                        // Small writes share pooled buffers: many tiny messages from another
+                        // thread cost their bytes, not an allocation each.
+                        let pool = &mut self.core.pool;
                         match e.held_writes.last_mut() {
-                            Some(last)
-                                if data.len() < HELD_JOIN_BELOW
-                                    && last.len() + data.len() <= HELD_JOIN_UPTO =>
-                            {
+                            _ if data.len() >= HELD_JOIN_BELOW => e.held_writes.push(data),
+                            Some(last) if last.capacity() - last.len() >= data.len() => {
                                 last.extend_from_slice(&data);
+                                pool.put(data);
                             }
-                            _ => e.held_writes.push(data),
+                            _ => {
+                                let mut b = pool.get();
+                                b.extend_from_slice(&data);
+                                pool.put(data);
+                                e.held_writes.push(b);
+                            }
                         }
                     }
                     return;
@@ -2272,7 +2294,11 @@ impl<H: Handler> Reactor<H> {
                     data.len() - k > limits.max_read_buffer && actions.input != Some(true);
                 let mut tail = data;
                 tail.drain(..k);
-                let mut tail = self.core.pool.settle(tail);
+                // Input that arrived meanwhile is appended next: settling first would copy
+                // twice.
+                if c.input.is_empty() {
+                    tail = self.core.pool.settle(tail);
+                }
                 c.tail_len = tail.len();
                 tail.extend_from_slice(&c.input);
                 self.core.pool.put(std::mem::replace(&mut c.input, tail));
