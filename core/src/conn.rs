@@ -444,7 +444,8 @@ impl<'a> Conn<'a> {
     /// Arms a timer that calls `Handler::on_timer` with `tag` after `after` (millisecond
     /// resolution, never early counted from [`Conn::now`]: on a reactor the time its current
     /// turn began; on a worker the timer is armed when the job ends). Several timers may share
-    /// a tag. Timers end with the connection: none fires after `on_close`.
+    /// a tag. Timers end with the connection: none fires after `on_close`. A delay longer than
+    /// the timing wheel's span (2^36 ms, about 2.2 years) is cut to it.
     pub fn set_timer(&mut self, after: Duration, tag: u64) {
         match &mut self.inner {
             Inner::Reactor(core) => core.set_user_timer(self.id, after, tag),
