@@ -1372,12 +1372,13 @@ fn response_timeout_must_be_positive() {
 
 #[test]
 fn shoal_s_own_answers_to_head_requests_carry_no_body() {
-    // A 500 for a failing handler, a 413 for a rejected head, and a 503 for a deferred answer
-    // given up: to HEAD, each is a head only (RFC 9110 §9.3.2), or its body would read as the
-    // start of the next response.
+    // A 500 for a failing handler, a 413 for a rejected head, a 503 for a deferred answer
+    // given up, and a 408 for a body that stopped coming in either framing: to HEAD, each is
+    // a head only (RFC 9110 §9.3.2), or its body would read as the start of the next response.
     let kept = std::sync::Mutex::new(Vec::new());
     let cfg = config(1)
         .max_body_size(1000)
+        .body_read_timeout(Duration::from_millis(200))
         .response_timeout(Some(Duration::from_millis(200)));
     let srv = Http::start(
         cfg,
@@ -1393,6 +1394,14 @@ fn shoal_s_own_answers_to_head_requests_carry_no_body() {
             413,
         ),
         (b"HEAD /hold HTTP/1.1\r\nHost: t\r\n\r\n", 503),
+        (
+            b"HEAD /x HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",
+            408,
+        ),
+        (
+            b"HEAD /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            408,
+        ),
     ] {
         let mut s = TcpStream::connect(srv.addr).unwrap();
         s.write_all(raw).unwrap();

@@ -270,6 +270,8 @@ pub(crate) struct HttpConn {
     /// The handler failed after deferring its response: close once that response is sent.
     failed: bool,
     continue_sent: bool,
+    /// The request whose Content-Length body is being read is a HEAD request.
+    head_request: bool,
     /// State few connections need (chunked request bodies, a deferred answer's): allocated
     /// by the first use and kept for the connection's life, so a connection that never
     /// needs it carries a single pointer for it.
@@ -678,6 +680,7 @@ impl<H: HttpHandler> Http<H> {
                     let end = head.len + n as usize;
                     if buf.len() < end {
                         self.send_continue(conn, st, &head);
+                        st.head_request = head.is_head;
                         partial_body = true;
                         body_got = (buf.len() - head.len) as u64;
                         break;
@@ -848,7 +851,14 @@ impl<H: HttpHandler> Http<H> {
         match kind {
             TimeoutKind::KeepAlive => conn.close_with(CloseReason::IdleTimeout, CloseMode::Flush),
             TimeoutKind::Header | TimeoutKind::Body => {
-                send_own(conn, counters, 408, false);
+                // A body was being read for a HEAD request (its head is parsed): no body in
+                // the answer either.
+                let head = kind == TimeoutKind::Body
+                    && match st.aside.as_ref().filter(|a| a.decoder.is_some()) {
+                        Some(a) => is_head(&a.head),
+                        None => st.head_request,
+                    };
+                send_own(conn, counters, 408, head);
                 conn.close_with(CloseReason::ReadTimeout, CloseMode::Linger);
             }
             TimeoutKind::Response => {
