@@ -136,6 +136,35 @@ fn seconds(s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| value_error("seconds must be a finite number >= 0"))
 }
 
+/// Waits for room in a connection's output through `wait` (a pacer's `wait_writable`): first
+/// without handing off the interpreter (room already, or a refusal), then in slices with it
+/// released, checking for signals between them, until `deadline` (`None`: no limit). The
+/// outer error is a signal handler's exception; the inner result is the wait's.
+pub(crate) fn wait_for_room(
+    py: Python<'_>,
+    deadline: Option<std::time::Instant>,
+    wait: impl Fn(Option<Duration>) -> shoal_core::Result<bool> + Sync,
+) -> PyResult<shoal_core::Result<bool>> {
+    const SLICE: Duration = Duration::from_millis(100);
+    match wait(Some(Duration::ZERO)) {
+        Ok(false) => {}
+        r => return Ok(r),
+    }
+    loop {
+        let slice = deadline.map_or(SLICE, |d| {
+            d.saturating_duration_since(std::time::Instant::now())
+                .min(SLICE)
+        });
+        match py.detach(|| wait(Some(slice))) {
+            Ok(false) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+                return Ok(Ok(false));
+            }
+            Ok(false) => py.check_signals()?,
+            r => return Ok(r),
+        }
+    }
+}
+
 fn addr_tuple(a: Option<SocketAddr>) -> Option<(String, u16)> {
     a.map(|a| (a.ip().to_string(), a.port()))
 }
@@ -215,7 +244,6 @@ impl Connection {
     /// while it waited.
     #[pyo3(signature = (timeout = None))]
     fn wait_writable(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        const SLICE: Duration = Duration::from_millis(100);
         // A time past what an Instant holds waits without a limit.
         let deadline = match timeout {
             Some(t) => std::time::Instant::now().checked_add(self::seconds(t)?),
@@ -231,24 +259,7 @@ impl Connection {
                 self.paced.get_or_init(|| made)
             }
         };
-        // Room already (or a refusal): no interpreter hand-off.
-        match w.wait_writable(Some(Duration::ZERO)) {
-            Ok(false) => {}
-            r => return r.map_err(err),
-        }
-        loop {
-            let slice = deadline.map_or(SLICE, |d| {
-                d.saturating_duration_since(std::time::Instant::now())
-                    .min(SLICE)
-            });
-            match py.detach(|| w.wait_writable(Some(slice))) {
-                Ok(false) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
-                    return Ok(false);
-                }
-                Ok(false) => py.check_signals()?,
-                r => return r.map_err(err),
-            }
-        }
+        wait_for_room(py, deadline, |t| w.wait_writable(t))?.map_err(err)
     }
 
     /// Closes once queued output is flushed.

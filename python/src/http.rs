@@ -747,19 +747,10 @@ pub struct Stream {
 /// Waits until the stream's connection has room (see `Stream.write`), in slices, checking
 /// for signals between them; returns at once on one of the server's own threads.
 fn wait_for_room(py: Python<'_>, w: &shoal_core::http::BodyWaiter) -> PyResult<()> {
-    const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
-    // Room already, or a server thread (which never waits): no interpreter hand-off.
-    match w.wait_writable(Some(std::time::Duration::ZERO)) {
-        Ok(true) | Err(shoal_core::Error::WrongThread) => return Ok(()),
-        Ok(false) => {}
-        Err(e) => return Err(err(e)),
-    }
-    loop {
-        match py.detach(|| w.wait_writable(Some(SLICE))) {
-            Ok(true) | Err(shoal_core::Error::WrongThread) => return Ok(()),
-            Ok(false) => py.check_signals()?,
-            Err(e) => return Err(err(e)),
-        }
+    // A server thread never waits (its reactor could not flush meanwhile).
+    match crate::conn::wait_for_room(py, None, |t| w.wait_writable(t))? {
+        Ok(_) | Err(shoal_core::Error::WrongThread) => Ok(()),
+        Err(e) => Err(err(e)),
     }
 }
 

@@ -274,6 +274,13 @@ impl Connection {
             .unwrap_or_default()
     }
 
+    /// Ends the waits of the connection's paced writers (it closes, or begins to).
+    fn close_pacers(&self) {
+        for p in self.extra.iter().flat_map(|e| &e.pacers) {
+            p.close();
+        }
+    }
+
     fn take_held_writes(&mut self) -> Vec<Vec<u8>> {
         self.extra
             .as_mut()
@@ -1489,9 +1496,7 @@ impl<H: Handler> Reactor<H> {
                 }
                 c.closing = Some((reason, mode == CloseMode::Linger));
                 // No write lands any more: paced writers stop waiting.
-                for p in c.extra.iter().flat_map(|e| &e.pacers) {
-                    p.close();
-                }
+                c.close_pacers();
             }
             self.flush(id);
         }
@@ -1645,9 +1650,7 @@ impl<H: Handler> Reactor<H> {
         if let Some(t) = c.job_timer.take() {
             self.core.timers.cancel(t);
         }
-        for p in c.extra.iter().flat_map(|e| &e.pacers) {
-            p.close();
-        }
+        c.close_pacers();
         let timers = &mut self.core.timers;
         c.clear_user_timers(|t| {
             timers.cancel(t);
