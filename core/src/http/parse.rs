@@ -39,10 +39,11 @@ pub enum ParseError {
     BadContentLength,
     /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.1, §6.3).
     ContentLengthWithTransferEncoding,
-    /// `chunked` not last, repeated, or Transfer-Encoding in an HTTP/1.0 request
-    /// (RFC 9112 §6.1): the body length cannot be determined.
+    /// `chunked` missing, not last or repeated, or Transfer-Encoding in an HTTP/1.0
+    /// request (RFC 9112 §6.1, §6.3): the body length cannot be determined.
     BadTransferEncoding,
-    /// A transfer coding other than `chunked` (501).
+    /// A transfer coding other than `chunked` applied before a final `chunked` (501,
+    /// RFC 9112 §6.1).
     UnsupportedTransferEncoding,
     /// An Expect other than `100-continue` (417).
     UnsupportedExpectation,
@@ -420,16 +421,24 @@ fn has_bare_lf(buf: &[u8], len: usize, method: &str, headers: &[httparse::Header
     !buf[..len].ends_with(b"\r\n\r\n")
 }
 
-/// What an `httparse` version error means: another major version (505), a version token
-/// still arriving that may become one (wait), or garbage (400).
+/// What an `httparse` version error means: another major version (505), HTTP/1 with a
+/// minor version above 1 (handled as HTTP/1.1, RFC 9110 §2.5), a version token still
+/// arriving that may become one of those (wait), or garbage (400).
 #[derive(Debug, PartialEq, Eq)]
 enum VersionError {
     OtherMajor,
+    HigherMinor,
     Incomplete,
     Malformed,
 }
 
+/// How many bytes of empty lines (CR LF pairs) come before the request line.
+fn empty_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2).take_while(|c| *c == b"\r\n").count() * 2
+}
+
 fn classify_version(buf: &[u8]) -> VersionError {
+    let buf = &buf[empty_lines(buf)..];
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
     let line = &buf[..line_end.unwrap_or(buf.len())];
     let v = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
@@ -440,15 +449,81 @@ fn classify_version(buf: &[u8]) -> VersionError {
         _ => false,
     };
     let prefix_ok = v.iter().enumerate().all(|(i, &b)| pattern(i, b));
-    if prefix_ok && v.len() == 8 && line_end.is_some() && v[5] != b'1' {
-        VersionError::OtherMajor
-    } else if prefix_ok && v.len() < 8 && line_end.is_none() {
+    if !prefix_ok {
+        VersionError::Malformed
+    } else if v.len() < 8 && line_end.is_none() {
         VersionError::Incomplete
-    } else if prefix_ok && v.len() == 8 && line_end.is_none() && v[5] != b'1' {
+    } else if v.len() != 8 || (v[5] == b'1' && v[7] <= b'1') {
+        // httparse refuses no well-formed HTTP/1.0 or HTTP/1.1 token: the error is elsewhere.
+        VersionError::Malformed
+    } else if line_end.is_none() {
         // The whole token is here; only the line end is missing.
         VersionError::Incomplete
+    } else if v[5] != b'1' {
+        VersionError::OtherMajor
     } else {
-        VersionError::Malformed
+        VersionError::HigherMinor
+    }
+}
+
+/// Tokenizes a head whose request line names HTTP/1.2 to HTTP/1.9, which httparse refuses.
+/// RFC 9110 §2.5: a recipient processes such a message as the highest minor version it
+/// implements, so the request is read as HTTP/1.1 (minor version 1). The request line is
+/// held to what httparse accepts in 1.1 (a token method, one space, a target of the bytes
+/// httparse allows in one, one space, the version, CR LF); the fields are httparse's.
+#[cold]
+fn tokenize_higher_minor<'b>(
+    buf: &'b [u8],
+    fields: &mut FieldSlots<'b>,
+    max: usize,
+    limits: &Limits,
+) -> Result<Option<Tokens<'b>>, ParseError> {
+    let start = empty_lines(buf);
+    let line_len = buf[start..]
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .ok_or(ParseError::BadRequestLine)?;
+    let line_end = start + line_len;
+    match buf.get(line_end..line_end + 2) {
+        Some(b"\r\n") => {}
+        // The LF after the CR is still to come.
+        None if buf.len() == line_end + 1 => {
+            check_incomplete(buf, limits)?;
+            return Ok(None);
+        }
+        _ => return Err(ParseError::BareLineFeed),
+    }
+    let mut parts = buf[start..line_end].split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(_version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::BadRequestLine);
+    };
+    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty()
+        || !method.iter().all(is_tchar)
+        || target.is_empty()
+        || !target
+            .iter()
+            .all(|&b| matches!(b, b'!'..=0x7e | 0x80..=0xff))
+    {
+        return Err(ParseError::BadRequestLine);
+    }
+    let (Ok(method), Ok(target)) = (std::str::from_utf8(method), std::str::from_utf8(target))
+    else {
+        return Err(ParseError::BadRequestLine);
+    };
+    let fields_at = line_end + 2;
+    match httparse::parse_headers(&buf[fields_at..], fields.first(max)) {
+        Ok(httparse::Status::Complete((len, headers))) => {
+            Ok(Some((method, target, 1, fields_at + len, headers.len())))
+        }
+        Ok(httparse::Status::Partial) => {
+            check_incomplete(buf, limits)?;
+            Ok(None)
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(ParseError::TooManyHeaders),
+        Err(_) => Err(ParseError::BadHeader),
     }
 }
 
@@ -527,6 +602,9 @@ fn tokenize<'b>(
         Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
         Err(httparse::Error::Version) => match classify_version(buf) {
             VersionError::OtherMajor => return Err(ParseError::UnsupportedVersion),
+            VersionError::HigherMinor => {
+                return tokenize_higher_minor(buf, fields, max, limits);
+            }
             VersionError::Incomplete if buf.len() <= limits.max_header_bytes => return Ok(None),
             _ => return Err(ParseError::BadRequestLine),
         },
@@ -683,10 +761,13 @@ fn check_head<'h, 'b>(
         if content_length.is_some() {
             return Err(ParseError::ContentLengthWithTransferEncoding);
         }
-        if version == 0 || chunked_count > 1 || (chunked_count == 1 && !chunked_last) {
+        // RFC 9112 §6.3: without `chunked` as the final coding the length of the body
+        // cannot be determined, which is a 400 whatever the other codings are; only a
+        // coding shoal does not implement in front of a final `chunked` is a 501 (§6.1).
+        if version == 0 || chunked_count != 1 || !chunked_last {
             return Err(ParseError::BadTransferEncoding);
         }
-        if other_coding || chunked_count == 0 {
+        if other_coding {
             return Err(ParseError::UnsupportedTransferEncoding);
         }
         Framing::Chunked
@@ -939,7 +1020,9 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::ContentLengthWithTransferEncoding),
             (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", ParseError::BadTransferEncoding),
             (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::BadTransferEncoding),
-            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", ParseError::UnsupportedTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", ParseError::BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n", ParseError::BadTransferEncoding),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", ParseError::UnsupportedTransferEncoding),
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::BadTransferEncoding),
             (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", ParseError::BodyTooLarge),
         ] {
@@ -1022,6 +1105,67 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse(&many).map(|_| ()), Err(ParseError::TooManyHeaders));
+    }
+
+    #[test]
+    fn a_higher_minor_version_is_read_as_http_1_1_however_split() {
+        for full in [
+            &b"GET /a?b HTTP/1.2\r\nHost: x\r\nX: y\r\n\r\n"[..],
+            b"\r\nget /a?b HTTP/1.9\r\nHost: x\r\nX: y\r\n\r\n",
+        ] {
+            let mut fields = FieldSlots::new();
+            let parsed = parse_head(full, &mut fields, &LIMITS).unwrap().unwrap();
+            assert_eq!(parsed.target, "/a?b");
+            assert_eq!(parsed.headers.len(), 2);
+            let head = parsed.head;
+            assert_eq!(head.version, 1);
+            assert_eq!(head.len, full.len());
+            assert!(head.keep_alive);
+            for at in 0..full.len() {
+                assert_eq!(
+                    parse(&full[..at]).map(|h| h.is_none()),
+                    Ok(true),
+                    "prefix {at}"
+                );
+            }
+        }
+        for (bad, err) in [
+            (&b"GET / HTTP/1.2\r\n\r\n"[..], ParseError::MissingHost),
+            (b"GET / HTTP/1.2\nHost: x\r\n\r\n", ParseError::BareLineFeed),
+            (b"GET / HTTP/1.2\rHost: x\r\n\r\n", ParseError::BareLineFeed),
+            (
+                b"GET / HTTP/1.2\r\nHost: x\nX: y\r\n\r\n",
+                ParseError::BareLineFeed,
+            ),
+            (
+                b"GET  / HTTP/1.2\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"G@T / HTTP/1.2\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"GET /\x7f HTTP/1.2\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (
+                b"GET /\xff HTTP/1.2\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+            (b"GET / HTTP/1.2\r\nHost : x\r\n\r\n", ParseError::BadHeader),
+            (
+                b"GET / HTTP/1.22\r\nHost: x\r\n\r\n",
+                ParseError::BadRequestLine,
+            ),
+        ] {
+            assert_eq!(
+                parse(bad).map(|_| ()),
+                Err(err),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
