@@ -665,6 +665,7 @@ typedef struct shoal_http_stats {
 
 /**
  * Close connections whose worker callback runs longer, in ms; 0 disables (default 0).
+ * Needs SHOAL_OPT_WORKERS > 0: an inline server refuses it (SHOAL_ERR_INVALID_CONFIG).
  */
 #define SHOAL_OPT_HANDLER_TIMEOUT_MS 28
 

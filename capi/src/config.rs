@@ -77,6 +77,7 @@ pub const SHOAL_OPT_QUEUE_CAPACITY: shoal_option = 26;
 /// Input waiting for a busy worker above which reading pauses (default 1 MiB).
 pub const SHOAL_OPT_MAX_PENDING_INPUT: shoal_option = 27;
 /// Close connections whose worker callback runs longer, in ms; 0 disables (default 0).
+/// Needs SHOAL_OPT_WORKERS > 0: an inline server refuses it (SHOAL_ERR_INVALID_CONFIG).
 pub const SHOAL_OPT_HANDLER_TIMEOUT_MS: shoal_option = 28;
 /// With SHOAL_OPT_WRITE_TIMEOUT_MS: queued output must also drain at this many bytes/s on
 /// average after a first write timeout of grace (slow-read defence); 0 disables (default 0).

@@ -124,7 +124,8 @@ pub struct Config {
     pub max_pending_input: usize,
     /// With [`Dispatch::Pool`]: a callback running longer than this gets its connection closed
     /// with `HandlerTimeout` (the worker is not interrupted; the callback's later writes fail
-    /// with `Closed`). `Conn::remaining` tells a callback how much is left.
+    /// with `Closed`). `Conn::remaining` tells a callback how much is left. Refused by
+    /// [`Config::validate`] with [`Dispatch::Inline`], where nothing could enforce it.
     pub handler_timeout: Option<Duration>,
 }
 
@@ -312,6 +313,12 @@ impl Config {
         if self.max_pending_input == 0 {
             return bad("max_pending_input must be positive");
         }
+        if self.dispatch == Dispatch::Inline && self.handler_timeout.is_some() {
+            // Nothing can stop a callback running on the reactor: refused rather than ignored.
+            return bad(
+                "handler_timeout applies to callbacks on workers (Dispatch::Pool), not inline ones",
+            );
+        }
         for (name, t) in [
             ("idle_timeout", self.idle_timeout),
             ("read_timeout", self.read_timeout),
@@ -388,6 +395,14 @@ mod tests {
                 .is_err()
         );
         assert!(Config::default().max_write_buffer(1).validate().is_err());
+        let timed = Config::default().handler_timeout(Some(Duration::from_secs(1)));
+        let err = timed
+            .clone()
+            .dispatch(Dispatch::Inline)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("handler_timeout"), "{err}");
+        timed.workers(1, 16).validate().unwrap();
         let rate = Config::default().write_min_rate(Some(1000));
         assert!(rate.clone().validate().is_err(), "needs write_timeout");
         assert!(

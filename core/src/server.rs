@@ -363,6 +363,8 @@ impl ServerHandle {
     /// Starts an outbound connection, served by this server's handler like an accepted one:
     /// `on_open` once connected; a refusal, an error or `connect_timeout` arrive as the
     /// `on_close` reason. Returns the id at once; callable from any thread, including handlers.
+    /// If the handler's `State::default` panics for it, the connection is dropped without any
+    /// callback (there is no state to pass one), logged and counted in `handler_failures`.
     pub fn connect(&self, addr: SocketAddr) -> Result<ConnId> {
         if self.is_stopping() {
             return Err(Error::Stopped);
@@ -373,10 +375,13 @@ impl ServerHandle {
         if remote.slots.is_dead() {
             return Err(Error::Stopped);
         }
-        let (slot, generation) = remote
-            .slots
-            .alloc()
-            .ok_or_else(|| io::Error::other("no free connection slot"))?;
+        let Some((slot, generation)) = remote.slots.alloc() else {
+            // A reactor that died since the check above has no slots to give either.
+            if remote.slots.is_dead() || self.is_stopping() {
+                return Err(Error::Stopped);
+            }
+            return Err(io::Error::other("no free connection slot").into());
+        };
         let id = ConnId::new(r, slot, generation);
         let stream = match mio::net::TcpStream::connect(addr) {
             Ok(s) => s,

@@ -95,6 +95,13 @@ int main(void) {
     CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_CONFIG);
     CHECK(srv == NULL);
     CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_THREADS, 1));
+    /* A handler timeout needs workers: refused inline, where nothing could enforce it. */
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_HANDLER_TIMEOUT_MS, 100));
+    CHECK_STATUS(shoal_config_validate(cfg), SHOAL_ERR_INVALID_CONFIG);
+    CHECK(strstr(shoal_last_error(), "handler_timeout") != NULL);
+    CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_CONFIG);
+    CHECK_OK(shoal_config_set(cfg, SHOAL_OPT_HANDLER_TIMEOUT_MS, 0));
+    CHECK_OK(shoal_config_validate(cfg));
     h.on_data = NULL;
     CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_ARG);
     h.on_data = on_data;

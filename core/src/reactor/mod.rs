@@ -178,8 +178,9 @@ struct Extra {
     held_at: u64,
     /// User timers beyond the first.
     timers: Vec<(u64, TimerId)>,
-    /// Pool mode: tags of timers that fired, waiting for the next job.
-    pending_timers: Vec<u64>,
+    /// Tags of timers that fired, waiting for the next job (pool mode) or for `on_open`
+    /// (a connect in progress), oldest first.
+    pending_timers: VecDeque<u64>,
     /// Pool mode: writes from other threads that arrived while a job ran; they follow the
     /// job's own output, so a callback's writes keep their place in the stream.
     held_writes: Vec<Vec<u8>>,
@@ -270,7 +271,7 @@ impl Connection {
     fn take_pending_timers(&mut self) -> Vec<u64> {
         self.extra
             .as_mut()
-            .map(|e| std::mem::take(&mut e.pending_timers))
+            .map(|e| Vec::from(std::mem::take(&mut e.pending_timers)))
             .unwrap_or_default()
     }
 
@@ -1179,9 +1180,7 @@ impl<H: Handler> Reactor<H> {
                 if c.close_req.is_some() || c.closing.is_some() {
                     break;
                 }
-                let Some(tag) = c.extra.as_mut().and_then(|e| {
-                    (!e.pending_timers.is_empty()).then(|| e.pending_timers.remove(0))
-                }) else {
+                let Some(tag) = c.extra.as_mut().and_then(|e| e.pending_timers.pop_front()) else {
                     break;
                 };
                 self.call_on_timer(id, tag);
@@ -1782,11 +1781,11 @@ impl<H: Handler> Reactor<H> {
                     }
                     if c.flags & CONNECTING != 0 {
                         // Delivered right after `on_open` (see `finish_connect`).
-                        c.extra().pending_timers.push(tag);
+                        c.extra().pending_timers.push_back(tag);
                         continue;
                     }
                     if self.pool.is_some() {
-                        c.extra().pending_timers.push(tag);
+                        c.extra().pending_timers.push_back(tag);
                         self.dispatch(id);
                     } else {
                         self.call_on_timer(id, tag);
