@@ -801,8 +801,8 @@ typedef struct shoal_http_stats {
 #define SHOAL_ERR_INVALID_RESPONSE -1010
 
 /**
- * The function does not apply to this object (an HTTP call on a stream server, or the
- * reverse).
+ * The function does not apply to this object (an HTTP call on a stream server, or a
+ * stream call, such as a raw write or a resume, on an HTTP server).
  */
 #define SHOAL_ERR_WRONG_KIND -1011
 
@@ -1548,6 +1548,7 @@ shoal_status shoal_server_http_stats(const struct shoal_server *server,
  * closed or unknown id (never another connection). SHOAL_ERR_WRITE_OVERFLOW at once when
  * `len` exceeds max_write_buffer (the connection is closed); a write that finds the queue
  * too full when the reactor carries it out closes the connection the same way, later.
+ * SHOAL_ERR_WRONG_KIND on an HTTP server (its connections carry only its responses).
  *
  * # Safety
  * As shoal_server_start(); `data` readable for `len`.
@@ -1559,7 +1560,7 @@ shoal_status shoal_server_write(const struct shoal_server *server,
 
 /**
  * Makes a paced writer for connection `id` into `*out`, from any thread. SHOAL_ERR_CLOSED
- * for a closed or unknown id.
+ * for a closed or unknown id; SHOAL_ERR_WRONG_KIND on an HTTP server.
  *
  * # Safety
  * As shoal_server_start(); `out` writable.
@@ -1630,6 +1631,7 @@ shoal_status shoal_server_abort(const struct shoal_server *server,
 
 /**
  * Arms a timer on connection `id` (see shoal_conn_set_timer()), from any thread.
+ * SHOAL_ERR_WRONG_KIND on an HTTP server (its layer owns the connections' timers).
  *
  * # Safety
  * As shoal_server_start().
@@ -1640,7 +1642,8 @@ shoal_status shoal_server_set_timer(const struct shoal_server *server,
                                     uint64_t tag);
 
 /**
- * Cancels connection `id`'s timers with `tag`, from any thread.
+ * Cancels connection `id`'s timers with `tag`, from any thread. SHOAL_ERR_WRONG_KIND on an
+ * HTTP server.
  *
  * # Safety
  * As shoal_server_start().
@@ -1650,7 +1653,9 @@ shoal_status shoal_server_cancel_timer(const struct shoal_server *server,
                                        uint64_t tag);
 
 /**
- * Resumes input paused with shoal_conn_pause_input(), from any thread.
+ * Resumes input paused with shoal_conn_pause_input(), from any thread. SHOAL_ERR_WRONG_KIND
+ * on an HTTP server: its layer pauses and resumes input itself (a resume from outside
+ * would answer a pipelined request before a deferred one).
  *
  * # Safety
  * As shoal_server_start().
@@ -1662,6 +1667,7 @@ shoal_status shoal_server_resume_input(const struct shoal_server *server,
  * Opens an outbound connection to `addr` (`1.2.3.4:80` or `[::1]:80`, `len` bytes), served by
  * the server's handler: on_open once connected; a refusal or timeout arrive as on_close.
  * `*out` receives the id at once. Works from any thread, callbacks included.
+ * SHOAL_ERR_WRONG_KIND on an HTTP server (it serves requests; it sends none).
  *
  * # Safety
  * As shoal_server_start(); `addr` readable for `len`; `out` writable.

@@ -40,8 +40,8 @@ pub const SHOAL_ERR_INVALID_ARG: shoal_status = -1009;
 /// A response could not be sent as asked (a header with CR/LF/NUL, a response already
 /// started); nothing was written.
 pub const SHOAL_ERR_INVALID_RESPONSE: shoal_status = -1010;
-/// The function does not apply to this object (an HTTP call on a stream server, or the
-/// reverse).
+/// The function does not apply to this object (an HTTP call on a stream server, or a
+/// stream call, such as a raw write or a resume, on an HTTP server).
 pub const SHOAL_ERR_WRONG_KIND: shoal_status = -1011;
 /// The requested item does not exist (a header that is absent).
 pub const SHOAL_ERR_NOT_FOUND: shoal_status = -1012;
@@ -117,6 +117,7 @@ pub(crate) fn status_of(e: &Error) -> shoal_status {
         Error::InvalidResponse(_) => SHOAL_ERR_INVALID_RESPONSE,
         Error::ReactorPanicked(_) => SHOAL_ERR_PANIC,
         Error::WrongThread => SHOAL_ERR_WRONG_THREAD,
+        Error::WrongKind(_) => SHOAL_ERR_WRONG_KIND,
         Error::Io(io) => match io.raw_os_error() {
             Some(errno) if errno > 0 => -errno,
             _ => SHOAL_ERR_IO,

@@ -638,6 +638,7 @@ pub unsafe extern "C" fn shoal_server_http_stats(
 /// closed or unknown id (never another connection). SHOAL_ERR_WRITE_OVERFLOW at once when
 /// `len` exceeds max_write_buffer (the connection is closed); a write that finds the queue
 /// too full when the reactor carries it out closes the connection the same way, later.
+/// SHOAL_ERR_WRONG_KIND on an HTTP server (its connections carry only its responses).
 ///
 /// # Safety
 /// As shoal_server_start(); `data` readable for `len`.
@@ -667,7 +668,7 @@ pub struct shoal_writer {
 }
 
 /// Makes a paced writer for connection `id` into `*out`, from any thread. SHOAL_ERR_CLOSED
-/// for a closed or unknown id.
+/// for a closed or unknown id; SHOAL_ERR_WRONG_KIND on an HTTP server.
 ///
 /// # Safety
 /// As shoal_server_start(); `out` writable.
@@ -777,6 +778,7 @@ pub unsafe extern "C" fn shoal_server_abort(
 }
 
 /// Arms a timer on connection `id` (see shoal_conn_set_timer()), from any thread.
+/// SHOAL_ERR_WRONG_KIND on an HTTP server (its layer owns the connections' timers).
 ///
 /// # Safety
 /// As shoal_server_start().
@@ -796,7 +798,8 @@ pub unsafe extern "C" fn shoal_server_set_timer(
     })
 }
 
-/// Cancels connection `id`'s timers with `tag`, from any thread.
+/// Cancels connection `id`'s timers with `tag`, from any thread. SHOAL_ERR_WRONG_KIND on an
+/// HTTP server.
 ///
 /// # Safety
 /// As shoal_server_start().
@@ -815,7 +818,9 @@ pub unsafe extern "C" fn shoal_server_cancel_timer(
     })
 }
 
-/// Resumes input paused with shoal_conn_pause_input(), from any thread.
+/// Resumes input paused with shoal_conn_pause_input(), from any thread. SHOAL_ERR_WRONG_KIND
+/// on an HTTP server: its layer pauses and resumes input itself (a resume from outside
+/// would answer a pipelined request before a deferred one).
 ///
 /// # Safety
 /// As shoal_server_start().
@@ -830,6 +835,7 @@ pub unsafe extern "C" fn shoal_server_resume_input(
 /// Opens an outbound connection to `addr` (`1.2.3.4:80` or `[::1]:80`, `len` bytes), served by
 /// the server's handler: on_open once connected; a refusal or timeout arrive as on_close.
 /// `*out` receives the id at once. Works from any thread, callbacks included.
+/// SHOAL_ERR_WRONG_KIND on an HTTP server (it serves requests; it sends none).
 ///
 /// # Safety
 /// As shoal_server_start(); `addr` readable for `len`; `out` writable.

@@ -36,6 +36,11 @@ pub enum Error {
     /// Stop the server from the callback and wait from another thread.
     #[error("called from one of this server's own threads (a callback); it would wait for itself")]
     WrongThread,
+    /// The call is for a stream server's connections, and this is an HTTP server, whose
+    /// layer owns each connection's input, output and timers: raw writes, a resume or a
+    /// timer from outside would break its framing or the order of its responses.
+    #[error("not available on an HTTP server: {0}")]
+    WrongKind(&'static str),
     /// An operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

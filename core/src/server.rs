@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// Time origin of every reactor's clock and of the workers' job start times.
     pub(crate) epoch: Instant,
     pub(crate) pool: Option<Arc<PoolShared>>,
+    /// An HTTP server: its layer owns the connections' input, output and timers, so the
+    /// handle's stream calls are refused ([`Error::WrongKind`]).
+    http: bool,
 }
 
 impl Shared {
@@ -227,10 +230,20 @@ impl ServerHandle {
     /// Queues a copy of `data` on connection `id`. As [`ServerHandle::write_owned`] for
     /// data larger than `max_write_buffer`.
     pub fn write(&self, id: ConnId, data: &[u8]) -> Result<()> {
+        self.for_streams("write")?;
         if data.len() > self.shared.config.max_write_buffer {
             return self.overflow(id);
         }
-        self.write_owned(id, data.to_vec())
+        self.queue(id, data.to_vec())
+    }
+
+    /// [`Error::WrongKind`] on an HTTP server (see [`Error::WrongKind`]).
+    #[inline]
+    fn for_streams(&self, call: &'static str) -> Result<()> {
+        if self.shared.http {
+            return Err(Error::WrongKind(call));
+        }
+        Ok(())
     }
 
     /// Queues `data` on connection `id` without copying it again.
@@ -239,6 +252,12 @@ impl ServerHandle {
     /// be queued; the connection is closed with `WriteOverflow`, as for a write that finds
     /// the queue too full when the reactor carries it out).
     pub fn write_owned(&self, id: ConnId, data: Vec<u8>) -> Result<()> {
+        self.for_streams("write_owned")?;
+        self.queue(id, data)
+    }
+
+    /// [`ServerHandle::write_owned`] for any server (the HTTP layer's own writes).
+    pub(crate) fn queue(&self, id: ConnId, data: Vec<u8>) -> Result<()> {
         if data.len() > self.shared.config.max_write_buffer {
             return self.overflow(id);
         }
@@ -265,6 +284,7 @@ impl ServerHandle {
     /// another thread sending more than `max_write_buffer` to a client that may read slowly.
     /// [`Error::Closed`] when `id` names no live connection.
     pub fn paced_writer(&self, id: ConnId) -> Result<PacedWriter> {
+        self.for_streams("paced_writer")?;
         let pacer = Arc::new(reactor::Pacer::new(self.low_watermark(), false));
         // Registered at once, so the first wait knows what others queued before it.
         self.send(
@@ -296,6 +316,7 @@ impl ServerHandle {
     /// Queues several buffers, in order, as one write. As [`ServerHandle::write_owned`] for
     /// data larger than `max_write_buffer`.
     pub fn write_vectored(&self, id: ConnId, bufs: &[IoSlice<'_>]) -> Result<()> {
+        self.for_streams("write_vectored")?;
         self.remote_for(id)?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total > self.shared.config.max_write_buffer {
@@ -305,7 +326,7 @@ impl ServerHandle {
         for b in bufs {
             data.extend_from_slice(b);
         }
-        self.write_owned(id, data)
+        self.queue(id, data)
     }
 
     /// Closes `id` gracefully: queued output is flushed first.
@@ -345,6 +366,13 @@ impl ServerHandle {
     /// Resumes input paused by [`crate::Conn::pause_input`]: the unconsumed input is
     /// presented again through `Handler::on_resume`, then reading continues.
     pub fn resume_input(&self, id: ConnId) -> Result<()> {
+        self.for_streams("resume_input")?;
+        self.resume(id)
+    }
+
+    /// [`ServerHandle::resume_input`] for any server (the HTTP layer's own resume, after a
+    /// deferred answer).
+    pub(crate) fn resume(&self, id: ConnId) -> Result<()> {
         self.send(id, Command::Resume { id })
     }
 
@@ -352,11 +380,13 @@ impl ServerHandle {
     /// outbound connection still connecting, a timer that comes due waits for `on_open` and
     /// follows it.
     pub fn set_timer(&self, id: ConnId, after: Duration, tag: u64) -> Result<()> {
+        self.for_streams("set_timer")?;
         self.send(id, Command::SetTimer { id, after, tag })
     }
 
     /// Cancels every pending timer of `id` with `tag`.
     pub fn cancel_timer(&self, id: ConnId, tag: u64) -> Result<()> {
+        self.for_streams("cancel_timer")?;
         self.send(id, Command::CancelTimer { id, tag })
     }
 
@@ -366,6 +396,7 @@ impl ServerHandle {
     /// If the handler's `State::default` panics for it, the connection is dropped without any
     /// callback (there is no state to pass one), logged and counted in `handler_failures`.
     pub fn connect(&self, addr: SocketAddr) -> Result<ConnId> {
+        self.for_streams("connect")?;
         if self.is_stopping() {
             return Err(Error::Stopped);
         }
@@ -523,6 +554,11 @@ impl<H: Handler> Server<H> {
 
     /// As [`Server::bind`], with a handler the caller keeps a reference to.
     pub fn bind_shared(config: Config, handler: Arc<H>) -> Result<Self> {
+        Self::bind_as(config, handler, false)
+    }
+
+    /// [`Server::bind_shared`]; `http` for the HTTP layer's server (see `Shared::http`).
+    pub(crate) fn bind_as(config: Config, handler: Arc<H>, http: bool) -> Result<Self> {
         config.validate()?;
         let n = config.threads;
         let first = bind_listener(&config, config.addr)?;
@@ -570,6 +606,7 @@ impl<H: Handler> Server<H> {
             next_connect: AtomicUsize::new(0),
             local_addr,
             config,
+            http,
         });
         let handle = ServerHandle { shared };
         let mut pool_parts = match (dispatch, pool_shared) {

@@ -366,6 +366,63 @@ fn deferred_response_from_another_thread_keeps_pipelined_order() {
     }
 }
 
+/// An HTTP server's handle refuses the stream calls: a resume from outside would answer a
+/// request pipelined behind a deferred one first, and raw writes or timers would break the
+/// layer's framing. The deferred answer then goes out first, as always.
+#[test]
+fn stream_calls_on_an_http_server_are_refused_and_the_order_holds() {
+    use std::sync::{Mutex, mpsc};
+    for workers in [0, 1] {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let srv = Http::start(
+            with_workers(config(1), workers),
+            move |req: &Request<'_>, res: &mut Response<'_, '_>| {
+                if req.path() == "/hold" {
+                    tx.lock().unwrap().send(res.defer().unwrap()).unwrap();
+                } else {
+                    res.send(200, &[("X", "y")], req.path().as_bytes()).unwrap();
+                }
+            },
+        );
+        let mut c = Client::connect(srv.addr);
+        let mut batch = get("/hold");
+        batch.extend_from_slice(&get("/next"));
+        c.send(&batch);
+        let mut d = rx.recv_timeout(5 * SEC).expect("deferred");
+        let h = srv.server.handle();
+        let id = d.id();
+        for (call, r) in [
+            ("resume_input", h.resume_input(id)),
+            ("write", h.write(id, b"x")),
+            ("write_owned", h.write_owned(id, b"x".to_vec())),
+            (
+                "write_vectored",
+                h.write_vectored(id, &[std::io::IoSlice::new(b"x")]),
+            ),
+            ("set_timer", h.set_timer(id, Duration::ZERO, 1)),
+            ("cancel_timer", h.cancel_timer(id, 1)),
+            ("paced_writer", h.paced_writer(id).map(|_| ())),
+            ("connect", h.connect(srv.addr).map(|_| ())),
+        ] {
+            assert!(
+                matches!(r, Err(shoal_core::Error::WrongKind(c)) if c == call),
+                "{call}: {r:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        d.send(200, &[("X", "y")], b"held").unwrap();
+        let rs = c.read(2, &[]);
+        assert_eq!(
+            (rs[0].text(), rs[1].text()),
+            ("held".into(), "/next".into())
+        );
+        assert_eq!(c.get("/last").text(), "/last");
+        // Closing from outside stays possible.
+        h.close(id).unwrap();
+    }
+}
+
 #[test]
 fn inline_chunked_streaming() {
     let srv = Http::start(config(1), app);

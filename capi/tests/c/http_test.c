@@ -21,8 +21,24 @@ static shoal_header hdr(const char *name, const char *value) {
     return h;
 }
 
+/* The running scenario's server, for the calls refused on an HTTP server. */
+static shoal_server *current_srv;
+
 static void *answer_later(void *p) {
     shoal_deferred *d = p;
+    /* An HTTP server's connections belong to its layer: a resume from here would answer the
+     * request pipelined behind this one first; raw writes and timers would break framing. */
+    uint64_t id = shoal_deferred_conn_id(d);
+    CHECK_STATUS(shoal_server_resume_input(current_srv, id), SHOAL_ERR_WRONG_KIND);
+    CHECK(strstr(shoal_last_error(), "HTTP server") != NULL);
+    CHECK_STATUS(shoal_server_write(current_srv, id, "x", 1), SHOAL_ERR_WRONG_KIND);
+    CHECK_STATUS(shoal_server_set_timer(current_srv, id, 1, 1), SHOAL_ERR_WRONG_KIND);
+    CHECK_STATUS(shoal_server_cancel_timer(current_srv, id, 1), SHOAL_ERR_WRONG_KIND);
+    shoal_writer *w = NULL;
+    CHECK_STATUS(shoal_server_paced_writer(current_srv, id, &w), SHOAL_ERR_WRONG_KIND);
+    CHECK(w == NULL);
+    uint64_t out = 0;
+    CHECK_STATUS(shoal_server_connect(current_srv, "127.0.0.1:9", 11, &out), SHOAL_ERR_WRONG_KIND);
     sleep_ms(20);
     shoal_header h = hdr("X-From", "pthread");
     CHECK_OK(shoal_deferred_send(d, 200, &h, 1, "deferred", 8));
@@ -260,6 +276,7 @@ static void scenario(uint64_t workers) {
     shoal_server *srv = NULL;
     CHECK_OK(shoal_http_server_new(cfg, &h, NULL, free_ud, &srv));
     shoal_config_free(cfg);
+    current_srv = srv;
     CHECK_OK(shoal_server_start(srv));
     uint16_t port = shoal_server_port(srv);
     int c = connect_to(port);

@@ -801,7 +801,7 @@ fn complete(handle: &ServerHandle, id: ConnId, close: bool) -> Result<()> {
     if close {
         handle.shutdown(id)
     } else {
-        handle.resume_input(id)
+        handle.resume(id)
     }
 }
 
@@ -885,7 +885,7 @@ impl Deferred {
         if self.state.fetch_or(SENT, Ordering::AcqRel) & TIMED_OUT != 0 {
             return Err(Error::Closed);
         }
-        self.handle.write_owned(self.id, out)?;
+        self.handle.queue(self.id, out)?;
         self.counters().response(status);
         complete(&self.handle, self.id, close)
     }
@@ -909,7 +909,7 @@ impl Deferred {
         if self.state.fetch_or(STARTED, Ordering::AcqRel) & TIMED_OUT != 0 {
             return Err(Error::Closed);
         }
-        self.handle.write_owned(self.id, out)?;
+        self.handle.queue(self.id, out)?;
         self.counters().response(status);
         Ok(ChunkedBody {
             state: self.state.clone(),
@@ -1072,7 +1072,7 @@ impl ChunkedBody {
             return Err(Error::Closed);
         }
         if self.chunked && !self.no_body {
-            self.handle.write(self.id, b"0\r\n\r\n")?;
+            self.handle.queue(self.id, b"0\r\n\r\n".to_vec())?;
         }
         complete(&self.handle, self.id, self.close)
     }

@@ -1020,7 +1020,7 @@ impl<H: HttpHandler> HttpServer<H> {
             stats: stats.clone(),
         };
         Ok(HttpServer {
-            server: Server::bind(engine, http)?,
+            server: Server::bind_as(engine, Arc::new(http), true)?,
             stats,
         })
     }
