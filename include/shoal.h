@@ -534,7 +534,8 @@ typedef struct shoal_http_stats {
 #define SHOAL_OPT_REUSE_PORT 2
 
 /**
- * Listen backlog (default 1024).
+ * Listen backlog, 1 to INT_MAX (default 1024; above INT_MAX shoal_config_set() refuses it
+ * at once with SHOAL_ERR_INVALID_ARG, as it cannot be stored).
  */
 #define SHOAL_OPT_BACKLOG 3
 
@@ -888,8 +889,9 @@ shoal_status shoal_config_get(const struct shoal_config *config,
                               uint64_t *out);
 
 /**
- * Checks every value as shoal_server_new() would; SHOAL_ERR_INVALID_CONFIG names the first
- * bad one in shoal_last_error().
+ * Checks every value as shoal_http_server_new() would (the engine's options and the HTTP
+ * ones); SHOAL_ERR_INVALID_CONFIG names the first bad one in shoal_last_error(). A config
+ * that passes is accepted by shoal_server_new() too, which ignores the HTTP options.
  *
  * # Safety
  * `config` from shoal_config_new().

@@ -57,6 +57,17 @@ macro_rules! mut_or {
     }};
 }
 
+/// Returns `SHOAL_ERR_NULL` for a NULL pointer, without making a reference of it: for a
+/// versioned struct (one that starts with its `size`), which may be shorter than this
+/// library's version of it, so only its first `size` bytes may be touched.
+macro_rules! nonnull_or {
+    ($ptr:expr) => {{
+        if $ptr.is_null() {
+            return $crate::error::null_arg(stringify!($ptr));
+        }
+    }};
+}
+
 /// A byte slice from (pointer, length): NULL is allowed only with length 0.
 macro_rules! slice_or {
     ($ptr:expr, $len:expr) => {{
@@ -226,7 +237,9 @@ macro_rules! live_mut_or {
     };
 }
 
-pub(crate) use {ffi_guard, live_mut_or, live_or, live_ref_or, mut_or, ref_or, slice_or};
+pub(crate) use {
+    ffi_guard, live_mut_or, live_or, live_ref_or, mut_or, nonnull_or, ref_or, slice_or,
+};
 
 /// Whether `n` elements of `T` can be one slice (at most `isize::MAX` bytes): a larger length
 /// is a caller's bug (a negative `ssize_t` passed as `size_t`), refused before any use.

@@ -109,7 +109,9 @@ pub struct shoal_http_handler {
 }
 
 /// Copies a table of `size` bytes (as the caller compiled it) into a zeroed full table, so
-/// older callers with shorter tables see NULL for the entries they do not know.
+/// older callers with shorter tables see NULL for the entries they do not know. Every entry
+/// is pointer-sized (the `size` and function pointers); a `size` that ends inside an entry
+/// leaves that entry NULL.
 ///
 /// # Safety
 /// `table` points to at least `size` readable bytes (checked: `size` is read first).
@@ -120,7 +122,9 @@ pub(crate) unsafe fn read_table<T: Copy>(table: *const T) -> Option<T> {
         return None;
     }
     let mut out = std::mem::MaybeUninit::<T>::zeroed();
-    let n = size.min(std::mem::size_of::<T>());
+    // Whole entries only: a size cut inside a function pointer must not leave half of one.
+    let word = std::mem::size_of::<usize>();
+    let n = size.min(std::mem::size_of::<T>()) / word * word;
     // SAFETY: `table` has `size` readable bytes, `out` has size_of::<T>(); we copy the smaller.
     // An all-zero table is valid: a size and NULL function pointers.
     unsafe {

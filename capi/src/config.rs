@@ -21,7 +21,8 @@ pub const SHOAL_OPT_THREADS: shoal_option = 1;
 /// 1: one SO_REUSEPORT listener per reactor (default); 0: one listener, sockets handed out
 /// round-robin.
 pub const SHOAL_OPT_REUSE_PORT: shoal_option = 2;
-/// Listen backlog (default 1024).
+/// Listen backlog, 1 to INT_MAX (default 1024; above INT_MAX shoal_config_set() refuses it
+/// at once with SHOAL_ERR_INVALID_ARG, as it cannot be stored).
 pub const SHOAL_OPT_BACKLOG: shoal_option = 3;
 /// TCP_NODELAY on every connection, 0 or 1 (default 1).
 pub const SHOAL_OPT_NODELAY: shoal_option = 4;
@@ -369,8 +370,9 @@ pub unsafe extern "C" fn shoal_config_get(
     })
 }
 
-/// Checks every value as shoal_server_new() would; SHOAL_ERR_INVALID_CONFIG names the first
-/// bad one in shoal_last_error().
+/// Checks every value as shoal_http_server_new() would (the engine's options and the HTTP
+/// ones); SHOAL_ERR_INVALID_CONFIG names the first bad one in shoal_last_error(). A config
+/// that passes is accepted by shoal_server_new() too, which ignores the HTTP options.
 ///
 /// # Safety
 /// `config` from shoal_config_new().

@@ -67,15 +67,28 @@ thread_local! {
     static LAST: RefCell<Message> = const { RefCell::new(Message::Fixed(c"")) };
 }
 
+/// Stores `m` as the calling thread's last message. Never panics: on a thread already
+/// tearing down its thread-locals (a call from a pthread key destructor, which glibc runs
+/// after Rust's) there is nowhere to keep it, and the status alone is returned; a panic here
+/// would reach the panic guard's own handler, outside its `catch_unwind`, and abort.
+fn store(m: Message) {
+    let _ = LAST.try_with(|l| {
+        if let Ok(mut slot) = l.try_borrow_mut() {
+            *slot = m;
+        }
+    });
+}
+
 /// Records the calling thread's last error message.
 pub(crate) fn set_last_error(msg: &str) {
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST.with(|l| *l.borrow_mut() = Message::Owned(c));
+    store(Message::Owned(
+        CString::new(msg.replace('\0', " ")).unwrap_or_default(),
+    ));
 }
 
 /// `code`, with a fixed message for shoal_last_error().
 pub(crate) fn fail(code: shoal_status, msg: &'static CStr) -> shoal_status {
-    LAST.with(|l| *l.borrow_mut() = Message::Fixed(msg));
+    store(Message::Fixed(msg));
     code
 }
 
@@ -177,7 +190,11 @@ const NAMES: &[(shoal_status, &CStr, &CStr)] = &[
         c"SHOAL_ERR_INVALID_CONFIG",
         c"a configuration value is out of range",
     ),
-    (SHOAL_ERR_BUSY, c"SHOAL_ERR_BUSY", c"server is running"),
+    (
+        SHOAL_ERR_BUSY,
+        c"SHOAL_ERR_BUSY",
+        c"server is running, or a callback is still running",
+    ),
     (
         SHOAL_ERR_ALREADY_STARTED,
         c"SHOAL_ERR_ALREADY_STARTED",
@@ -213,7 +230,8 @@ const NAMES: &[(shoal_status, &CStr, &CStr)] = &[
     (
         SHOAL_ERR_WRONG_THREAD,
         c"SHOAL_ERR_WRONG_THREAD",
-        c"called from the server's own thread; it would wait for itself",
+        c"wrong thread: a wait from the server's own thread, or a callback's object used \
+          outside its callback",
     ),
 ];
 
@@ -277,10 +295,12 @@ pub extern "C" fn shoal_err_name(status: shoal_status) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn shoal_last_error() -> *const c_char {
     ffi_guard!(c"".as_ptr(), {
-        LAST.with(|l| match &*l.borrow() {
-            Message::Fixed(m) => m.as_ptr(),
-            Message::Owned(m) => m.as_ptr(),
+        LAST.try_with(|l| match l.try_borrow().as_deref() {
+            Ok(Message::Fixed(m)) => m.as_ptr(),
+            Ok(Message::Owned(m)) => m.as_ptr(),
+            Err(_) => c"".as_ptr(),
         })
+        .unwrap_or(c"".as_ptr())
     })
 }
 

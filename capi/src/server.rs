@@ -7,7 +7,7 @@ use std::time::Duration;
 use shoal_core::http::{HttpServer, HttpStatsHandle};
 use shoal_core::{CloseReason, ConnId, Server, ServerHandle};
 
-use crate::boundary::{ffi_guard, mut_or, ref_or, slice_or, write_text};
+use crate::boundary::{ffi_guard, mut_or, nonnull_or, ref_or, slice_or, write_text};
 use crate::callbacks::{
     CHandler, CHttpHandler, UserData, read_table, shoal_conn_id, shoal_free_fn, shoal_handler,
     shoal_http_handler,
@@ -264,7 +264,7 @@ pub unsafe extern "C" fn shoal_server_new(
 ) -> shoal_status {
     ffi_guard!({
         let config = ref_or!(config);
-        let _ = ref_or!(handler);
+        nonnull_or!(handler);
         let out = mut_or!(out);
         // SAFETY: non-null; readable for its size per the contract.
         let Some(table) = (unsafe { read_table(handler) }) else {
@@ -304,7 +304,7 @@ pub unsafe extern "C" fn shoal_http_server_new(
 ) -> shoal_status {
     ffi_guard!({
         let config = ref_or!(config);
-        let _ = ref_or!(handler);
+        nonnull_or!(handler);
         let out = mut_or!(out);
         // SAFETY: non-null; readable for its size per the contract.
         let Some(table) = (unsafe { read_table(handler) }) else {
@@ -565,7 +565,7 @@ pub unsafe extern "C" fn shoal_server_stats(
 ) -> shoal_status {
     ffi_guard!({
         let s = ref_or!(server);
-        let _ = mut_or!(out);
+        nonnull_or!(out);
         let st = s.handle.stats();
         let v = shoal_stats {
             size: std::mem::size_of::<shoal_stats>(),
@@ -606,7 +606,7 @@ pub unsafe extern "C" fn shoal_server_http_stats(
 ) -> shoal_status {
     ffi_guard!({
         let s = ref_or!(server);
-        let _ = mut_or!(out);
+        nonnull_or!(out);
         let Some(h) = &s.http else {
             return fail(
                 SHOAL_ERR_WRONG_KIND,

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 static atomic_ullong ids[8];
 static atomic_int opened;
@@ -32,6 +33,23 @@ static int64_t on_data(void *ud, shoal_conn *conn, const uint8_t *data, size_t l
     }
     CHECK_OK(shoal_conn_write(conn, data, len));
     return (int64_t)len;
+}
+
+/* A call from a pthread key destructor, which glibc runs after the thread's other
+ * thread-locals are gone: it still gets its status (no message to keep), never an abort. */
+static pthread_key_t exit_key;
+static atomic_int exit_status = 1;
+
+static void at_thread_exit(void *srv) {
+    atomic_store(&exit_status, shoal_server_close(srv, UINT64_MAX));
+    (void)shoal_last_error();
+}
+
+static void *thread_with_exit_call(void *srv) {
+    /* An earlier error on this thread gives it a message to tear down. */
+    CHECK_STATUS(shoal_server_close(srv, UINT64_MAX - 2), SHOAL_ERR_CLOSED);
+    CHECK(pthread_setspecific(exit_key, srv) == 0);
+    return NULL;
 }
 
 int main(void) {
@@ -107,6 +125,11 @@ int main(void) {
     h.on_data = on_data;
     h.size = 1;
     CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_ARG);
+    /* A size ending inside on_data leaves it out whole, never half a pointer. */
+    h.size = offsetof(shoal_handler, on_data) + 4;
+    CHECK_STATUS(shoal_server_new(cfg, &h, NULL, NULL, &srv), SHOAL_ERR_INVALID_ARG);
+    CHECK(strstr(shoal_last_error(), "on_data") != NULL);
+    CHECK(srv == NULL);
     h.size = sizeof h;
     CHECK_OK(shoal_server_new(cfg, &h, NULL, NULL, &srv));
     shoal_config_free(cfg);
@@ -169,6 +192,12 @@ int main(void) {
     recv_exact(b, buf, 4);
     CHECK(memcmp(buf, "wait", 4) == 0);
     CHECK(atomic_load(&own_thread_checked) == 1);
+
+    CHECK(pthread_key_create(&exit_key, at_thread_exit) == 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, thread_with_exit_call, srv) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(atomic_load(&exit_status) == SHOAL_ERR_CLOSED);
 
     /* Outbound connect to a closed port reports on_close, and bad addresses are refused. */
     shoal_conn_id out_id = 0;
