@@ -330,7 +330,9 @@ pub unsafe extern "C" fn shoal_http_server_new(
 }
 
 /// Starts the reactor (and worker) threads and returns. SHOAL_ERR_ALREADY_STARTED if it was
-/// started before.
+/// started before. If a thread cannot be created (a negative errno such as -EAGAIN), the
+/// threads already made are stopped and joined and every id from shoal_server_connect() gets
+/// its on_close before this returns: nothing runs any more, and the server can only be freed.
 ///
 /// # Safety
 /// `server` from shoal_server_new()/shoal_http_server_new(), not freed.

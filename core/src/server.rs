@@ -664,31 +664,60 @@ impl<H: Handler> Server<H> {
         self.handle.local_addr()
     }
 
-    /// Starts the reactor threads and returns.
+    /// Starts the reactor threads and returns. If a thread cannot be spawned, the threads
+    /// already running are stopped and joined and every id from `connect` gets its
+    /// `on_close` before the error returns: the server is then finished (`wait` returns at
+    /// once, another `start` is [`Error::AlreadyStarted`]).
     pub fn start(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Err(Error::AlreadyStarted);
         }
         self.pid = std::process::id();
         if let Some(parts) = self.pool_parts.take() {
-            self.pool = Some(parts.start()?);
+            match parts.start() {
+                Ok(pool) => self.pool = Some(pool),
+                Err(e) => return Err(self.abandon_start(e)),
+            }
         }
-        for reactor in self.pending.drain(..) {
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
+        while let Some(reactor) = pending.next() {
             let name = format!("shoal-reactor-{}", self.threads.len());
             let owner = self.handle.owner_key();
             let handler = reactor.handler().clone();
-            let t = std::thread::Builder::new().name(name).spawn(move || {
+            let mut unstarted = Unstarted(Some(reactor));
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 mark_owned(owner);
-                let mut reactor = Some(reactor);
                 handler.thread_scope(&mut || {
-                    if let Some(r) = reactor.take() {
+                    if let Some(r) = unstarted.0.take() {
                         r.run();
                     }
                 });
-            })?;
-            self.threads.push(t);
+            });
+            match spawned {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    // The reactor went down with the closure (its guard finished it).
+                    self.pending.extend(pending);
+                    return Err(self.abandon_start(e));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A start that could not spawn every thread: the threads already running are stopped
+    /// and joined and the reactors never started are finished (ids from `connect` get their
+    /// `on_close`), so nothing is left half running. The server is then finished.
+    fn abandon_start(&mut self, e: io::Error) -> Error {
+        log::error!("shoal server could not start its threads: {e}");
+        self.handle.stop();
+        // First the reactors that never ran: they hold senders of the workers' queue, which
+        // the workers wait on before they can be joined.
+        for mut r in self.pending.drain(..) {
+            r.finish();
+        }
+        let _ = self.wait();
+        e.into()
     }
 
     /// Waits for the reactor threads to finish (after `stop`). [`Error::WrongThread`] from one
@@ -751,6 +780,18 @@ impl<H: Handler> Server<H> {
     /// Stops the server (see [`ServerHandle::stop`]).
     pub fn stop(&self) {
         self.handle.stop();
+    }
+}
+
+/// A reactor on its way to its thread: finished where it is dropped if it never ran (its
+/// thread could not be spawned, or `thread_scope` did not call it).
+struct Unstarted<H: Handler>(Option<Reactor<H>>);
+
+impl<H: Handler> Drop for Unstarted<H> {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.0.take() {
+            r.finish();
+        }
     }
 }
 

@@ -1304,3 +1304,71 @@ fn a_paced_writer_waiting_on_a_connection_that_begins_to_close_stops_at_once() {
     drop(lazy);
     srv.stop_within(10 * SEC);
 }
+
+/// A start that cannot spawn its threads leaves nothing half running: what was spawned is
+/// stopped and joined, the reactors never started are finished, so every id from `connect`
+/// gets its `on_close`, and the server is finished (`wait` returns, a second start is
+/// refused). Run in a child process whose threads cannot get a stack (`RUST_MIN_STACK`).
+#[test]
+fn a_start_that_cannot_spawn_its_threads_leaves_nothing_running() {
+    const NAME: &str = "a_start_that_cannot_spawn_its_threads_leaves_nothing_running";
+    const CHILD: &str = "SHOAL_TEST_NO_THREADS";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+            .env(CHILD, "1")
+            .env("RUST_MIN_STACK", (1u64 << 46).to_string())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("every connect closed"), "{text}");
+        return;
+    }
+    type Closes = Arc<std::sync::Mutex<Vec<(ConnId, CloseReason)>>>;
+    struct Record(Closes);
+    impl Handler for Record {
+        type State = ();
+        fn on_data(&self, _: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            d.len()
+        }
+        fn on_close(&self, id: ConnId, _: (), reason: CloseReason) {
+            self.0.lock().unwrap().push((id, reason));
+        }
+    }
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    for workers in [0, 1] {
+        let mut cfg = config(2, true);
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let closes = Closes::default();
+        let mut srv = Server::bind(cfg, Record(closes.clone())).unwrap();
+        let h = srv.handle();
+        // One on each reactor.
+        let ids = [
+            h.connect(upstream.local_addr().unwrap()).unwrap(),
+            h.connect(upstream.local_addr().unwrap()).unwrap(),
+        ];
+        assert_ne!(ids[0].reactor(), ids[1].reactor());
+        let err = srv.start().unwrap_err();
+        assert!(matches!(err, Error::Io(_)), "{err}");
+        let mut got = closes.lock().unwrap().clone();
+        got.sort_by_key(|(id, _)| id.as_u64());
+        let mut want: Vec<_> = ids.iter().map(|&id| (id, CloseReason::Shutdown)).collect();
+        want.sort_by_key(|(id, _)| id.as_u64());
+        assert_eq!(got, want, "workers {workers}");
+        assert!(srv.is_finished());
+        srv.wait().unwrap();
+        assert!(matches!(srv.start(), Err(Error::AlreadyStarted)));
+        assert!(matches!(
+            h.connect(upstream.local_addr().unwrap()),
+            Err(Error::Stopped)
+        ));
+    }
+    println!("every connect closed");
+}
