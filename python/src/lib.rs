@@ -25,12 +25,41 @@ struct OnThisThread<T>(*mut T);
 // and points to a stack slot that outlives it. No Python object travels through it.
 unsafe impl<T> Send for OnThisThread<T> {}
 
+/// shoal threads (reactors and workers) alive, each of which may still take the GIL. The
+/// exit hook waits for none to be left: before Python 3.14 a thread that takes the GIL
+/// while the interpreter finalizes is ended by `pthread_exit`, whose forced unwind through
+/// Rust frames aborts the process.
+pub(crate) static THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts a thread in [`THREADS`] until dropped, after its last touch of the interpreter.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        THREADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        THREADS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// In a child just forked: only the forking thread exists, so no shoal thread is alive.
+#[pyfunction]
+fn _forked_child() {
+    THREADS.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Runs a shoal thread's whole life (a reactor or a worker) registered with the interpreter
 /// but without holding the GIL: the thread state is created once here, so each callback's
 /// `Python::attach` is only a GIL acquisition, not a thread-state creation and teardown.
 /// During interpreter shutdown the thread runs unregistered (its callbacks then fail their
 /// connections).
 pub(crate) fn thread_scope(run: &mut dyn FnMut()) {
+    let _counted = Counted::new();
     let mut pending: Option<&mut dyn FnMut()> = Some(run);
     let slot = OnThisThread(&raw mut pending);
     let _ = Python::try_attach(|py| {
@@ -65,6 +94,12 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Servers still running at exit are stopped and joined before the interpreter goes away.
     py.import("atexit")?
         .call_method1("register", (m.getattr("_shutdown_all")?,))?;
+    // A child forked from a process with servers has none of their threads.
+    m.add_function(wrap_pyfunction!(_forked_child, m)?)?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("after_in_child", m.getattr("_forked_child")?)?;
+    py.import("os")?
+        .call_method("register_at_fork", (), Some(&kwargs))?;
     logging::install();
     Ok(())
 }

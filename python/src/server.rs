@@ -116,6 +116,12 @@ impl Core {
                     live().push(self.clone());
                     Ok(Ok(()))
                 }
+                Err(e @ shoal_core::Error::Io(_)) => {
+                    // Threads could not be made: the engine stopped what it had started and
+                    // is finished.
+                    life.phase = Phase::Done;
+                    Ok(Err(e))
+                }
                 Err(e) => Ok(Err(e)),
             }
         });
@@ -179,8 +185,9 @@ impl Core {
         }
     }
 
-    /// Stops and waits for the server to finish, ignoring signals meanwhile (a second Ctrl-C
-    /// during a graceful stop is not lost: Python raises it at the next chance).
+    /// Stops and waits for the server to finish. A signal handler's exception (a second
+    /// Ctrl-C during a graceful stop) ends the wait at once and is returned; the server goes
+    /// on stopping by itself.
     fn stop_and_join(&self, py: Python<'_>) -> PyResult<()> {
         self.handle.stop();
         if self.handle.is_own_thread() {
@@ -190,6 +197,7 @@ impl Core {
             if py.detach(|| self.finished()).map_err(err)? {
                 return Ok(());
             }
+            py.check_signals()?;
             py.detach(|| std::thread::sleep(POLL));
         }
     }
@@ -201,18 +209,74 @@ impl Core {
 
 const POLL: Duration = Duration::from_millis(10);
 
-/// Stops and joins every server still running (registered with `atexit`, so worker threads
-/// never call into an interpreter that is shutting down).
+/// Stops and joins every server still running, then waits until no shoal thread is left
+/// (registered with `atexit`). A callback still running past the shutdown grace keeps its
+/// worker thread alive, and such a thread must not take the GIL once the interpreter
+/// finalizes (see [`crate::THREADS`]): like a non-daemon `threading.Thread`, it is waited
+/// for, with a note on stderr after a few seconds. A Ctrl-C during that wait ends the
+/// process at once (`os._exit(130)`, after flushing stdout and stderr) rather than let it
+/// finalize under running callbacks.
 #[pyfunction]
 pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
     let servers: Vec<Arc<Core>> = py.detach(|| live().clone());
     for s in servers {
-        s.stop_and_join(py)?;
+        if let Err(e) = s.stop_and_join(py) {
+            return exit_now(py, e);
+        }
+    }
+    let started = Instant::now();
+    let mut noted = false;
+    loop {
+        let left = crate::THREADS.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            break;
+        }
+        if let Err(e) = py.check_signals() {
+            return exit_now(py, e);
+        }
+        if !noted && started.elapsed() >= EXIT_NOTE_AFTER {
+            noted = true;
+            let _ = write_stderr(
+                py,
+                &format!(
+                    "shoal: waiting at exit for {left} server thread(s) whose callbacks are \
+                     still running (Ctrl-C to exit at once)\n"
+                ),
+            );
+        }
+        py.detach(|| std::thread::sleep(POLL));
     }
     // The engine's last records (those of the stops above among them) reach `logging`
     // before it shuts down.
     crate::logging::flush(py, Duration::from_secs(2));
     Ok(())
+}
+
+/// How long the exit hook waits for running callbacks before it says so.
+const EXIT_NOTE_AFTER: Duration = Duration::from_secs(3);
+
+fn write_stderr(py: Python<'_>, text: &str) -> PyResult<()> {
+    let stderr = py.import("sys")?.getattr("stderr")?;
+    stderr.call_method1("write", (text,))?;
+    stderr.call_method0("flush")?;
+    Ok(())
+}
+
+/// Ends the process from the exit hook without finalizing the interpreter, which shoal
+/// threads still inside callbacks would otherwise abort (see [`crate::THREADS`]).
+fn exit_now(py: Python<'_>, e: PyErr) -> PyResult<()> {
+    let left = crate::THREADS.load(std::sync::atomic::Ordering::SeqCst);
+    if left == 0 {
+        return Err(e);
+    }
+    let _ = write_stderr(
+        py,
+        &format!("shoal: exiting at once, {left} server thread(s) still running callbacks\n"),
+    );
+    let sys = py.import("sys")?;
+    let _ = sys.getattr("stdout")?.call_method0("flush");
+    py.import("os")?.call_method1("_exit", (130,))?;
+    Err(e)
 }
 
 /// A TCP server calling Python functions for connection events.

@@ -153,6 +153,54 @@ def test_a_server_left_running_at_exit_is_stopped_and_the_process_exits() -> Non
     assert "panicked" not in err and "Fatal" not in err, err
 
 
+# A callback that outlives the shutdown grace and takes the interpreter again and again (a
+# loop of short sleeps): were the process to finalize under it, the worker taking the GIL
+# would be ended by pthread_exit, whose unwind through Rust frames aborts the process.
+BUSY_AT_EXIT = """
+    import shoal, socket, sys, time
+    seconds = float(sys.argv[1])
+    def on_data(conn, data):
+        print("busy", flush=True)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.0005)
+    srv = shoal.Server(on_data=on_data, workers=1, shutdown_grace=0.05)
+    srv.start()
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"x")
+    time.sleep(0.2)
+    print("exiting", flush=True)
+"""
+
+
+def test_a_callback_still_running_at_exit_is_waited_for_not_aborted() -> None:
+    for _ in range(3):
+        proc = run_script(BUSY_AT_EXIT, "1.0")
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out.split() == ["busy", "exiting"], out
+        assert "FATAL" not in err and "panicked" not in err, err
+
+
+def test_ctrl_c_while_exit_waits_for_a_callback_ends_the_process_at_once() -> None:
+    proc = run_script(BUSY_AT_EXIT, "60")
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == "busy"
+    assert proc.stdout.readline().strip() == "exiting"
+    # The exit hook says why it waits, then a Ctrl-C ends the wait.
+    line = proc.stderr.readline()
+    while "waiting at exit" not in line:
+        assert line, "no note from the exit hook"
+        line = proc.stderr.readline()
+    assert "1 server thread" in line
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 5
+    assert proc.returncode == 130, err
+    assert "exiting at once" in err and "FATAL" not in err, err
+
+
 @pytest.mark.parametrize("mode", ["workers=2", "inline=True"])
 def test_a_child_forked_after_start_exits_and_the_parent_serves_on(mode: str) -> None:
     # The child's copy of a running server has no threads (they run in the parent): waiting
