@@ -219,16 +219,21 @@ const POLL: Duration = Duration::from_millis(10);
 #[pyfunction]
 pub(crate) fn _shutdown_all(py: Python<'_>) -> PyResult<()> {
     let servers: Vec<Arc<Core>> = py.detach(|| live().clone());
-    for s in servers {
-        if let Err(e) = s.stop_and_join(py) {
-            return exit_now(py, e);
-        }
+    for s in &servers {
+        s.handle.stop();
     }
     let started = Instant::now();
     let mut noted = false;
     loop {
+        // Joined as they finish (a server's own thread cannot join it; it stops by itself).
+        let mut joined = true;
+        for s in &servers {
+            if !s.handle.is_own_thread() {
+                joined &= py.detach(|| s.finished()).unwrap_or(true);
+            }
+        }
         let left = crate::THREADS.load(std::sync::atomic::Ordering::SeqCst);
-        if left == 0 {
+        if joined && left == 0 {
             break;
         }
         if let Err(e) = py.check_signals() {

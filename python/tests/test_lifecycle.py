@@ -201,6 +201,41 @@ def test_ctrl_c_while_exit_waits_for_a_callback_ends_the_process_at_once() -> No
     assert "exiting at once" in err and "FATAL" not in err, err
 
 
+def test_a_second_ctrl_c_during_a_graceful_stop_raises_at_once() -> None:
+    # run() stops gracefully on Ctrl-C and waits for a callback busy for a minute; a second
+    # Ctrl-C ends that wait. The exit hook then waits for the callback, and a third exits.
+    proc = run_script("""
+        import shoal, socket, time
+        def on_data(conn, data):
+            print("busy", flush=True)
+            time.sleep(60)
+        srv = shoal.Server(on_data=on_data, inline=True)
+        srv.start()
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"x")
+        try:
+            srv.run()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().strip() == "busy"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "interrupted"
+    assert time.monotonic() - started < 5
+    line = proc.stderr.readline()
+    while "waiting at exit" not in line:
+        assert line, "no note from the exit hook"
+        line = proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert "FATAL" not in err, err
+
+
 @pytest.mark.parametrize("mode", ["workers=2", "inline=True"])
 def test_a_child_forked_after_start_exits_and_the_parent_serves_on(mode: str) -> None:
     # The child's copy of a running server has no threads (they run in the parent): waiting
