@@ -3,6 +3,7 @@ servers left running at exit or dropped, calls from the wrong place, and bad opt
 
 from __future__ import annotations
 
+import array
 import gc
 import os
 import signal
@@ -28,6 +29,22 @@ def echo(conn: shoal.Connection, data: bytes) -> None:
 def run_script(code: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_subclass_takes_its_own_arguments_in_new() -> None:
+    class Greeter(shoal.Server):
+        def __new__(cls, greeting: bytes) -> Greeter:
+            def on_data(conn: shoal.Connection, data: bytes) -> None:
+                conn.write(array.array("B", greeting))  # any buffer
+                conn.write(data)
+            return super().__new__(cls, on_data=on_data, threads=1)
+
+    with Greeter(b"> ") as srv:
+        assert isinstance(srv, Greeter)  # __enter__ gives the subclass back
+        s = connect(srv.port)
+        s.sendall(b"hi")
+        assert recv_exact(s, 4) == b"> hi"
+        s.close()
 
 
 def test_start_stop_wait_and_context_manager() -> None:

@@ -2,11 +2,16 @@
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias, TypedDict, Unpack, final
+from typing import Any, Protocol, Self, TypeAlias, TypedDict, TypeVar, Unpack, final, overload
+
+from typing_extensions import Buffer as _BufferProtocol
 
 __version__: str
 
-Buffer: TypeAlias = bytes | bytearray | memoryview
+_T = TypeVar("_T")
+
+# Any object with the buffer protocol (bytes, bytearray, memoryview, array.array, mmap, ...).
+Buffer: TypeAlias = _BufferProtocol
 HeaderValue: TypeAlias = str | bytes | int
 HeadersArg: TypeAlias = Mapping[str, HeaderValue] | Iterable[tuple[str, HeaderValue]] | None
 Body: TypeAlias = bytes | bytearray | memoryview | str | dict[str, Any] | list[Any] | Iterable[bytes | str] | None
@@ -126,10 +131,15 @@ class StreamHandler(Protocol):
     def on_data(self, conn: Connection, data: bytes, /) -> int | None: ...
 
 class Server:
-    """A TCP server calling Python functions for connection events."""
+    """A TCP server calling Python functions for connection events.
 
-    def __init__(
-        self,
+    The server is made, and its port bound, by ``__new__``: a subclass that needs its own
+    arguments takes them in ``__new__`` and passes the server's on with
+    ``super().__new__(cls, ...)``.
+    """
+
+    def __new__(
+        cls,
         handler: StreamHandler | None = None,
         *,
         on_data: Callable[[Connection, bytes], int | None] | None = None,
@@ -139,7 +149,7 @@ class Server:
         on_timer: Callable[[Connection, int], object] | None = None,
         on_close: Callable[[Connection, str], object] | None = None,
         **options: Unpack[EngineOptions],
-    ) -> None: ...
+    ) -> Self: ...
     def start(self) -> None:
         """Starts the threads and returns; the server is then listening."""
     def stop(self) -> None:
@@ -163,7 +173,7 @@ class Server:
     def address(self) -> tuple[str, int]: ...
     @property
     def running(self) -> bool: ...
-    def __enter__(self) -> Server: ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -179,7 +189,12 @@ class Headers(Mapping[str, str]):
     iteration and ``len()``; ``h[name]`` and ``get`` give its first value, ``getall`` all.
     """
 
-    def get(self, name: str, default: Any = None) -> Any: ...  # type: ignore[override]
+    @overload  # type: ignore[override]
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str) -> str: ...
+    @overload
+    def get(self, name: str, /, default: _T) -> str | _T: ...
     def getall(self, name: str) -> list[str]: ...
     def items(self) -> list[tuple[str, str]]: ...  # type: ignore[override]
     def keys(self) -> list[str]: ...  # type: ignore[override]
@@ -251,7 +266,7 @@ class Stream:
         stays within ``max_write_buffer`` however slowly the client reads (an iterable given
         to ``Responder.send`` is paced the same way). Inside a callback it does not wait."""
     def finish(self) -> None: ...
-    def __enter__(self) -> Stream: ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -288,5 +303,4 @@ class Handler(Protocol):
 class HttpServer(Server):
     """An HTTP/1.1 server calling ``handler(request)`` for every request."""
 
-    def __init__(self, handler: Handler, **options: Unpack[HttpOptions]) -> None: ...  # type: ignore[override]
-    def __enter__(self) -> HttpServer: ...
+    def __new__(cls, handler: Handler, **options: Unpack[HttpOptions]) -> Self: ...  # type: ignore[override]
