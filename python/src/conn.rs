@@ -452,9 +452,18 @@ impl Handler for PyHandler {
             return false;
         };
         Python::try_attach(|py| {
-            call(py, self.key, conn, "on_eof", f, (obj.clone_ref(py),))
-                .is_some_and(|r| r.is_truthy().unwrap_or(false))
+            let r = call(py, self.key, conn, "on_eof", f, (obj.clone_ref(py),))?;
+            // A value whose truth raises (an array, say) is the callback's failure too.
+            match r.is_truthy() {
+                Ok(keep) => Some(keep),
+                Err(e) => {
+                    log_exception(py, "on_eof", e);
+                    conn.fail();
+                    None
+                }
+            }
         })
+        .flatten()
         .unwrap_or(false)
     }
 

@@ -287,11 +287,11 @@ impl Response {
     fn new(
         py: Python<'_>,
         body: Option<Py<PyAny>>,
-        status: u16,
+        status: i64,
         headers: Option<Py<PyAny>>,
         content_type: Option<String>,
     ) -> PyResult<Self> {
-        check_status(status)?;
+        let status = check_status(status)?;
         Ok(Response {
             status,
             headers: headers.unwrap_or_else(|| py.None()),
@@ -305,14 +305,34 @@ impl Response {
     }
 }
 
-fn check_status(status: u16) -> PyResult<()> {
-    if (100..=999).contains(&status) {
-        Ok(())
-    } else {
-        Err(value_error(format!(
+/// A status given as an argument: a three-digit code (`ValueError` otherwise, however large).
+fn check_status(status: i64) -> PyResult<u16> {
+    match u16::try_from(status) {
+        Ok(s) if (100..=999).contains(&s) => Ok(s),
+        _ => Err(value_error(format!(
             "status must be a three-digit code, got {status}"
-        )))
+        ))),
     }
+}
+
+/// The status at the head of a tuple a handler returned: an int, which is checked; anything
+/// else is a `TypeError` that says what the tuple must be (a Flask-style `(body, status)`
+/// lands here).
+fn tuple_status(item: &Bound<'_, PyAny>) -> PyResult<u16> {
+    if item.is_instance_of::<pyo3::types::PyInt>() && !item.is_instance_of::<pyo3::types::PyBool>()
+    {
+        return match item.extract::<i64>() {
+            Ok(n) => check_status(n),
+            Err(_) => Err(value_error(format!(
+                "status must be a three-digit code, got {item}"
+            ))),
+        };
+    }
+    let kind = item.get_type().name()?;
+    Err(PyTypeError::new_err(format!(
+        "a handler's tuple is (status, body) or (status, headers, body), the status first; \
+         its first item is a {kind}, not an int"
+    )))
 }
 
 /// Header fields to send, owned.
@@ -549,7 +569,6 @@ fn send_parts(
     content_type: Option<&str>,
     body_obj: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    check_status(status)?;
     let mut fields = fields(headers)?;
     let body = body(py, body_obj)?;
     let suggested = match &body {
@@ -613,7 +632,7 @@ fn send_value(py: Python<'_>, sink: &mut dyn Sink, v: &Bound<'_, PyAny>) -> PyRe
             2 => send_parts(
                 py,
                 sink,
-                t.get_item(0)?.extract()?,
+                tuple_status(&t.get_item(0)?)?,
                 None,
                 None,
                 &t.get_item(1)?,
@@ -621,7 +640,7 @@ fn send_value(py: Python<'_>, sink: &mut dyn Sink, v: &Bound<'_, PyAny>) -> PyRe
             3 => send_parts(
                 py,
                 sink,
-                t.get_item(0)?.extract()?,
+                tuple_status(&t.get_item(0)?)?,
                 Some(&t.get_item(1)?),
                 None,
                 &t.get_item(2)?,
@@ -663,10 +682,11 @@ impl Responder {
         &self,
         py: Python<'_>,
         body: Option<&Bound<'_, PyAny>>,
-        status: u16,
+        status: i64,
         headers: Option<&Bound<'_, PyAny>>,
         content_type: Option<&str>,
     ) -> PyResult<()> {
+        let status = check_status(status)?;
         let mut sink = DeferredSink::Fresh(self.take()?);
         let empty = PyBytes::new(py, b"");
         let body = body.unwrap_or(empty.as_any());
@@ -687,11 +707,11 @@ impl Responder {
     #[pyo3(signature = (status=200, headers=None, content_type=None))]
     fn stream(
         &self,
-        status: u16,
+        status: i64,
         headers: Option<&Bound<'_, PyAny>>,
         content_type: Option<&str>,
     ) -> PyResult<Stream> {
-        check_status(status)?;
+        let status = check_status(status)?;
         let mut fields = fields(headers)?;
         if let Some(ct) = content_type
             && !has_field(&fields, "content-type")

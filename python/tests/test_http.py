@@ -87,6 +87,10 @@ def app(req: shoal.Request) -> Any:
         return 3.5
     if path == "/badheader":
         return (200, {"X-Evil": "a\r\nSet-Cookie: x"}, b"no")
+    if path == "/body-first":
+        return ("hello", 200)  # Flask's order, not shoal's
+    if path == "/huge-status":
+        return (70000, "x")
     if path == "/peer":
         return {"peer": req.peer}
     return (404, "not found")
@@ -171,7 +175,9 @@ def test_deferred_answers_from_other_threads(srv: shoal.Server) -> None:
 @pytest.mark.parametrize("path,why", [("/raise", "handler fails on purpose"),
                                       ("/none", "returned None without deferring"),
                                       ("/badtype", "cannot send a float"),
-                                      ("/badheader", "control byte")])
+                                      ("/badheader", "control byte"),
+                                      ("/body-first", "its first item is a str, not an int"),
+                                      ("/huge-status", "three-digit code, got 70000")])
 def test_handler_errors_answer_500_log_and_close(
     srv: shoal.Server, caplog: pytest.LogCaptureFixture, path: str, why: str
 ) -> None:
@@ -187,6 +193,12 @@ def test_handler_errors_answer_500_log_and_close(
     assert any(why in m for m in messages), messages
     assert get(srv.port, "/")[0] == 200
     assert eventually(lambda: srv.stats()["http"]["handler_failures"] == 1)
+
+
+def test_a_status_argument_out_of_range_is_a_value_error() -> None:
+    for status in [99, 1000, 70000, 2**40, -1]:
+        with pytest.raises(ValueError, match="three-digit code"):
+            shoal.Response("x", status=status)
 
 
 def test_a_body_generator_that_raises_cuts_the_response(

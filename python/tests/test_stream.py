@@ -125,6 +125,23 @@ def test_on_eof_true_keeps_the_connection_open_for_writing(serve: Any) -> None:
         assert recv_until_closed(s) == b"late"
 
 
+def test_an_on_eof_result_whose_truth_raises_fails_the_connection(
+    serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    class NoTruth:
+        def __bool__(self) -> bool:
+            raise ValueError("truth of this value is ambiguous")
+
+    caplog.set_level(logging.ERROR, logger="shoal")
+    srv = serve(on_data=echo, on_eof=lambda conn: NoTruth())
+    with connect(srv.port) as s:
+        s.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(s) == b""
+    assert eventually(lambda: srv.stats()["handler_failures"] == 1)
+    messages = [str(r.exc_info[1]) for r in caplog.records if r.exc_info]
+    assert any("ambiguous" in m for m in messages), messages
+
+
 def test_writes_from_user_threads_and_stale_connections(serve: Any) -> None:
     conns: list[shoal.Connection] = []
     closed = threading.Event()
