@@ -146,7 +146,7 @@ impl<'py> Options<'py> {
     pub(crate) fn engine(&self) -> PyResult<(Config, Common)> {
         let host: String = self.get("host")?.unwrap_or_else(|| "127.0.0.1".to_owned());
         let port: u16 = self.get("port")?.unwrap_or(0);
-        let addr = resolve(&host, port)?;
+        let addr = resolve(self.dict.as_ref().map(|d| d.py()), &host, port)?;
         let mut c = Config::new(addr);
         if let Some(v) = self.size("threads")? {
             c.threads = v;
@@ -356,14 +356,18 @@ pub(crate) fn seconds(name: &str, v: &Bound<'_, PyAny>) -> PyResult<Duration> {
         .map_err(|_| value_error(format!("{name} must be a finite number of seconds >= 0")))
 }
 
-/// A literal address, or a host name resolved once (the first answer).
-fn resolve(host: &str, port: u16) -> PyResult<SocketAddr> {
+/// A literal address, or a host name resolved once (the first answer), with the interpreter
+/// released meanwhile (a lookup can take seconds; other Python threads go on).
+fn resolve(py: Option<Python<'_>>, host: &str, port: u16) -> PyResult<SocketAddr> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
-    (host, port)
-        .to_socket_addrs()
+    let lookup = || (host, port).to_socket_addrs().map(|mut found| found.next());
+    let found = match py {
+        Some(py) => py.detach(lookup),
+        None => lookup(),
+    };
+    found
         .map_err(|e| value_error(format!("cannot resolve host {host:?}: {e}")))?
-        .next()
         .ok_or_else(|| value_error(format!("host {host:?} has no address")))
 }

@@ -485,7 +485,9 @@ impl Server {
     /// ``ValueError`` if it fails), without waiting for the connection. ``on_open`` runs once
     /// connected; if it never connects, ``on_close`` alone runs, with a :class:`Connection`
     /// of that id (no ``peer``) and the reason ``"connect_failed"``, ``"connect_timeout"`` or
-    /// ``"shutdown"``.
+    /// ``"shutdown"``. A connect the system refuses to begin at all (no route to the
+    /// network, no local address left) raises ``OSError`` instead, and no callback runs;
+    /// ``ServerStopped`` once the server is stopping.
     fn connect(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<u64> {
         // A name lookup may block for seconds: other Python threads run meanwhile.
         let addr: SocketAddr = py

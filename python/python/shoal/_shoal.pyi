@@ -163,7 +163,8 @@ class Server:
 
         Resolving ``host`` runs with the interpreter released; ``ValueError`` if it fails.
         If it never connects, ``on_close`` alone runs (reason ``"connect_failed"``,
-        ``"connect_timeout"`` or ``"shutdown"``).
+        ``"connect_timeout"`` or ``"shutdown"``). ``OSError`` (and no callback) if the system
+        refuses to begin the connect at all; ``ServerStopped`` once the server is stopping.
         """
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters."""
