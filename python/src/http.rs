@@ -841,7 +841,8 @@ impl Stream {
 
 /// The HTTP handler calling a Python function.
 pub(crate) struct PyHttp {
-    handler: Py<PyAny>,
+    /// Shared with the server object's `Refs`, for the garbage collector.
+    handler: std::sync::Arc<Py<PyAny>>,
     batch: usize,
 }
 
@@ -998,14 +999,15 @@ impl HttpServer {
         let opts = Options::new(options, &[ENGINE_OPTIONS, HTTP_OPTIONS], "HttpServer")?;
         let (engine, common) = opts.engine()?;
         let config = opts.http(engine)?;
+        let handler = std::sync::Arc::new(handler);
         let h = PyHttp {
-            handler,
+            handler: handler.clone(),
             batch: common.gil_batch,
         };
         let server = py
             .detach(|| CoreHttpServer::bind(config, h).map_err(|e| e.to_string()))
             .map_err(bind_error)?;
-        let core = Core::new(Engine::Http(server));
+        let core = Core::new(Engine::Http(server), crate::server::Refs::Http(handler));
         Ok(PyClassInitializer::from(Server::from_core(core)).add_subclass(HttpServer))
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use shoal_core::http::{HttpServer, HttpStatsHandle};
 use shoal_core::{CloseReason, ServerHandle, Stats};
 
@@ -59,6 +60,41 @@ enum Phase {
 pub(crate) struct Life {
     engine: Option<Engine>,
     phase: Phase,
+    /// The Python callables the engine's handler holds, for the garbage collector.
+    refs: Option<Refs>,
+}
+
+/// Where the engine's handler keeps its Python callables: visited by `Server.__traverse__`
+/// while the server is unstarted, so a reference cycle through it (a callback closing over
+/// its own server) is collected, and its port released, instead of living to the end.
+pub(crate) enum Refs {
+    Stream(Arc<PyHandler>),
+    Http(Arc<Py<PyAny>>),
+}
+
+impl Refs {
+    fn visit(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match self {
+            Refs::Stream(h) => {
+                let cb = &h.cb;
+                for f in [
+                    &cb.on_open,
+                    &cb.on_data,
+                    &cb.on_eof,
+                    &cb.on_drain,
+                    &cb.on_timer,
+                    &cb.on_close,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    visit.call(f)?;
+                }
+                Ok(())
+            }
+            Refs::Http(f) => visit.call(&**f),
+        }
+    }
 }
 
 /// The shared part of a server object, also listed for the exit hook while running.
@@ -78,7 +114,7 @@ fn live() -> MutexGuard<'static, Vec<Arc<Core>>> {
 }
 
 impl Core {
-    pub(crate) fn new(engine: Engine) -> Arc<Self> {
+    pub(crate) fn new(engine: Engine, refs: Refs) -> Arc<Self> {
         let (handle, addr, http_stats) = match &engine {
             Engine::Stream(s) => (s.handle(), s.local_addr(), None),
             Engine::Http(s) => (s.handle(), s.local_addr(), Some(s.http_stats_handle())),
@@ -87,6 +123,7 @@ impl Core {
             life: Mutex::new(Life {
                 engine: Some(engine),
                 phase: Phase::Created,
+                refs: Some(refs),
             }),
             handle,
             addr,
@@ -110,7 +147,11 @@ impl Core {
                 Phase::Created => {}
             }
             let engine = life.engine.as_mut().expect("present until joined");
-            match engine.start() {
+            let started = engine.start();
+            // Started (or finished), the server is no longer the collector's to visit: its
+            // threads hold the handler until they end, and then let it go.
+            life.refs = None;
+            match started {
                 Ok(()) => {
                     life.phase = Phase::Running;
                     live().push(self.clone());
@@ -324,7 +365,7 @@ fn exit_now(py: Python<'_>, e: PyErr) -> PyResult<()> {
 ///     with shoal.Server(on_data=lambda conn, data: conn.write(data)) as srv:
 ///         print("echo on port", srv.port)
 ///         srv.wait()
-#[pyclass(module = "shoal._shoal", name = "Server", subclass, frozen)]
+#[pyclass(module = "shoal._shoal", name = "Server", subclass, frozen, weakref)]
 pub struct Server {
     pub(crate) core: Arc<Core>,
 }
@@ -405,8 +446,43 @@ impl Server {
         let server = server.map_err(bind_error)?;
         // Before any connect: on_close of a connect that never opened needs it.
         let _ = handler.handle.set(server.handle());
-        drop(handler);
-        Ok(Server::from_core(Core::new(Engine::Stream(server))))
+        Ok(Server::from_core(Core::new(
+            Engine::Stream(server),
+            Refs::Stream(handler),
+        )))
+    }
+
+    /// Visits the callables of an unstarted server whose state this object alone holds.
+    /// Once started, the server is kept alive by the exit hook's list until it finishes, and
+    /// nothing is visited. The lock is only tried (never waited for, the GIL being held).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if Arc::strong_count(&self.core) != 1 {
+            return Ok(());
+        }
+        let Ok(life) = self.core.life.try_lock() else {
+            return Ok(());
+        };
+        match (&life.refs, life.phase) {
+            (Some(refs), Phase::Created) => refs.visit(&visit),
+            _ => Ok(()),
+        }
+    }
+
+    /// Breaks a reference cycle through an unstarted server: its engine (the listening
+    /// socket with it) and handler go, and it can no longer start.
+    fn __clear__(&self) {
+        let Ok(mut life) = self.core.life.try_lock() else {
+            return;
+        };
+        if life.phase != Phase::Created {
+            return;
+        }
+        life.phase = Phase::Done;
+        let engine = life.engine.take();
+        let refs = life.refs.take();
+        drop(life);
+        drop(engine);
+        drop(refs);
     }
 
     /// Starts the reactor (and worker) threads and returns; the server is then listening.

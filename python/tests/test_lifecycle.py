@@ -47,6 +47,37 @@ def test_a_subclass_takes_its_own_arguments_in_new() -> None:
         s.close()
 
 
+@pytest.mark.parametrize("kind", ["stream", "http"])
+def test_an_unstarted_server_in_a_reference_cycle_is_collected_and_its_port_freed(
+    kind: str,
+) -> None:
+    def make() -> tuple[int, weakref.ref[shoal.Server]]:
+        srv: shoal.Server | None = None
+
+        # The callback refers to its own server: a cycle only the collector can break.
+        def on_data(conn: shoal.Connection, data: bytes) -> None:
+            assert srv is not None
+            srv.stop()
+
+        def handle(req: shoal.Request) -> str:
+            assert srv is not None
+            srv.stop()
+            return ""
+
+        if kind == "stream":
+            srv = shoal.Server(on_data=on_data, reuse_port=False)
+        else:
+            srv = shoal.HttpServer(handle, reuse_port=False)
+        return srv.port, weakref.ref(srv)
+
+    port, ref = make()
+    gc.collect()
+    assert ref() is None
+    # Its listening socket went with it: the port can be bound again.
+    again = shoal.Server(on_data=echo, port=port, reuse_port=False)
+    assert again.port == port
+
+
 def test_start_stop_wait_and_context_manager() -> None:
     srv = shoal.Server(on_data=echo)
     assert not srv.running
