@@ -1372,3 +1372,32 @@ fn a_start_that_cannot_spawn_its_threads_leaves_nothing_running() {
     }
     println!("every connect closed");
 }
+
+/// The space `write_in_place` lends is taken back when its closure panics: a handler that
+/// catches the panic and writes on sends its own bytes, not zeros in front of them.
+#[test]
+fn a_panic_inside_write_in_place_leaves_no_bytes_behind() {
+    struct Lender;
+    impl Handler for Lender {
+        type State = ();
+        fn on_data(&self, conn: &mut Conn<'_>, _: &mut (), d: &[u8]) -> usize {
+            let lent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                conn.write_in_place(64, |_| panic!("serializer fails on purpose"))
+            }));
+            assert!(lent.is_err());
+            conn.write(d).unwrap();
+            d.len()
+        }
+    }
+    for workers in [0, 1] {
+        let mut cfg = config(1, true);
+        if workers > 0 {
+            cfg = cfg.workers(workers, 16);
+        }
+        let srv = Running::start(cfg, Lender);
+        let mut c = client(srv.addr);
+        assert_eq!(roundtrip(&mut c, b"after"), b"after", "workers {workers}");
+        assert_eq!(roundtrip(&mut c, b"again"), b"again", "workers {workers}");
+        srv.stop_within(5 * SEC);
+    }
+}

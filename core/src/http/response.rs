@@ -573,8 +573,10 @@ impl<'r, 'c> Response<'r, 'c> {
         self.failed = true;
     }
 
-    /// The connection, for its id, addresses, timers or handle.
-    pub fn conn(&mut self) -> &mut Conn<'c> {
+    /// The connection, read-only: its id, addresses, output queued, handle and time left.
+    /// Writes, timers and pausing input belong to the HTTP layer (raw bytes would break the
+    /// framing of its responses).
+    pub fn conn(&self) -> &Conn<'c> {
         self.conn
     }
 
