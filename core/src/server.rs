@@ -676,7 +676,10 @@ impl<H: Handler> Server<H> {
         if let Some(parts) = self.pool_parts.take() {
             match parts.start() {
                 Ok(pool) => self.pool = Some(pool),
-                Err(e) => return Err(self.abandon_start(e)),
+                Err((e, spawned)) => {
+                    self.pool = Some(spawned);
+                    return Err(self.abandon_start(e));
+                }
             }
         }
         let mut pending = std::mem::take(&mut self.pending).into_iter();

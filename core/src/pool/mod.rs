@@ -735,13 +735,18 @@ impl<H: Handler> PoolParts<H> {
     }
 
     /// Starts the worker threads.
-    pub(crate) fn start(self) -> std::io::Result<WorkerPool> {
-        let mut threads = Vec::with_capacity(self.workers.len());
+    /// Spawns the workers. If one cannot be spawned, the error comes with the pool of those
+    /// that were, to be joined once the reactors (the senders of their queue) are gone.
+    pub(crate) fn start(self) -> std::result::Result<WorkerPool, (std::io::Error, WorkerPool)> {
+        let mut pool = WorkerPool {
+            threads: Vec::with_capacity(self.workers.len()),
+            shared: self.shared,
+        };
         for w in self.workers {
             let name = format!("shoal-worker-{}", w.ctx.index);
             let owner = w.ctx.handle.owner_key();
             let handler = w.handler.clone();
-            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
                 crate::server::mark_owned(owner);
                 let mut worker = Some(w);
                 handler.thread_scope(&mut || {
@@ -749,12 +754,13 @@ impl<H: Handler> PoolParts<H> {
                         w.run();
                     }
                 });
-            })?);
+            });
+            match spawned {
+                Ok(t) => pool.threads.push(t),
+                Err(e) => return Err((e, pool)),
+            }
         }
-        Ok(WorkerPool {
-            threads,
-            shared: self.shared,
-        })
+        Ok(pool)
     }
 }
 
