@@ -49,6 +49,9 @@ impl Engine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Created,
+    /// `start` is spawning the threads, the engine out of the lock meanwhile (a failed start
+    /// runs `on_close` callbacks on the starting thread, which may look at the server).
+    Starting,
     Running,
     /// Threads joined; the server cannot start again.
     Done,
@@ -60,8 +63,16 @@ enum Phase {
 pub(crate) struct Life {
     engine: Option<Engine>,
     phase: Phase,
-    /// The Python callables the engine's handler holds, for the garbage collector.
+}
+
+/// What the garbage collector sees of an unstarted server. Rule: only locked with the
+/// interpreter held (so a collection, which holds it too, always finds the same state).
+struct Gc {
+    /// The Python callables the engine's handler holds; taken out when the server starts.
     refs: Option<Refs>,
+    /// A `connect` was made: dropping the engine would then run `on_close`, Python code,
+    /// which must not run in the middle of a collection, so the server is not collectable.
+    connected: bool,
 }
 
 /// Where the engine's handler keeps its Python callables: visited by `Server.__traverse__`
@@ -100,6 +111,7 @@ impl Refs {
 /// The shared part of a server object, also listed for the exit hook while running.
 pub(crate) struct Core {
     life: Mutex<Life>,
+    gc: Mutex<Gc>,
     pub(crate) handle: ServerHandle,
     pub(crate) addr: SocketAddr,
     pub(crate) http_stats: Option<HttpStatsHandle>,
@@ -123,7 +135,10 @@ impl Core {
             life: Mutex::new(Life {
                 engine: Some(engine),
                 phase: Phase::Created,
+            }),
+            gc: Mutex::new(Gc {
                 refs: Some(refs),
+                connected: false,
             }),
             handle,
             addr,
@@ -138,32 +153,45 @@ impl Core {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The garbage collector's view; lock with the interpreter held.
+    fn gc(&self) -> MutexGuard<'_, Gc> {
+        self.gc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn start(self: &Arc<Self>, py: Python<'_>) -> PyResult<()> {
+        // Once started (or finished) the server is no longer the collector's to visit: its
+        // threads hold the handler until they end, and then let it go.
+        drop(self.gc().refs.take());
         let r = py.detach(|| {
-            let mut life = self.lock();
-            match life.phase {
-                Phase::Running => return Err("the server is already started"),
-                Phase::Done => return Err("the server has finished; create a new one"),
-                Phase::Created => {}
-            }
-            let engine = life.engine.as_mut().expect("present until joined");
+            let mut engine = {
+                let mut life = self.lock();
+                match life.phase {
+                    Phase::Starting | Phase::Running => {
+                        return Err("the server is already started");
+                    }
+                    Phase::Done => return Err("the server has finished; create a new one"),
+                    Phase::Created => {}
+                }
+                life.phase = Phase::Starting;
+                life.engine.take().expect("present until joined")
+            };
             let started = engine.start();
-            // Started (or finished), the server is no longer the collector's to visit: its
-            // threads hold the handler until they end, and then let it go.
-            life.refs = None;
+            let mut life = self.lock();
+            life.engine = Some(engine);
             match started {
                 Ok(()) => {
                     life.phase = Phase::Running;
                     live().push(self.clone());
                     Ok(Ok(()))
                 }
-                Err(e @ shoal_core::Error::Io(_)) => {
+                Err(e) => {
                     // Threads could not be made: the engine stopped what it had started and
                     // is finished.
                     life.phase = Phase::Done;
                     Ok(Err(e))
                 }
-                Err(e) => Ok(Err(e)),
             }
         });
         match r {
@@ -177,7 +205,7 @@ impl Core {
     fn finished(&self) -> shoal_core::Result<bool> {
         let mut life = self.lock();
         match life.phase {
-            Phase::Created => Ok(false),
+            Phase::Created | Phase::Starting => Ok(false),
             Phase::Done => Ok(true),
             Phase::Running => {
                 let engine = life.engine.as_mut().expect("present until joined");
@@ -459,11 +487,11 @@ impl Server {
         if Arc::strong_count(&self.core) != 1 {
             return Ok(());
         }
-        let Ok(life) = self.core.life.try_lock() else {
+        let Ok(gc) = self.core.gc.try_lock() else {
             return Ok(());
         };
-        match (&life.refs, life.phase) {
-            (Some(refs), Phase::Created) => refs.visit(&visit),
+        match &gc.refs {
+            Some(refs) if !gc.connected => refs.visit(&visit),
             _ => Ok(()),
         }
     }
@@ -471,6 +499,12 @@ impl Server {
     /// Breaks a reference cycle through an unstarted server: its engine (the listening
     /// socket with it) and handler go, and it can no longer start.
     fn __clear__(&self) {
+        let Ok(mut gc) = self.core.gc.try_lock() else {
+            return;
+        };
+        if gc.connected || gc.refs.is_none() {
+            return;
+        }
         let Ok(mut life) = self.core.life.try_lock() else {
             return;
         };
@@ -479,8 +513,10 @@ impl Server {
         }
         life.phase = Phase::Done;
         let engine = life.engine.take();
-        let refs = life.refs.take();
         drop(life);
+        let refs = gc.refs.take();
+        drop(gc);
+        // No connect was made, so the engine's drop runs no callback.
         drop(engine);
         drop(refs);
     }
@@ -569,6 +605,8 @@ impl Server {
         let addr: SocketAddr = py
             .detach(|| resolve_first(host, port))
             .map_err(|e| value_error(format!("cannot resolve {host:?}: {e}")))?;
+        // From now on the engine's drop may call on_close: no longer the collector's.
+        self.core.gc().connected = true;
         self.core
             .handle
             .connect(addr)

@@ -78,6 +78,61 @@ def test_an_unstarted_server_in_a_reference_cycle_is_collected_and_its_port_free
     assert again.port == port
 
 
+def test_an_unstarted_server_with_a_connect_made_is_not_collected_mid_cycle() -> None:
+    # Dropping its engine would run on_close (Python code) inside the collection: it is
+    # left alone instead, and later starts and closes the connect as usual.
+    closed: list[str] = []
+    upstream = socket.create_server(("127.0.0.1", 0))
+
+    def make() -> weakref.ref[shoal.Server]:
+        srv: shoal.Server | None = None
+
+        def on_close(conn: shoal.Connection, reason: str) -> None:
+            assert srv is not None  # the cycle
+            closed.append(reason)
+
+        srv = shoal.Server(on_data=lambda c, d: None, on_close=on_close)
+        srv.connect("127.0.0.1", upstream.getsockname()[1])
+        return weakref.ref(srv)
+
+    ref = make()
+    gc.collect()
+    assert closed == []
+    srv = ref()
+    assert srv is not None
+    srv.start()
+    srv.stop()
+    assert srv.wait(timeout=10)
+    assert len(closed) == 1, closed
+    upstream.close()
+
+
+def test_a_start_that_cannot_make_threads_raises_and_runs_on_close_unlocked() -> None:
+    # No thread can get a stack: start fails, the connect made before it gets on_close on
+    # the starting thread, which may look at the server meanwhile, and the server is done.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import shoal, socket
+            lst = socket.create_server(("127.0.0.1", 0))
+            srv = None
+            def on_close(conn, reason):
+                print("on_close", reason, srv.running, flush=True)
+            srv = shoal.Server(on_data=lambda c, d: None, on_close=on_close, workers=1)
+            srv.connect("127.0.0.1", lst.getsockname()[1])
+            try:
+                srv.start()
+            except OSError as e:
+                print("start failed", flush=True)
+            print("finished", srv.wait(timeout=5), flush=True)
+        """)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RUST_MIN_STACK": str(1 << 46)})
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["on_close shutdown False", "start failed", "finished True"], (
+        out, err)
+
+
 def test_start_stop_wait_and_context_manager() -> None:
     srv = shoal.Server(on_data=echo)
     assert not srv.running
