@@ -2,9 +2,11 @@
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, TypedDict, TypeVar, Unpack, final, overload
+from typing import Any, Protocol, TypeAlias, TypedDict, TypeVar, final, overload
 
+# From typing_extensions (bundled with every type checker) so the stubs hold for 3.10 too.
 from typing_extensions import Buffer as _BufferProtocol
+from typing_extensions import Self, Unpack
 
 __version__: str
 
@@ -191,11 +193,11 @@ class Headers(Mapping[str, str]):
     """
 
     @overload  # type: ignore[override]
-    def get(self, name: str, /) -> str | None: ...
+    def get(self, name: str) -> str | None: ...
     @overload
-    def get(self, name: str, /, default: str) -> str: ...
+    def get(self, name: str, default: str) -> str: ...
     @overload
-    def get(self, name: str, /, default: _T) -> str | _T: ...
+    def get(self, name: str, default: _T) -> str | _T: ...
     def getall(self, name: str) -> list[str]: ...
     def items(self) -> list[tuple[str, str]]: ...  # type: ignore[override]
     def keys(self) -> list[str]: ...  # type: ignore[override]
