@@ -506,6 +506,12 @@ fn chat_scenario(srv: &Server) {
     e.send(&"y".repeat(70 * 1024));
     assert_eq!(e.line(), "* line too long\n");
     assert_eq!(e.line(), "", "e is disconnected");
+    // The same line finished, in one write: refused too, not broadcast.
+    let mut f = Client::join(srv, "f");
+    f.send(&format!("{}\n", "z".repeat(70 * 1024)));
+    assert_eq!(f.line(), "* line too long\n");
+    assert_eq!(f.line(), "", "f is disconnected");
+    a.hears_nothing();
     d.send("bye\n");
     assert_eq!(a.line(), "bye\n");
     assert_eq!(b.line(), "bye\n");

@@ -184,6 +184,21 @@ static int64_t on_data(void *user_data, shoal_conn *conn, const uint8_t *data, s
     while (complete > 0 && data[complete - 1] != '\n') {
         complete--;
     }
+    /* Every line, finished or not, is held to MAX_LINE (the first continues what was
+     * buffered). */
+    size_t run = c->len;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\n') {
+            run = 0;
+        } else if (++run > MAX_LINE) {
+            static const char msg[] = "* line too long\n";
+            (void)shoal_conn_write(conn, msg, sizeof msg - 1);
+            /* A lingering close: a plain close with unread input would make the kernel
+             * reset the connection, possibly before the client reads why. */
+            (void)shoal_conn_shutdown(conn);
+            return (int64_t)len;
+        }
+    }
     if (complete > 0) {
         bool ok;
         if (c->len == 0) {
@@ -201,14 +216,6 @@ static int64_t on_data(void *user_data, shoal_conn *conn, const uint8_t *data, s
         }
     }
     size_t rest = len - complete;
-    if (c->len + rest > MAX_LINE) {
-        static const char msg[] = "* line too long\n";
-        (void)shoal_conn_write(conn, msg, sizeof msg - 1);
-        /* A lingering close: a plain close with unread input would make the kernel reset
-         * the connection, possibly before the client reads why. */
-        (void)shoal_conn_shutdown(conn);
-        return (int64_t)len;
-    }
     if (rest > 0) {
         if (!partial_reserve(c, rest)) {
             return -1;

@@ -48,13 +48,16 @@ class Room:
 
     def on_data(self, conn: shoal.Connection, data: bytes) -> int:
         end = data.rfind(b"\n") + 1
+        lines = data[:end].split(b"\n")[:-1]
+        # A line too long, finished or still arriving: say why, then a lingering close (a
+        # plain close with unread input could reset the connection before the reply is read).
+        if len(data) - end > MAX_LINE or any(len(raw) > MAX_LINE for raw in lines):
+            conn.write(b"* line too long\n")
+            conn.shutdown()
+            return len(data)
         if end == 0:
-            if len(data) > MAX_LINE:
-                conn.write(b"* line too long\n")
-                conn.close()
-                return len(data)
             return 0  # wait for the rest of the line
-        for raw in data[:end].split(b"\n")[:-1]:
+        for raw in lines:
             line = raw.rstrip(b"\r").decode("utf-8", "replace")
             if line.startswith("/nick "):
                 old, conn.nick = conn.nick, line[6:].strip()[:32] or conn.nick

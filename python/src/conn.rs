@@ -270,6 +270,17 @@ impl Connection {
         }
     }
 
+    /// Closes in two steps so the peer reads everything even while it is still sending:
+    /// queued output is flushed, the write side shut down, and input discarded until the
+    /// peer closes (or ``linger_timeout`` passes). A plain :meth:`close` with unread input
+    /// can make the kernel reset the connection before the peer reads the last reply.
+    fn shutdown(&self) -> PyResult<()> {
+        match self.current(|c| c.shutdown()) {
+            Some(()) => Ok(()),
+            None => self.handle.shutdown(self.id).map_err(err),
+        }
+    }
+
     /// Closes at once, discarding queued output.
     fn abort(&self) -> PyResult<()> {
         match self.current(|c| c.abort()) {

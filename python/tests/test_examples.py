@@ -86,6 +86,16 @@ def test_chat_between_two_clients() -> None:
         b.sendall(b"x" * 5000)
         assert fb.readline() == b"* line too long\n"
         assert fa.readline().startswith(b"* guest2 left")
+        # The same line finished, in one write: refused too, not broadcast.
+        with connect(port) as c:
+            fc = c.makefile("rb")
+            assert fc.readline().startswith(b"* welcome")
+            assert fa.readline().endswith(b"joined\n")
+            c.sendall(b"z" * 5000 + b"\n")
+            assert fc.readline() == b"* line too long\n"
+            assert fc.readline() == b""
+            assert fa.readline().startswith(b"* guest3 left")
+            fc.close()
         fa.close()
         fb.close()
         b.close()

@@ -65,6 +65,10 @@ class Connection:
         callback or on one of the server's threads."""
     def close(self) -> None:
         """Closes once queued output is flushed."""
+    def shutdown(self) -> None:
+        """Closes once queued output is flushed, reading and discarding the peer's input
+        until it closes (or ``linger_timeout``), so the peer reads the last reply even while
+        it is still sending (a plain ``close`` could make the kernel reset the connection)."""
     def abort(self) -> None:
         """Closes at once, discarding queued output."""
     def set_timer(self, seconds: float, tag: int = 0) -> None:
