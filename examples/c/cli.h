@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A numeric flag: `option` is the SHOAL_OPT_* it sets, or 0 for one the program reads
  * itself (cli_value()). `value` and `given` are filled in by cli_parse(). */
@@ -255,7 +256,14 @@ static inline void cli_run(const cli_args *args, shoal_server *server) {
     cli_announce(args, server);
     cli_check(args->program, "shoal_server_run", shoal_server_run(server));
     cli_forget_signals();
-    cli_check(args->program, "shoal_server_free", shoal_server_free(server));
+    /* SHOAL_ERR_BUSY: a worker's callback outlived the shutdown grace and still runs; the
+     * server is freed once it returns. */
+    shoal_status st;
+    while ((st = shoal_server_free(server)) == SHOAL_ERR_BUSY) {
+        struct timespec nap = {0, 10 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+    }
+    cli_check(args->program, "shoal_server_free", st);
 }
 
 #endif

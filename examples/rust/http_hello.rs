@@ -101,16 +101,19 @@ fn main() {
             ),
             (
                 "header-timeout-ms",
-                "a request head must arrive within this time",
+                "a request head must arrive within this time (default 10000; cannot be off)",
             ),
             (
                 "body-timeout-ms",
-                "longest wait between reads of a request body",
+                "longest wait between reads of a request body (default 30000; cannot be off)",
             ),
-            ("keepalive-timeout-ms", "longest idle time between requests"),
+            (
+                "keepalive-timeout-ms",
+                "longest idle time between requests (default 60000; cannot be off)",
+            ),
             (
                 "write-timeout-ms",
-                "close when output makes no progress this long",
+                "close when output makes no progress this long (default 60000, 0 = off)",
             ),
             (
                 "write-min-rate",
@@ -120,7 +123,10 @@ fn main() {
                 "body-min-rate",
                 "bodies must arrive at this many bytes/s (default 500, 0 = off)",
             ),
-            ("idle-timeout-ms", "close connections idle this long"),
+            (
+                "idle-timeout-ms",
+                "close connections idle this long (default: off, 0 = off)",
+            ),
             ("max-write-buffer", "most queued output per connection"),
             (
                 "send-buffer",
@@ -129,7 +135,7 @@ fn main() {
             ("handler-delay-ms", "sleep this long in each handler call"),
         ],
     );
-    let mut engine = Config::new(args.addr(8080)).write_timeout(args.millis("write-timeout-ms"));
+    let mut engine = Config::new(args.addr(8080));
     if let Some(n) = args.num("threads") {
         engine = engine.threads(n as usize);
     }
@@ -150,6 +156,10 @@ fn main() {
     }
     engine = engine.idle_timeout(args.millis("idle-timeout-ms"));
     let mut config = HttpConfig::new(engine);
+    // After HttpConfig::new, which gives HTTP its 60 s default: given, 0 turns it off.
+    if args.num("write-timeout-ms").is_some() {
+        config.engine.write_timeout = args.millis("write-timeout-ms");
+    }
     if let Some(n) = args.num("max-header-bytes") {
         config = config.max_header_bytes(n as usize);
     }
@@ -159,16 +169,17 @@ fn main() {
     if let Some(n) = args.num("max-requests-per-conn") {
         config = config.max_requests_per_connection(Some(n));
     }
-    if let Some(d) = args.millis("header-timeout-ms") {
+    // These cannot be off: 0 is passed on and refused by validation, as in the C example.
+    if let Some(d) = args.num("header-timeout-ms").map(Duration::from_millis) {
         config = config.header_read_timeout(d);
     }
-    if let Some(d) = args.millis("body-timeout-ms") {
+    if let Some(d) = args.num("body-timeout-ms").map(Duration::from_millis) {
         config = config.body_read_timeout(d);
     }
     if let Some(n) = args.num("body-min-rate") {
         config = config.body_min_rate((n > 0).then_some(n));
     }
-    if let Some(d) = args.millis("keepalive-timeout-ms") {
+    if let Some(d) = args.num("keepalive-timeout-ms").map(Duration::from_millis) {
         config = config.keepalive_timeout(d);
     }
     let delay = args.millis("handler-delay-ms");
