@@ -96,6 +96,7 @@ lint:
 # The C tests (capi/tests) need libshoal.so next to the test binaries; cargo builds it with
 # the library, and capi/tests/c.rs builds it itself if it is missing.
 test-rust:
+	capi/tests/install-test-tools.sh
 	$(CARGO) build -p shoal-capi
 	$(CARGO) test --workspace
 
@@ -133,6 +134,10 @@ install: lib
 	install -m 0644 include/shoal.h $(DESTDIR)$(PREFIX)/include/shoal.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' capi/shoal.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shoal.pc
+	@# Into the system (no DESTDIR), as root: refresh the loader's cache so programs find
+	@# libshoal.so.0 without LD_LIBRARY_PATH.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then \
+		ldconfig; fi
 
 ## The whole benchmark suite (bench/suite.py, under 25 minutes on 2 cores): installs the peers
 ## (bench/setup.sh: apt-get; pip into target/bench-venv), builds, runs HTTP, echo, Python and

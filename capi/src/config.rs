@@ -61,7 +61,8 @@ pub const SHOAL_OPT_MAX_CONNECTIONS: shoal_option = 17;
 pub const SHOAL_OPT_SHUTDOWN_GRACE_MS: shoal_option = 18;
 /// Lingering close: ms to wait for the peer after shutting down writing (default 2000).
 pub const SHOAL_OPT_LINGER_TIMEOUT_MS: shoal_option = 19;
-/// Pause after EMFILE/ENFILE on accept, in ms (default 100).
+/// Pause after accept fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM), in ms
+/// (default 100).
 pub const SHOAL_OPT_ACCEPT_BACKOFF_MS: shoal_option = 20;
 /// Readiness events per epoll_wait, at most 1048576 (default 1024).
 pub const SHOAL_OPT_EVENTS_CAPACITY: shoal_option = 21;

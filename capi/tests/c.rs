@@ -90,7 +90,7 @@ fn free_waits_out_callbacks_that_outlive_the_shutdown_grace() {
 #[test]
 fn no_leak_under_valgrind_after_a_thousand_connections() {
     if Command::new("valgrind").arg("--version").output().is_err() {
-        eprintln!("valgrind is not installed; skipping (it is on the CI machines)");
+        eprintln!("valgrind is not installed; skipping (make test installs it)");
         return;
     }
     let exe = compile("leak_test", false);

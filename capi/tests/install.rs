@@ -3,7 +3,7 @@
 //! the pkg-config file; examples/c/echo.c built with `pkg-config --cflags --libs shoal` and run
 //! against the installed libshoal.so, then linked statically (with `pkg-config --static`) and
 //! run with no libshoal.so at all. Skipped, with a message, when `make` or `pkg-config` is
-//! missing.
+//! missing (`make test` installs pkg-config first: capi/tests/install-test-tools.sh).
 
 mod common;
 

@@ -48,7 +48,8 @@ def serve(server: shoal.Server, name: str) -> None:
     signal.signal(signal.SIGTERM, on_term)
     host, port = server.address
     # The example-server convention (as the C and Rust examples): exactly this line.
-    print(f"listening on {host}:{port}", flush=True)
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address in brackets
+    print(f"listening on {shown}:{port}", flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ def handle(req: shoal.Request) -> shoal.Response | str | bytes | dict[str, objec
     if req.path == "/echo":
         return req.body
     if req.path == "/big":
-        n = query_int(req, "bytes", 1024)
+        n = query_int(req, "bytes", 1 << 20)
         if not 0 <= n <= MAX_BIG:
             # One response is queued whole: past max_write_buffer (16 MiB by default) the
             # connection would be aborted.

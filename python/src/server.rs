@@ -384,7 +384,8 @@ fn exit_now(py: Python<'_>, e: PyErr) -> PyResult<()> {
 /// ``shutdown_grace``, ``linger_timeout``, ``max_pending_input``, ``handler_timeout``,
 /// ``accept_backoff``, ``events_capacity``, ``read_budget``, ``pool_buffer_size``,
 /// ``pool_max_free``.
-/// Times are in seconds; None turns a timeout off. ``keepalive`` is 1 to 32767 s;
+/// Times are in seconds; None turns off ``keepalive``, ``idle_timeout``, ``read_timeout``,
+/// ``write_timeout`` and ``handler_timeout`` (the other times cannot be off). ``keepalive`` is 1 to 32767 s;
 /// ``read_buffer_size`` and ``pool_buffer_size`` at most 64 MiB; ``events_capacity`` and
 /// ``queue`` at most 1048576.
 ///

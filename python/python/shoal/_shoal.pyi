@@ -79,7 +79,9 @@ class Connection:
     def __setattr__(self, name: str, value: Any) -> None: ...
 
 class EngineOptions(TypedDict, total=False):
-    """Keyword options of every server. Times are seconds; None turns a timeout off."""
+    """Keyword options of every server. Times are seconds; None turns off ``keepalive``,
+    ``idle_timeout``, ``read_timeout``, ``write_timeout``, ``handler_timeout`` (and, for
+    HTTP, ``response_timeout``); the other times cannot be off."""
 
     host: str
     port: int
