@@ -1562,3 +1562,59 @@ fn a_rejected_head_gets_the_same_status_however_it_was_cut() {
         }
     }
 }
+
+/// A head arriving in many small reads: until a line ends in the new bytes it is not parsed
+/// again, but its limits are still checked on every read, errors still answer once their
+/// line ends, and a complete head is served as ever (heads past 64 KiB included).
+#[test]
+fn a_head_in_many_small_reads_is_served_and_still_checked() {
+    fn drip(s: &mut TcpStream, bytes: &[u8], piece: usize) {
+        for (i, p) in bytes.chunks(piece).enumerate() {
+            s.write_all(p).unwrap();
+            if i % 4 == 0 {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        }
+    }
+    let srv = Http::start(config(1).max_header_bytes(4096), app);
+    // Served, a byte at a time.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut head = b"GET /drip HTTP/1.1\r\nHost: t\r\nX-Long: ".to_vec();
+    head.extend_from_slice(&[b'v'; 600]);
+    head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    drip(&mut s, &head, 1);
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![200]);
+    assert_eq!(ex.responses[0].text(), "GET /drip");
+    // A field line growing past max_header_bytes without ever ending: 431 on the read that
+    // crosses the limit, not a wait for its line end or the header timeout.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let t0 = Instant::now();
+    drip(&mut s, b"GET / HTTP/1.1\r\nHost: t\r\nX-Long: ", 1);
+    drip(&mut s, &[b'v'; 5000], 64);
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![431]);
+    assert!(t0.elapsed() < 4 * SEC);
+    // A NUL inside a field line: 400 once its line ends.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    drip(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-Bad: a\0b\r\n\r\n",
+        1,
+    );
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![400]);
+    // A head past 64 KiB (where the count of bytes seen is not kept) in small reads.
+    let big = Http::start(config(1).max_header_bytes(128 << 10), app);
+    let mut s = TcpStream::connect(big.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut head = b"GET /big-head HTTP/1.1\r\nHost: t\r\nX-Long: ".to_vec();
+    head.extend_from_slice(&vec![b'v'; 70 << 10]);
+    head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    drip(&mut s, &head, 4096);
+    let ex = read_all(&mut s, 5 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![200]);
+}

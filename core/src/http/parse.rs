@@ -567,7 +567,7 @@ fn common_head<'b>(buf: &'b [u8], fields: &mut FieldSlots<'b>, max: usize) -> Co
 /// exactly as for a complete head (the bytes between the first and the second space of the
 /// request line), so a request answers the same whether it arrives at once or in pieces.
 #[cold]
-fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
+pub(crate) fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
     let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     if let Some(sp) = buf[..line].iter().position(|&b| b == b' ') {
         let rest = &buf[sp + 1..line];

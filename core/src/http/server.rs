@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::chunked::{ChunkedDecoder, Progress};
 use super::date::{DATE_LINE_LEN, with_date};
-use super::parse::{FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, parse_head};
+use super::parse::{
+    FieldSlots, Framing, Head, Limits, MAX_HEADERS, ParseError, check_incomplete, parse_head,
+};
 use super::request::Request;
 use super::response::{
     Body, COUNTED, DeferState, HEAD_REQUEST, Info, Mark, Outcome, Response, SENT, STARTED,
@@ -88,6 +90,7 @@ pub struct HttpConfig {
     /// responses a pipelining client can have queued by one read. Default 64.
     pub max_pipelined: usize,
     /// Close a connection after this many requests (the last response says so). Default none.
+    /// A connection counts up to 2^32 - 1 requests, so a larger value closes none.
     pub max_requests_per_connection: Option<u64>,
     /// A request head must arrive within this time of its first byte (slowloris); also the
     /// time a new connection has to send its first request. Answered 408. Default 10 s.
@@ -257,7 +260,8 @@ enum Phase {
 /// Per-connection HTTP state.
 #[derive(Debug, Default)]
 pub(crate) struct HttpConn {
-    requests: u64,
+    /// Requests served on this connection (stops counting at 2^32 - 1).
+    requests: u32,
     phase: Phase,
     /// A deferred response is outstanding; input is paused until it completes.
     awaiting: bool,
@@ -280,6 +284,12 @@ pub(crate) struct HttpConn {
     armed: Option<Instant>,
     /// When the body being read started arriving (for `body_min_rate`).
     body_since: Option<Instant>,
+    /// A head still arriving at the start of the input: how many of its bytes the last pass
+    /// parsed (as incomplete, with no error). Until a line ends in bytes beyond them the
+    /// head cannot be complete, and it is not parsed again (so a head sent a byte at a
+    /// time costs its size once per line, not once per read). 0: none (or a head past 64
+    /// KiB, which is parsed on every read as before).
+    scanned: u16,
 }
 
 /// The rarely needed part of a connection's HTTP state.
@@ -467,13 +477,15 @@ impl<H: HttpHandler> Http<H> {
         req: &Request<'_>,
         head: &Head,
     ) -> Flow {
-        st.requests += 1;
+        st.requests = st.requests.saturating_add(1);
         st.continue_sent = false;
         tally.requests += 1;
         if st.requests > 1 {
             tally.reuses += 1;
         }
-        let last = self.max_requests.is_some_and(|m| st.requests >= m);
+        let last = self
+            .max_requests
+            .is_some_and(|m| u64::from(st.requests) >= m);
         let info = Info {
             version: head.version,
             head: head.is_head,
@@ -586,12 +598,33 @@ impl<H: HttpHandler> Http<H> {
 
     /// Handles the requests in `data`; returns the bytes consumed.
     fn process(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
+        if st.scanned != 0 && self.still_incomplete(conn, st, data) {
+            return 0;
+        }
         let mut tally = Tally::default();
         // The reactor's clock stands still during a pass: one Date line serves all of it.
         let date = with_date(conn.now(), |d| *d);
         let pos = self.process_with(conn, st, data, &mut tally, &date);
         tally.flush(self.counters(conn));
         pos
+    }
+
+    /// Whether the head at the start of `data`, found incomplete by the last pass, still is:
+    /// no line ended in the bytes that came since (a head ends with a line end). Its limits
+    /// are checked as on every read; an error answers here (true: nothing more to do).
+    #[cold]
+    #[inline(never)]
+    fn still_incomplete(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> bool {
+        let seen = std::mem::take(&mut st.scanned) as usize;
+        if data.len() < seen || data[seen..].contains(&b'\n') {
+            return false;
+        }
+        if let Err(e) = check_incomplete(data, &self.limits) {
+            self.reject(conn, st, e, is_head(data));
+            return true;
+        }
+        st.scanned = u16::try_from(data.len()).unwrap_or(0);
+        true
     }
 
     fn process_with(
@@ -667,7 +700,10 @@ impl<H: HttpHandler> Http<H> {
             st.flush_yield = false;
             let parsed = match parse_head(buf, &mut fields, &self.limits) {
                 Ok(Some(p)) => p,
-                Ok(None) => break,
+                Ok(None) => {
+                    st.scanned = u16::try_from(buf.len()).unwrap_or(0);
+                    break;
+                }
                 Err(e) => {
                     self.reject(conn, st, e, is_head(buf));
                     return data.len();
