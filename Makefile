@@ -5,6 +5,7 @@ CARGO ?= cargo
 PYTHON ?= python3
 CC ?= cc
 PREFIX ?= /usr/local
+LDCONFIG ?= ldconfig
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 MAJOR := $(firstword $(subst ., ,$(VERSION)))
 LIBDIR := target/release
@@ -135,9 +136,10 @@ install: lib
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' capi/shoal.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/shoal.pc
 	@# Into the system (no DESTDIR), as root: refresh the loader's cache so programs find
-	@# libshoal.so.0 without LD_LIBRARY_PATH.
-	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null 2>&1; then \
-		ldconfig; fi
+	@# libshoal.so.0 without LD_LIBRARY_PATH (LDCONFIG= skips it).
+	@if [ -z "$(DESTDIR)" ] && [ -n "$(LDCONFIG)" ] && [ "$$(id -u)" -eq 0 ] && \
+		command -v "$(LDCONFIG)" >/dev/null 2>&1; then \
+		"$(LDCONFIG)" || echo "ldconfig failed: run it before using $(PREFIX)/lib/libshoal.so" >&2; fi
 
 ## The whole benchmark suite (bench/suite.py, under 25 minutes on 2 cores): installs the peers
 ## (bench/setup.sh: apt-get; pip into target/bench-venv), builds, runs HTTP, echo, Python and

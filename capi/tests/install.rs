@@ -175,6 +175,9 @@ fn make_install_then_build_with_pkg_config() {
         .arg("install")
         .arg(format!("PREFIX={}", prefix.display()))
         .arg(format!("CARGO={}", env!("CARGO")))
+        // A prefix under a temporary directory: the system's loader cache is none of its
+        // business.
+        .arg("LDCONFIG=")
         .stdin(Stdio::null())
         .output()
         .expect("make runs");

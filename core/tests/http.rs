@@ -1618,3 +1618,42 @@ fn a_head_in_many_small_reads_is_served_and_still_checked() {
     let ex = read_all(&mut s, 5 * SEC, &[]);
     assert_eq!(ex.statuses(), vec![200]);
 }
+
+/// What a head in pieces must still get at once: a control byte in a line that never ends is
+/// a 400 (httparse refuses it wherever it stands), and a head begun after a stray CRLF that
+/// came in its own read runs the header timeout (408), not the keep-alive one.
+#[test]
+fn a_head_in_pieces_is_judged_as_its_bytes_arrive() {
+    let cfg = config(1)
+        .header_read_timeout(Duration::from_millis(300))
+        .keepalive_timeout(10 * SEC);
+    let srv = Http::start(cfg, app);
+    let pause = || std::thread::sleep(Duration::from_millis(30));
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Bad: a")
+        .unwrap();
+    pause();
+    s.write_all(b"\0b").unwrap();
+    let t0 = Instant::now();
+    let ex = read_all(&mut s, 2 * SEC, &[]);
+    assert_eq!(ex.statuses(), vec![400]);
+    assert!(
+        t0.elapsed() < 2 * SEC,
+        "answered at once, not at the header timeout"
+    );
+
+    let mut c = Client::connect(srv.addr);
+    assert_eq!(c.get("/first").text(), "GET /first");
+    c.send(b"\r\n");
+    pause();
+    c.send(b"GET /sl");
+    pause();
+    c.send(b"ow");
+    let ex = read_all(&mut c.s, 3 * SEC, &[]);
+    assert_eq!(
+        ex.statuses(),
+        vec![408],
+        "the header timeout, from the head's first byte"
+    );
+}

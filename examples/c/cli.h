@@ -257,7 +257,9 @@ static inline void cli_run(const cli_args *args, shoal_server *server) {
     cli_check(args->program, "shoal_server_run", shoal_server_run(server));
     cli_forget_signals();
     /* SHOAL_ERR_BUSY: a worker's callback outlived the shutdown grace and still runs; the
-     * server is freed once it returns. */
+     * server is freed once it returns. Meanwhile a second Ctrl-C ends the process as usual
+     * (the server is no longer reachable from a signal handler). */
+    cli_set_signals(SIG_DFL);
     shoal_status st;
     while ((st = shoal_server_free(server)) == SHOAL_ERR_BUSY) {
         struct timespec nap = {0, 10 * 1000 * 1000};

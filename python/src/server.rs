@@ -177,9 +177,14 @@ impl Core {
                 life.phase = Phase::Starting;
                 life.engine.take().expect("present until joined")
             };
-            let started = engine.start();
+            // A panic must not leave the phase at `Starting` (every wait would spin).
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.start()));
             let mut life = self.lock();
             life.engine = Some(engine);
+            let Ok(started) = started else {
+                life.phase = Phase::Done;
+                return Err("the server failed to start (an internal panic)");
+            };
             match started {
                 Ok(()) => {
                     life.phase = Phase::Running;

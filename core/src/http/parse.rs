@@ -565,7 +565,8 @@ fn common_head<'b>(buf: &'b [u8], fields: &mut FieldSlots<'b>, max: usize) -> Co
 
 /// Enforces the limits on an incomplete head, before reading more. The target is measured
 /// exactly as for a complete head (the bytes between the first and the second space of the
-/// request line), so a request answers the same whether it arrives at once or in pieces.
+/// request line), so a head within its limits answers the same whether it arrives at once or
+/// in pieces. (A malformed line that never ends may not: see `HttpConn::scanned`.)
 #[cold]
 pub(crate) fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ParseError> {
     let line = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());

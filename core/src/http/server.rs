@@ -598,8 +598,10 @@ impl<H: HttpHandler> Http<H> {
 
     /// Handles the requests in `data`; returns the bytes consumed.
     fn process(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> usize {
-        if st.scanned != 0 && self.still_incomplete(conn, st, data) {
-            return 0;
+        if st.scanned != 0
+            && let Some(consumed) = self.still_incomplete(conn, st, data)
+        {
+            return consumed;
         }
         let mut tally = Tally::default();
         // The reactor's clock stands still during a pass: one Date line serves all of it.
@@ -610,21 +612,29 @@ impl<H: HttpHandler> Http<H> {
     }
 
     /// Whether the head at the start of `data`, found incomplete by the last pass, still is:
-    /// no line ended in the bytes that came since (a head ends with a line end). Its limits
-    /// are checked as on every read; an error answers here (true: nothing more to do).
+    /// no line ended in the bytes that came since (a head ends with a line end), and none of
+    /// them is a control byte (which httparse would refuse wherever it stood, so the head
+    /// is parsed again to answer it now). Its limits are checked as on every read. `Some`:
+    /// what `process` consumes (nothing, or all of it after an error answered here).
     #[cold]
     #[inline(never)]
-    fn still_incomplete(&self, conn: &mut Conn<'_>, st: &mut HttpConn, data: &[u8]) -> bool {
+    fn still_incomplete(
+        &self,
+        conn: &mut Conn<'_>,
+        st: &mut HttpConn,
+        data: &[u8],
+    ) -> Option<usize> {
         let seen = std::mem::take(&mut st.scanned) as usize;
-        if data.len() < seen || data[seen..].contains(&b'\n') {
-            return false;
+        let fresh = data.get(seen..)?;
+        if fresh.contains(&b'\n') || fresh.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return None;
         }
         if let Err(e) = check_incomplete(data, &self.limits) {
             self.reject(conn, st, e, is_head(data));
-            return true;
+            return Some(data.len());
         }
         st.scanned = u16::try_from(data.len()).unwrap_or(0);
-        true
+        Some(0)
     }
 
     fn process_with(
@@ -775,6 +785,7 @@ impl<H: HttpHandler> Http<H> {
             // its own: no new request has begun, so the connection is idle, not slow. A CR
             // whose LF has not come yet stays, for the next request's parse to skip.
             pos += n;
+            st.scanned = 0;
             st.phase = Phase::Idle;
             self.set_deadline(conn, st, Some(TimeoutKind::KeepAlive), 0);
         } else if pos < data.len() {
