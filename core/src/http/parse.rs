@@ -499,9 +499,7 @@ fn tokenize_higher_minor<'b>(
     else {
         return Err(ParseError::BadRequestLine);
     };
-    let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
-    if method.is_empty()
-        || !method.iter().all(is_tchar)
+    if !super::response::is_token(method)
         || target.is_empty()
         || !target
             .iter()

@@ -121,6 +121,16 @@ const fn byte_classes() -> [u8; 256] {
 
 static CLASSES: [u8; 256] = byte_classes();
 
+/// A token (RFC 9110 §5.6.2): a method, a field name.
+pub(crate) fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && all_in(bytes, TCHAR)
+}
+
+/// Bytes that may stand in a field value: no control byte but tab (RFC 9110 §5.5).
+pub(crate) fn is_field_text(bytes: &[u8]) -> bool {
+    all_in(bytes, FIELD_VCHAR)
+}
+
 /// Whether every byte is in `class`. No early exit: a branch-free AND over the table, since
 /// the bytes are almost always valid and short (header names).
 fn all_in(bytes: &[u8], class: u8) -> bool {

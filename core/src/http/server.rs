@@ -16,7 +16,7 @@ use super::parse::{
 use super::request::Request;
 use super::response::{
     Body, COUNTED, DeferState, HEAD_REQUEST, Info, Mark, Outcome, Response, SENT, STARTED,
-    TIMED_OUT, take_mark, write_head,
+    TIMED_OUT, is_field_text, take_mark, write_head,
 };
 use super::stats::{Counters, HttpStats, Tally, TimeoutKind, inc};
 use crate::config::Config;
@@ -614,7 +614,7 @@ impl<H: HttpHandler> Http<H> {
     /// Whether the head at the start of `data`, found incomplete by the last pass, still is:
     /// no line ended in the bytes that came since (a head ends with a line end), and none of
     /// them is a control byte (which httparse would refuse wherever it stood, so the head
-    /// is parsed again to answer it now). Its limits are checked as on every read. `Some`:
+    /// is parsed again to answer it now; a CR also makes it parse, harmlessly). Its limits are checked as on every read. `Some`:
     /// what `process` consumes (nothing, or all of it after an error answered here).
     #[cold]
     #[inline(never)]
@@ -626,7 +626,7 @@ impl<H: HttpHandler> Http<H> {
     ) -> Option<usize> {
         let seen = std::mem::take(&mut st.scanned) as usize;
         let fresh = data.get(seen..)?;
-        if fresh.contains(&b'\n') || fresh.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if fresh.contains(&b'\n') || !is_field_text(fresh) {
             return None;
         }
         if let Err(e) = check_incomplete(data, &self.limits) {
